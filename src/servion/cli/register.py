@@ -1,0 +1,106 @@
+"""``servion register NAME PATH --version vX.Y.Z``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+import orjson
+
+from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2
+from servion.errors import ValidationFailed
+from servion.registry import ModelRegistry, RegisterRequest
+from servion.runtime import FORMATS
+from servion.types import Arrays
+
+
+def load_sample(path: Path) -> Arrays:
+    """Read a smoke-test sample: ``.npz`` arrays, or JSON ``{"input_name": nested list}``."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ValidationFailed(f"sample file {path.name!r} does not exist") from None
+    except (ValueError, OSError) as exc:
+        raise ValidationFailed(f"cannot read sample file {path.name!r}: {exc}") from None
+    if isinstance(raw, dict) and isinstance(raw.get("inputs"), dict):
+        raw = raw["inputs"]
+    if not isinstance(raw, dict) or not raw:
+        raise ValidationFailed('a JSON sample must be {"input_name": [[...]], ...}')
+    try:
+        return {str(k): np.asarray(v) for k, v in raw.items()}
+    except ValueError as exc:
+        raise ValidationFailed(f"sample arrays are not rectangular: {exc}") from None
+
+
+@click.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--version", "version", required=True, help="Semantic version, e.g. v1.0.0.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(sorted(FORMATS)),
+    default=None,
+    help="Artifact format (default: from the extension).",
+)
+@click.option("--checksum", default=None, help="Expected SHA-256 of the file (hex).")
+@click.option(
+    "--sample",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Inputs for the smoke inference (.npz or JSON); default: generated.",
+)
+@click.option(
+    "--allow-large",
+    "large_reason",
+    default=None,
+    metavar="REASON",
+    help="Admit a model over the size limit; the reason is recorded.",
+)
+@click.option("--trust-code", is_flag=True, help="Allow a custom Python model (runs its code).")
+@click.option("--json", "as_json", is_flag=True, help="Print the recorded version as JSON.")
+@click.pass_obj
+@refusals_exit_2
+def register(
+    ctx: Context,
+    name: str,
+    path: Path,
+    version: str,
+    fmt: str | None,
+    checksum: str | None,
+    sample: Path | None,
+    large_reason: str | None,
+    trust_code: bool,
+    as_json: bool,
+) -> None:
+    """Validate, store and record a model file or directory as NAME at --version."""
+    registry = ModelRegistry(ctx.settings)
+    try:
+        mv = registry.register(
+            RegisterRequest(
+                name=name,
+                path=path,
+                version=version,
+                format=fmt,
+                checksum=checksum,
+                sample=load_sample(sample) if sample else None,
+                large_reason=large_reason,
+                trust_code=trust_code,
+            )
+        )
+    finally:
+        registry.close()
+    if as_json:
+        echo_json(mv.to_dict())
+        return
+    click.echo(
+        f"registered {mv.label} ({mv.format}, {human_bytes(mv.size_bytes)}, sha256 {mv.sha256})"
+    )
+    for spec in mv.signature.inputs:
+        click.echo(f"  input  {spec.name}: {spec.datatype} {list(spec.shape)}")
+    for spec in mv.signature.outputs:
+        click.echo(f"  output {spec.name}: {spec.datatype} {list(spec.shape)}")

@@ -1,0 +1,70 @@
+"""``servion serve``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from servion.cli.common import Context, refusals_exit_2
+from servion.config import ServerSettings, Settings
+from servion.logs import configure_logging
+from servion.server import serve as run_server
+
+
+def server_options(func: Any) -> Any:
+    options = [
+        click.option("--host", default=None, help="Address to listen on (default 127.0.0.1)."),
+        click.option("--port", type=int, default=None, help="Port (default 8080; 0 = any free)."),
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 256),
+            default=None,
+            help="Worker processes (default: one per core).",
+        ),
+        click.option(
+            "--admin-token",
+            default=None,
+            help="Token for control operations; required off loopback.",
+        ),
+        click.option(
+            "--port-file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Write the bound port here once listening.",
+        ),
+        click.option(
+            "--max-batch-size",
+            type=click.IntRange(1),
+            default=None,
+            help="Largest batch a request may carry (default 128).",
+        ),
+        click.option(
+            "--max-body-bytes",
+            type=click.IntRange(1024),
+            default=None,
+            help="Largest request body (default 10 MiB).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
+    given = {k: v for k, v in overrides.items() if v is not None}
+    server = ServerSettings(**{**settings.server.model_dump(), **given})
+    return settings.model_copy(update={"server": server})
+
+
+@click.command()
+@server_options
+@click.pass_obj
+@refusals_exit_2
+def serve(ctx: Context, port_file: Path | None, **overrides: Any) -> None:
+    """Serve every registered model over the Open Inference Protocol (REST)."""
+    configure_logging()
+    settings = with_server_overrides(ctx.settings, **overrides)
+    sys.exit(run_server(settings, port_file))

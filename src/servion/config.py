@@ -1,0 +1,94 @@
+"""Typed settings, loaded once in ``cli/`` (or a test) and passed down explicitly.
+
+Every section reads its own ``SERVION_<SECTION>_*`` environment variables;
+nothing else in servion reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GB = 1024**3
+
+
+class RegistrySettings(BaseSettings):
+    """Where the registry keeps its metadata and artifacts, and what it admits."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_REGISTRY_", frozen=True)
+
+    max_artifact_bytes: int = 10 * GB
+    """Largest artifact admitted without ``--allow-large`` (and a recorded reason)."""
+    probe_timeout_s: float = 120.0
+    """A model that takes longer than this to load and answer a smoke inference is refused."""
+    max_archive_bytes: int = 20 * GB
+    """Cap on the bytes an archived model may expand to (against archive bombs)."""
+
+
+class RuntimeSettings(BaseSettings):
+    """How runtimes use the machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_RUNTIME_", frozen=True)
+
+    onnx_intra_op_threads: int = 1
+    """Threads one ONNX inference may use. One per worker process keeps cores for other workers."""
+    onnx_inter_op_threads: int = 1
+    """Threads for running independent ONNX graph branches in parallel."""
+    trusted_globals: tuple[str, ...] = ()
+    """Extra pickle globals ("pkg.module.Name", or "pkg.module.*") admitted besides the defaults."""
+
+
+class ServerSettings(BaseSettings):
+    """How ``servion serve`` listens and what it accepts."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_SERVER_", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Loopback by default: listening elsewhere requires an admin token."""
+    port: int = 8080
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
+    """Worker processes sharing the port; one per core by default."""
+    admin_token: str | None = None
+    """Bearer token for control operations (repository load/unload)."""
+    max_body_bytes: int = 10 * 1024 * 1024
+    """Larger request bodies are answered 413 before being read."""
+    max_batch_size: int = 128
+    """Largest first dimension a request may carry, unless a model sets its own."""
+    max_json_depth: int = 32
+    """Deepest JSON nesting accepted in a request."""
+    graceful_timeout_s: float = 30.0
+    """How long in-flight requests may run after SIGTERM before workers exit anyway."""
+    sync_interval_s: float = 0.2
+    """How often each worker checks the registry for load/unload changes."""
+
+
+class Settings(BaseModel):
+    """The root of servion's configuration.
+
+    >>> s = Settings.load(home=Path("/tmp/h"))
+    >>> s.db_url
+    'sqlite:////tmp/h/registry.db'
+    """
+
+    model_config = {"frozen": True}
+
+    home: Path
+    db_url: str
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @classmethod
+    def load(cls, home: Path | None = None, db_url: str | None = None) -> Settings:
+        """Settings from arguments, then ``SERVION_HOME`` / ``SERVION_DB_URL``, then defaults."""
+        resolved = home or Path(os.environ.get("SERVION_HOME") or ".servion")
+        resolved = resolved.expanduser().absolute()
+        url = db_url or os.environ.get("SERVION_DB_URL") or f"sqlite:///{resolved / 'registry.db'}"
+        return cls(home=resolved, db_url=url)

@@ -1,0 +1,429 @@
+"""Safe extraction of model archives (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
+
+An uploaded archive is untrusted input: a member may try to escape the target
+folder (``../x``, ``/etc/x``, ``C:\\x``, links, device nodes), overwrite a sibling
+(duplicate names), or expand to far more bytes than it occupies (a bomb). Every
+member is checked here explicitly, bytes are counted as they are decompressed,
+and everything is written into a private staging folder that only becomes
+``target`` once the whole archive was accepted, so a refusal leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import unicodedata
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal, Protocol, cast
+
+from servion.errors import UnsafeArtifact, ValidationFailed
+
+__all__ = ["extract_archive", "is_archive"]
+
+_Kind = Literal["zip", "tar", "gz", "bz2", "xz"]
+
+_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+_COMPRESSED_MAGIC: tuple[tuple[bytes, _Kind], ...] = (
+    (b"\x1f\x8b", "gz"),
+    (b"BZh", "bz2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_TAR_MAGIC_OFFSET = 257
+_CHUNK = 64 * 1024
+# Tar headers (long names, pax records) are decompressed too; they get a budget of
+# their own on top of the payload cap so a header cannot be a bomb either.
+_HEADER_BYTES_PER_MEMBER = 16 * 1024
+_HEADER_BYTES_FIXED = 1024 * 1024
+_MAX_NAME_IN_MESSAGE = 200
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class _Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def is_archive(path: Path) -> bool:
+    """Say whether ``path`` looks like an archive servion can extract.
+
+    The name decides first (``model.tar.gz``); a file with another name is
+    sniffed by its magic bytes, so a renamed upload is still recognised.
+
+    >>> is_archive(Path("model.tgz"))
+    True
+    """
+    name = path.name.lower()
+    if name.endswith(_SUFFIXES):
+        return True
+    try:
+        return _sniff(path) is not None
+    except OSError:
+        return False
+
+
+def extract_archive(
+    archive: Path, target: Path, *, max_total_bytes: int, max_members: int = 10_000
+) -> Path:
+    """Extract ``archive`` into ``target`` and return ``target``, or refuse it whole.
+
+    ``target`` must not exist or be an empty folder. The format is taken from
+    the magic bytes, not the name. Only regular files and folders are
+    accepted; at most ``max_members`` members and ``max_total_bytes``
+    decompressed bytes (counted while copying, not read from headers). Files
+    are written ``0o644``: archive modes (setuid, exec) are not kept.
+
+    Raises ``UnsafeArtifact`` naming the member that escapes, links, duplicates
+    or exceeds a limit, and ``ValidationFailed`` for a malformed archive. On any
+    error ``target`` is left as it was found: nothing extracted remains.
+
+    >>> extract_archive(Path("m.tar.gz"), Path("out"), max_total_bytes=2**30)  # doctest: +SKIP
+    PosixPath('out')
+    """
+    if max_total_bytes < 0 or max_members < 0:
+        raise ValueError("max_total_bytes and max_members must not be negative")
+    kind = _detect(archive)
+    _check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
+    try:
+        writer = _Writer(staging, _Limits(max_total_bytes, max_members))
+        if kind == "zip":
+            _extract_zip(archive, writer)
+        else:
+            _extract_tar(archive, kind, writer)
+        staging.chmod(0o755)
+        _publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+# --- format detection -------------------------------------------------------
+
+
+def _detect(archive: Path) -> _Kind:
+    """Return the archive's kind from its bytes, refusing anything else."""
+    if not archive.is_file():
+        raise ValidationFailed(f"archive '{_printable(archive.name)}' is not a file")
+    kind = _sniff(archive)
+    if kind is None:
+        raise ValidationFailed(f"'{_printable(archive.name)}' is not a supported archive")
+    return kind
+
+
+def _sniff(path: Path) -> _Kind | None:
+    """Identify zip, plain tar, or compressed tar by magic bytes."""
+    with path.open("rb") as raw:
+        head = raw.read(_TAR_MAGIC_OFFSET + 8)
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if _has_tar_magic(head):
+        return "tar"
+    for magic, kind in _COMPRESSED_MAGIC:
+        if head.startswith(magic):
+            # A compressed file is only an archive if a tar header is inside it.
+            return kind if _compressed_holds_tar(path, kind) else None
+    return None
+
+
+def _has_tar_magic(block: bytes) -> bool:
+    return block[_TAR_MAGIC_OFFSET : _TAR_MAGIC_OFFSET + 5] == b"ustar"
+
+
+def _compressed_holds_tar(path: Path, kind: _Kind) -> bool:
+    try:
+        with path.open("rb") as raw, _decompressor(raw, kind) as inner:
+            return _has_tar_magic(inner.read(512))
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return False
+
+
+def _decompressor(raw: IO[bytes], kind: _Kind) -> IO[bytes]:
+    if kind == "gz":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))  # typeshed: not an IO
+    if kind == "bz2":
+        return bz2.BZ2File(raw, mode="rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
+# --- target handling --------------------------------------------------------
+
+
+def _check_target(target: Path) -> None:
+    """Refuse a target that holds anything: extraction never merges or overwrites."""
+    if not target.exists() and not target.is_symlink():
+        return
+    if target.is_symlink() or not target.is_dir() or any(target.iterdir()):
+        raise ValidationFailed(
+            f"extraction target '{_printable(target.name)}' exists and is not an empty folder"
+        )
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move the fully checked staging folder into place in one rename."""
+    if target.is_dir() and not target.is_symlink():
+        target.rmdir()  # fails, and so refuses, if something appeared meanwhile
+    os.rename(staging, target)
+
+
+# --- member names -----------------------------------------------------------
+
+
+def _printable(name: str) -> str:
+    """Escape control and other unprintable characters so a name cannot forge log lines."""
+    out = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name
+    )
+    if len(out) > _MAX_NAME_IN_MESSAGE:
+        out = out[:_MAX_NAME_IN_MESSAGE] + "..."
+    return out
+
+
+def _refuse(name: str, why: str) -> UnsafeArtifact:
+    return UnsafeArtifact(f"archive member '{_printable(name)}' refused: {why}")
+
+
+def _safe_parts(name: str) -> tuple[str, ...]:
+    """Split a member name into path parts that provably stay inside the target.
+
+    Empty and ``.`` parts are dropped (``./a//b`` is ``a/b``); an empty result is
+    the archive's root folder entry.
+    """
+    if "\x00" in name or any(unicodedata.category(c) == "Cc" for c in name):
+        raise _refuse(name, "control character in name")
+    if "\\" in name:
+        raise _refuse(name, "backslash in name")
+    if name.startswith("/"):
+        raise _refuse(name, "absolute path")
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise _refuse(name, "'..' path component")
+    if any(_DRIVE.match(p) for p in parts):
+        raise _refuse(name, "drive letter in path")
+    return parts
+
+
+def _key(parts: tuple[str, ...]) -> tuple[str, ...]:
+    # Case-insensitive and normalising filesystems (macOS, Windows) would merge
+    # 'A' and 'a' or NFC/NFD forms, so those count as the same name.
+    return tuple(unicodedata.normalize("NFC", p).casefold() for p in parts)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_total_bytes: int
+    max_members: int
+
+
+@dataclass
+class _Writer:
+    """Writes accepted members under ``root`` and enforces every limit."""
+
+    root: Path
+    limits: _Limits
+    written: int = 0
+    members: int = 0
+    files: set[tuple[str, ...]] = field(default_factory=set)
+    dirs: set[tuple[str, ...]] = field(default_factory=set)
+
+    def count(self, name: str) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise _refuse(name, f"archive has more than {self.limits.max_members} members")
+
+    def add_dir(self, name: str) -> None:
+        parts = _safe_parts(name)
+        if parts:
+            self._claim(name, parts, is_dir=True)
+            self._make_dirs(parts)
+
+    def add_file(self, name: str, source: _Source, declared_size: int) -> None:
+        parts = _safe_parts(name)
+        if not parts:
+            raise _refuse(name, "file member without a name")
+        self._claim(name, parts, is_dir=False)
+        self._make_dirs(parts[:-1])
+        copied = self._copy(name, source, self.root.joinpath(*parts))
+        if copied != declared_size:
+            raise ValidationFailed(
+                f"archive member '{_printable(name)}' holds {copied} bytes "
+                f"but its header says {declared_size}"
+            )
+
+    def _claim(self, name: str, parts: tuple[str, ...], *, is_dir: bool) -> None:
+        """Refuse a name that would overwrite or pass through an earlier member."""
+        key = _key(parts)
+        prefixes = [key[:i] for i in range(1, len(key))]
+        if key in self.files or any(p in self.files for p in prefixes):
+            raise _refuse(name, "duplicate or conflicting name")
+        if not is_dir and key in self.dirs:
+            raise _refuse(name, "duplicate or conflicting name")
+        self.dirs.update(prefixes)
+        (self.dirs if is_dir else self.files).add(key)
+
+    def _make_dirs(self, parts: tuple[str, ...]) -> None:
+        path = self.root
+        for part in parts:
+            path = path / part
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o755)
+            # Nothing here ever creates a link, but a folder must really be one.
+            if not stat.S_ISDIR(path.lstat().st_mode):
+                raise _refuse("/".join(parts), "path is not a folder")
+
+    def _copy(self, name: str, source: _Source, dest: Path) -> int:
+        """Stream ``source`` to a new file, charging every byte against the cap."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        copied = 0
+        with os.fdopen(os.open(dest, flags, 0o644), "wb") as out:
+            while chunk := source.read(_CHUNK):
+                copied += len(chunk)
+                self.written += len(chunk)
+                if self.written > self.limits.max_total_bytes:
+                    raise _refuse(
+                        name,
+                        f"archive expands past the cap of {self.limits.max_total_bytes} bytes",
+                    )
+                out.write(chunk)
+        return copied
+
+
+# --- reading ---------------------------------------------------------------
+
+
+class _StreamLimitExceeded(Exception):
+    """The decompressed tar stream (headers included) outgrew its budget."""
+
+
+class _CorruptStream(Exception):
+    """Decompression failed: the archive's bytes are malformed."""
+
+
+class _GuardedReader:
+    """A read-only stream that tells corrupt data from local I/O errors, with a byte limit.
+
+    Decompressors report bad input as ``OSError`` (bz2, gzip), the same type a
+    full disk raises, so read errors are relabelled here where their origin is
+    known. tarfile reads headers (pax records, long names) into memory before we
+    see the member, so a tar stream is bounded as a whole, not only payloads.
+    """
+
+    def __init__(self, inner: IO[bytes], limit: int | None = None) -> None:
+        self._inner = inner
+        self._limit = limit
+        self.consumed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._limit is not None:
+            room = self._limit - self.consumed + 1
+            size = room if size < 0 else min(size, room)
+        try:
+            data = self._inner.read(size)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
+            raise _CorruptStream(str(exc)) from exc
+        self.consumed += len(data)
+        if self._limit is not None and self.consumed > self._limit:
+            raise _StreamLimitExceeded
+        return data
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _malformed(archive: Path, exc: BaseException) -> ValidationFailed:
+    return ValidationFailed(
+        f"malformed archive '{_printable(archive.name)}': {_printable(str(exc))}"
+    )
+
+
+# --- zip --------------------------------------------------------------------
+
+
+def _extract_zip(archive: Path, writer: _Writer) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                writer.count(info.filename)
+                _extract_zip_member(zf, info, writer)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, _CorruptStream) as exc:
+        raise _malformed(archive, exc) from exc
+
+
+def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Writer) -> None:
+    name = info.filename
+    file_type = stat.S_IFMT(info.external_attr >> 16)
+    if file_type not in (0, stat.S_IFREG, stat.S_IFDIR):
+        raise _refuse(name, "links, devices and pipes are not allowed")
+    if info.is_dir() or file_type == stat.S_IFDIR:
+        writer.add_dir(name)
+        return
+    if info.flag_bits & 0x1:
+        raise ValidationFailed(f"archive member '{_printable(name)}' is encrypted")
+    with zf.open(info) as source:
+        writer.add_file(name, _GuardedReader(source), info.file_size)
+
+
+# --- tar --------------------------------------------------------------------
+
+
+def _extract_tar(archive: Path, kind: _Kind, writer: _Writer) -> None:
+    limits = writer.limits
+    limit = (
+        limits.max_total_bytes
+        + (limits.max_members + 1) * _HEADER_BYTES_PER_MEMBER
+        + _HEADER_BYTES_FIXED
+    )
+    last = "(archive start)"
+    try:
+        with archive.open("rb") as raw, _decompressor(raw, kind) as inner:
+            reader = _GuardedReader(inner, limit)
+            # Stream mode ("r|") reads forward only: no seeking, no member read twice.
+            with tarfile.open(fileobj=cast(IO[bytes], reader), mode="r|") as tf:
+                for member in tf:
+                    last = member.name
+                    _extract_tar_member(tf, member, writer)
+    except _StreamLimitExceeded:
+        raise UnsafeArtifact(
+            f"archive '{_printable(archive.name)}' expands past its size cap "
+            f"near member '{_printable(last)}'"
+        ) from None
+    except (tarfile.TarError, _CorruptStream) as exc:
+        raise _malformed(archive, exc) from exc
+
+
+def _extract_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, writer: _Writer) -> None:
+    name = member.name
+    writer.count(name)
+    if member.issym() or member.islnk():
+        raise _refuse(name, "symbolic and hard links are not allowed")
+    if member.isdev():
+        raise _refuse(name, "device nodes and pipes are not allowed")
+    if member.isdir():
+        writer.add_dir(name)
+        return
+    if not member.isreg():
+        raise _refuse(name, f"unsupported member type {member.type!r}")
+    source = tf.extractfile(member)
+    if source is None:  # pragma: no cover - isreg() members always have data
+        raise _refuse(name, "member has no data")
+    with source:
+        writer.add_file(name, source, member.size)

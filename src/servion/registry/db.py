@@ -1,0 +1,122 @@
+"""The registry's metadata database: SQLAlchemy Core tables and versioned migrations.
+
+Any SQLAlchemy URL works; SQLite is the embedded default. Each migration is a
+function applied once, in order, and recorded in ``schema_migrations``, so a
+database created by an older servion is brought forward on open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.String(32), nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("version_policy", sa.String(256), nullable=False, server_default="latest:1"),
+    sa.Column("loaded", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), sa.ForeignKey("models.name"), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("major", sa.Integer, nullable=False),
+    sa.Column("minor", sa.Integer, nullable=False),
+    sa.Column("patch", sa.Integer, nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, index=True),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("artifact", sa.String(512), nullable=False),
+    sa.Column("signature", sa.JSON, nullable=False),
+    sa.Column("environment", sa.JSON, nullable=False),
+    sa.Column("options", sa.JSON, nullable=False),
+    sa.Column("large_reason", sa.Text, nullable=True),
+    sa.Column("source_name", sa.String(512), nullable=False),
+    sa.Column("registered_at", sa.String(32), nullable=False),
+    sa.Column("registered_by", sa.String(128), nullable=False),
+    sa.UniqueConstraint("name", "version", name="uq_model_version"),
+)
+
+# One row; bumped by every change that workers must apply (register, delete,
+# load, unload, policy), so a worker polls one integer instead of the tables.
+serving_state = sa.Table(
+    "serving_state",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+)
+
+worker_state = sa.Table(
+    "worker_state",
+    metadata,
+    sa.Column("worker_id", sa.String(64), primary_key=True),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("heartbeat", sa.Float, nullable=False),
+    sa.Column("stats", sa.JSON, nullable=False),
+)
+
+
+def _create_v1(conn: Connection) -> None:
+    for table in (models, model_versions):
+        table.create(conn, checkfirst=True)
+
+
+def _create_v2(conn: Connection) -> None:
+    serving_state.create(conn, checkfirst=True)
+    worker_state.create(conn, checkfirst=True)
+    conn.execute(serving_state.insert().values(id=1, generation=0))
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _create_v2)
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _on_connect_sqlite(dbapi_conn: object, _record: object) -> None:
+    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]  # DB-API connection
+    # WAL lets workers read while the CLI writes; busy_timeout waits instead of failing.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def open_engine(url: str) -> Engine:
+    """Open the database and bring its schema up to date."""
+    engine = sa.create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _on_connect_sqlite)
+    migrate(engine)
+    return engine
+
+
+def migrate(engine: Engine) -> int:
+    """Apply pending migrations; return the schema version."""
+    with engine.begin() as conn:
+        schema_migrations.create(conn, checkfirst=True)
+        done = {row[0] for row in conn.execute(sa.select(schema_migrations.c.version))}
+        for number, step in enumerate(MIGRATIONS, start=1):
+            if number in done:
+                continue
+            step(conn)
+            conn.execute(schema_migrations.insert().values(version=number, applied_at=utcnow()))
+    return len(MIGRATIONS)

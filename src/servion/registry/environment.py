@@ -1,0 +1,25 @@
+"""The Python and package versions a model was registered with."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+
+PACKAGES = ("servion", "numpy", "onnx", "onnxruntime", "scikit-learn", "skops", "joblib", "scipy")
+
+
+def recorded_environment() -> dict[str, object]:
+    """What to store next to a model version, so a later mismatch can be explained."""
+    versions: dict[str, str] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }

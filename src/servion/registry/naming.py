@@ -1,0 +1,84 @@
+"""Rules for what a model name, a version and a source path may be."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+from typing import NamedTuple
+
+from servion.errors import ValidationFailed
+
+NAME_RE = re.compile(r"^[a-zA-Z0-9_\-]{3,64}$")
+VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+
+
+class Version(NamedTuple):
+    """A parsed semantic version; tuples order the way versions should."""
+
+    major: int
+    minor: int
+    patch: int
+
+    def __str__(self) -> str:
+        return f"v{self.major}.{self.minor}.{self.patch}"
+
+
+def printable(text: str, limit: int = 80) -> str:
+    """Quote user text for an error message: no control characters, bounded length."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+    return repr(cleaned + ("..." if len(text) > limit else ""))
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid model name, else raise ``ValidationFailed``."""
+    if not NAME_RE.fullmatch(name):
+        raise ValidationFailed(
+            f"invalid model name {printable(name)}: use 3-64 letters, digits, '_' or '-'"
+        )
+    return name
+
+
+def parse_version(version: str) -> Version:
+    """Parse ``vMAJOR.MINOR.PATCH``.
+
+    >>> parse_version("v1.2.3")
+    Version(major=1, minor=2, patch=3)
+    """
+    match = VERSION_RE.fullmatch(version)
+    if not match:
+        raise ValidationFailed(
+            f"invalid version {printable(version)}: use vMAJOR.MINOR.PATCH, e.g. v1.0.0"
+        )
+    return Version(*(int(g) for g in match.groups()))
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """Split ``NAME[:VERSION]`` into its checked parts."""
+    name, _, version = ref.partition(":")
+    check_name(name)
+    if version:
+        parse_version(version)
+    return name, version or None
+
+
+def check_source(path: Path) -> Path:
+    """Check that a path to register is a real regular file or directory.
+
+    Symlinks and special files are refused: what is hashed must be what is
+    stored, and a link can be re-pointed after the check.
+    """
+    text = str(path)
+    if "\x00" in text or any(not ch.isprintable() for ch in text):
+        raise ValidationFailed("the model path contains control characters")
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        raise ValidationFailed(f"no such file or directory: {printable(path.name)}") from None
+    except OSError as exc:
+        raise ValidationFailed(f"cannot read the model path: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ValidationFailed(f"{printable(path.name)} is a symbolic link: register its target")
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise ValidationFailed(f"{printable(path.name)} is not a regular file or directory")
+    return path.absolute()

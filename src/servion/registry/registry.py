@@ -1,0 +1,406 @@
+"""The model registry: validated, versioned, content-addressed models.
+
+Registration validates at the door (name, version, path, format, size,
+checksum, pickle allow-list, ONNX external data), stores the artifact under
+its SHA-256, probes it in a child process, and records its signature and the
+environment it was registered with. Loading re-verifies the checksum.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from servion.config import Settings
+from servion.errors import (
+    ChecksumMismatch,
+    DuplicateVersion,
+    ModelNotFound,
+    ValidationFailed,
+)
+from servion.registry import db
+from servion.registry.archive import extract_archive, is_archive
+from servion.registry.environment import recorded_environment
+from servion.registry.naming import Version, check_name, check_source, parse_version, printable
+from servion.registry.policy import VersionPolicy
+from servion.registry.probe import probe
+from servion.registry.store import ArtifactStore, StoredArtifact, source_size
+from servion.runtime import PICKLE_FORMATS, Runtime, Signature, entrypoint, make_runtime
+from servion.runtime.onnx_checks import check_external_data
+from servion.runtime.safe_pickle import AllowList, check_pickle_file
+from servion.types import Arrays
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered version of a model, as recorded."""
+
+    name: str
+    version: str
+    format: str
+    sha256: str
+    size_bytes: int
+    artifact: str
+    signature: Signature
+    environment: dict[str, Any]
+    options: dict[str, Any]
+    registered_at: str
+    registered_by: str
+    source_name: str
+    large_reason: str | None = None
+    semver: Version = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "semver", parse_version(self.version))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "format": self.format,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "signature": self.signature.to_dict(),
+            "environment": self.environment,
+            "options": self.options,
+            "registered_at": self.registered_at,
+            "registered_by": self.registered_by,
+            "source_name": self.source_name,
+            "large_reason": self.large_reason,
+        }
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """What ``servion register`` asks for; everything here is user input."""
+
+    name: str
+    path: Path
+    version: str
+    format: str | None = None
+    checksum: str | None = None
+    sample: Arrays | None = None
+    large_reason: str | None = None
+    trust_code: bool = False
+    user: str | None = None
+
+
+def _row_to_version(row: Any) -> ModelVersion:
+    return ModelVersion(
+        name=row.name,
+        version=row.version,
+        format=row.format,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        artifact=row.artifact,
+        signature=Signature.from_dict(row.signature),
+        environment=row.environment,
+        options=row.options,
+        registered_at=row.registered_at,
+        registered_by=row.registered_by,
+        source_name=row.source_name,
+        large_reason=row.large_reason,
+    )
+
+
+class ModelRegistry:
+    """Registered models and their artifacts.
+
+    >>> reg = ModelRegistry(Settings.load(home=tmp))                      # doctest: +SKIP
+    >>> reg.register(RegisterRequest("demo", Path("m.onnx"), "v1.0.0"))   # doctest: +SKIP
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.engine = db.open_engine(settings.db_url)
+        self.store = ArtifactStore(settings.artifacts_dir)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- registration -------------------------------------------------------
+
+    def register(self, req: RegisterRequest) -> ModelVersion:
+        """Validate, store, probe and record a model version."""
+        check_name(req.name)
+        semver = parse_version(req.version)
+        source = check_source(req.path)
+        checksum = _check_digest(req.checksum)
+        self._refuse_duplicate(req.name, req.version)
+        with self._unpacked(source) as unpacked:
+            fmt = req.format or _detect(unpacked)
+            if fmt == "python" and not req.trust_code:
+                raise ValidationFailed("custom Python models run arbitrary code: add --trust-code")
+            self._check_size(unpacked, req.large_reason)
+            stored = self.store.put(unpacked)
+        try:
+            if checksum and checksum != stored.sha256:
+                raise ChecksumMismatch(
+                    f"sha256 of the file is {stored.sha256}, not the expected {checksum}"
+                )
+            options = {"trust_code": True} if req.trust_code else {}
+            entry = entrypoint(self.store.path(stored.key), fmt)
+            self._static_checks(fmt, entry)
+            result = probe(
+                fmt,
+                self.store.path(stored.key),
+                self.settings.runtime,
+                options,
+                req.sample,
+                self.settings.registry.probe_timeout_s,
+            )
+            return self._insert(req, semver, fmt, stored, result.signature, options, source)
+        except BaseException:
+            self._forget_artifact(stored.sha256)
+            raise
+
+    @contextmanager
+    def _unpacked(self, source: Path) -> Iterator[Path]:
+        if source.is_dir() or not is_archive(source):
+            yield source
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="servion-unpack-"))
+        try:
+            root = extract_archive(
+                source, tmp / "x", max_total_bytes=self.settings.registry.max_archive_bytes
+            )
+            children = list(root.iterdir())
+            # An archive of one folder means "this folder is the model".
+            yield children[0] if len(children) == 1 and children[0].is_dir() else root
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _check_size(self, path: Path, large_reason: str | None) -> None:
+        size = source_size(path)
+        limit = self.settings.registry.max_artifact_bytes
+        if size > limit and not large_reason:
+            raise ValidationFailed(
+                f"the model is {size} bytes, over the {limit}-byte limit: pass "
+                "--allow-large REASON to register it anyway (the reason is recorded)"
+            )
+
+    def _static_checks(self, fmt: str, entry: Path) -> None:
+        # Checks that need no code execution run here, before the probe child
+        # ever opens the file.
+        if fmt in PICKLE_FORMATS:
+            check_pickle_file(entry, self.allow_list())
+        elif fmt == "onnx":
+            check_external_data(entry)
+
+    def allow_list(self) -> AllowList:
+        return AllowList.default().extended(self.settings.runtime.trusted_globals)
+
+    def _refuse_duplicate(self, name: str, version: str) -> None:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(db.model_versions.c.id).where(
+                    db.model_versions.c.name == name, db.model_versions.c.version == version
+                )
+            ).first()
+        if found:
+            raise DuplicateVersion(f"{name}:{version} is already registered")
+
+    def _insert(
+        self,
+        req: RegisterRequest,
+        semver: Version,
+        fmt: str,
+        stored: StoredArtifact,
+        signature: Signature,
+        options: dict[str, Any],
+        source: Path,
+    ) -> ModelVersion:
+        now = db.utcnow()
+        user = req.user or _os_user()
+        try:
+            with self.engine.begin() as conn:
+                exists = conn.execute(
+                    sa.select(db.models.c.name).where(db.models.c.name == req.name)
+                ).first()
+                if not exists:
+                    conn.execute(db.models.insert().values(name=req.name, created_at=now))
+                conn.execute(
+                    db.model_versions.insert().values(
+                        name=req.name,
+                        version=req.version,
+                        major=semver.major,
+                        minor=semver.minor,
+                        patch=semver.patch,
+                        format=fmt,
+                        sha256=stored.sha256,
+                        size_bytes=stored.size_bytes,
+                        artifact=stored.key,
+                        signature=signature.to_dict(),
+                        environment=recorded_environment(),
+                        options=options,
+                        large_reason=req.large_reason,
+                        source_name=source.name,
+                        registered_at=now,
+                        registered_by=user,
+                    )
+                )
+                self._bump(conn)
+        except sa.exc.IntegrityError:
+            raise DuplicateVersion(f"{req.name}:{req.version} is already registered") from None
+        return self.get(req.name, req.version)
+
+    def _forget_artifact(self, sha256: str) -> None:
+        with self.engine.connect() as conn:
+            used = conn.execute(
+                sa.select(db.model_versions.c.id).where(db.model_versions.c.sha256 == sha256)
+            ).first()
+        if not used:
+            self.store.remove(sha256)
+
+    # -- queries ------------------------------------------------------------
+
+    def list_versions(self, name: str | None = None) -> list[ModelVersion]:
+        """Every registered version (of one model), oldest first by semantic version."""
+        query = sa.select(db.model_versions).order_by(
+            db.model_versions.c.name,
+            db.model_versions.c.major,
+            db.model_versions.c.minor,
+            db.model_versions.c.patch,
+        )
+        if name is not None:
+            query = query.where(db.model_versions.c.name == name)
+        with self.engine.connect() as conn:
+            return [_row_to_version(r) for r in conn.execute(query)]
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """One version, or the latest when ``version`` is None."""
+        versions = self.list_versions(name)
+        if version is not None:
+            versions = [v for v in versions if v.version == version]
+        if not versions:
+            raise ModelNotFound(name, version)
+        return versions[-1]
+
+    def policies(self) -> dict[str, tuple[VersionPolicy, bool]]:
+        """Each model's version policy and whether it should be loaded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(db.models)).all()
+        return {r.name: (VersionPolicy.parse(r.version_policy), bool(r.loaded)) for r in rows}
+
+    # -- changes workers must apply ----------------------------------------
+
+    def delete(self, name: str, version: str) -> ModelVersion:
+        """Remove a version; its artifact goes too unless another version shares it."""
+        found = self.get(name, version)
+        with self.engine.begin() as conn:
+            conn.execute(
+                db.model_versions.delete().where(
+                    db.model_versions.c.name == name, db.model_versions.c.version == version
+                )
+            )
+            left = conn.execute(
+                sa.select(db.model_versions.c.id).where(db.model_versions.c.name == name)
+            ).first()
+            if not left:
+                conn.execute(db.models.delete().where(db.models.c.name == name))
+            self._bump(conn)
+        self._forget_artifact(found.sha256)
+        return found
+
+    def set_loaded(self, name: str, loaded: bool) -> None:
+        """Ask every worker to load (or unload) a model."""
+        self._update_model(name, loaded=loaded)
+
+    def set_policy(self, name: str, policy: VersionPolicy) -> None:
+        """Choose which versions of a model are served."""
+        self._update_model(name, version_policy=str(policy))
+
+    def _update_model(self, name: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                db.models.update().where(db.models.c.name == name).values(**values)
+            )
+            if result.rowcount == 0:
+                raise ModelNotFound(name)
+            self._bump(conn)
+
+    @staticmethod
+    def _bump(conn: sa.Connection) -> None:
+        conn.execute(
+            db.serving_state.update()
+            .where(db.serving_state.c.id == 1)
+            .values(generation=db.serving_state.c.generation + 1)
+        )
+
+    def generation(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(db.serving_state.c.generation)).scalar_one())
+
+    # -- worker reports ---------------------------------------------------------
+
+    def report_worker(self, worker_id: str, generation: int, stats: dict[str, Any]) -> None:
+        """Record that a worker applied ``generation``, with its statistics so far."""
+        values = {"generation": generation, "heartbeat": time.time(), "stats": stats}
+        with self.engine.begin() as conn:
+            updated = conn.execute(
+                db.worker_state.update()
+                .where(db.worker_state.c.worker_id == worker_id)
+                .values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(db.worker_state.insert().values(worker_id=worker_id, **values))
+
+    def worker_reports(self, max_age_s: float) -> list[tuple[str, int, dict[str, Any]]]:
+        """(worker id, generation, stats) of every worker heard from within ``max_age_s``."""
+        cutoff = time.time() - max_age_s
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(db.worker_state).where(db.worker_state.c.heartbeat >= cutoff)
+            ).all()
+        return [(r.worker_id, int(r.generation), r.stats) for r in rows]
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(db.worker_state.delete().where(db.worker_state.c.worker_id == worker_id))
+
+    # -- loading --------------------------------------------------------------
+
+    def open_runtime(self, mv: ModelVersion) -> Runtime:
+        """Verify the artifact's checksum, then create and load its runtime (no warm-up)."""
+        path = self.store.verify(mv.artifact, mv.sha256, mv.label)
+        entry = entrypoint(path, mv.format)
+        self._static_checks(mv.format, entry)
+        runtime = make_runtime(mv.format, path, self.settings.runtime, mv.options)
+        runtime.load()
+        return runtime
+
+
+def _detect(path: Path) -> str:
+    from servion.runtime import detect_format
+
+    return detect_format(path)
+
+
+def _check_digest(checksum: str | None) -> str | None:
+    if checksum is None:
+        return None
+    value = checksum.lower().removeprefix("sha256:")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValidationFailed(f"--checksum {printable(checksum)} is not a hex SHA-256 digest")
+    return value
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"

@@ -1,0 +1,27 @@
+"""Runtimes: one adapter per model format behind one small interface.
+
+``make_runtime(format, path, settings)`` creates the adapter; ``load``,
+``signature``, ``predict``, ``warmup`` and ``unload`` are all a caller uses.
+This subsystem knows nothing of the registry, the server or the protocol.
+"""
+
+from servion.runtime.base import Runtime, Signature, TensorSpec, sample_inputs
+from servion.runtime.formats import (
+    FORMATS,
+    PICKLE_FORMATS,
+    detect_format,
+    entrypoint,
+    make_runtime,
+)
+
+__all__ = [
+    "FORMATS",
+    "PICKLE_FORMATS",
+    "Runtime",
+    "Signature",
+    "TensorSpec",
+    "detect_format",
+    "entrypoint",
+    "make_runtime",
+    "sample_inputs",
+]

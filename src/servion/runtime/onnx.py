@@ -1,0 +1,86 @@
+"""ONNX models on onnxruntime (CPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from servion.errors import RuntimeFailure
+from servion.runtime.base import Runtime, Signature, TensorSpec
+from servion.runtime.onnx_checks import check_external_data
+from servion.types import Arrays
+
+# onnxruntime's type strings for tensors; anything else (sequences, maps) is not a tensor.
+_DATATYPE_OF_ORT = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def _spec(arg: Any) -> TensorSpec | None:
+    datatype = _DATATYPE_OF_ORT.get(arg.type)
+    if datatype is None:
+        return None
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(arg.name, datatype, shape)
+
+
+class OnnxRuntime(Runtime):
+    """Runs an ``.onnx`` file with onnxruntime's CPU provider.
+
+    External-data files must stay inside the model's folder: that is checked
+    before onnxruntime ever opens the model, at registration and at every load.
+    Outputs that are not tensors (ZipMap's sequence of maps) are not served;
+    export classifiers with ``zipmap=False``.
+    """
+
+    format = "onnx"
+    platform = "onnxruntime_onnx"
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        check_external_data(self.path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.settings.onnx_intra_op_threads
+        opts.inter_op_num_threads = self.settings.onnx_inter_op_threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RuntimeFailure(f"onnxruntime could not load the model: {exc}") from exc
+        inputs = [_spec(a) for a in self._session.get_inputs()]
+        if any(s is None for s in inputs):
+            raise RuntimeFailure("the model has a non-tensor input, which servion cannot feed")
+        outputs = [s for s in (_spec(a) for a in self._session.get_outputs()) if s is not None]
+        if not outputs:
+            raise RuntimeFailure("the model has no tensor output")
+        batched = all(s is not None and s.shape and s.shape[0] == -1 for s in inputs)
+        self._signature = Signature(
+            tuple(s for s in inputs if s is not None), tuple(outputs), batched
+        )
+        self._output_names = [s.name for s in outputs]
+
+    def signature(self) -> Signature:
+        return self._signature
+
+    def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
+        names = list(outputs) if outputs else self._output_names
+        results = self._session.run(names, inputs)
+        return dict(zip(names, results, strict=True))
+
+    def unload(self) -> None:
+        self.__dict__.pop("_session", None)

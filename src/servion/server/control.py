@@ -1,0 +1,182 @@
+"""Everything in a worker that is not the hot path: start-up, keeping in step
+with the registry (and so with the other workers), statistics across workers,
+and the model repository's load and unload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import socket
+from typing import Any
+
+import orjson
+
+from servion.errors import InvalidInput, ModelNotFound, RuntimeFailure
+from servion.protocol import Limits
+from servion.registry import ModelRegistry
+from servion.server.http import Receive, Request, Send
+from servion.server.manager import ModelManager
+from servion.server.stats import merge, to_triton
+
+log = logging.getLogger("servion.server")
+
+REPORT_EVERY_S = 1.0
+WORKER_TTL_S = 5.0
+CONVERGE_TIMEOUT_S = 30.0
+
+
+class Control:
+    """Keeps one worker's models in step with the registry and answers control requests."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        manager: ModelManager,
+        *,
+        sync_interval_s: float,
+        admin_token: str | None,
+        admin_required: bool,
+    ) -> None:
+        self.registry = registry
+        self.manager = manager
+        self.sync_interval_s = sync_interval_s
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._token = admin_token.encode() if admin_token else None
+        self.admin_required = admin_required or admin_token is not None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifespan --------------------------------------------------------------
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.manager.reconcile()
+                    await asyncio.to_thread(self._report)
+                except Exception as exc:
+                    log.exception("worker_start_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                self._task = asyncio.create_task(self._sync_loop())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._task is not None:
+                    self._task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._task
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.registry.remove_worker, self.worker_id)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _sync_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_report = loop.time()
+        while True:
+            await asyncio.sleep(self.sync_interval_s)
+            try:
+                generation = await asyncio.to_thread(self.registry.generation)
+                changed = generation != self.manager.generation
+                if changed:
+                    await self.manager.reconcile()
+                if changed or loop.time() - last_report >= REPORT_EVERY_S:
+                    await asyncio.to_thread(self._report)
+                    last_report = loop.time()
+            except Exception:  # keep serving what is loaded; try again next tick
+                log.exception("registry_sync_failed")
+
+    def _report(self) -> None:
+        self.registry.report_worker(self.worker_id, self.manager.generation, self._own_stats())
+
+    def _own_stats(self) -> dict[str, Any]:
+        return {f"{m.name}:{m.version}": m.stats.to_dict() for m in self.manager.models.values()}
+
+    # -- statistics --------------------------------------------------------------
+
+    async def stats(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """Triton statistics summed over every live worker (others lag by up to a second)."""
+        if name is not None and not any(s.name == name for s in self.manager.states):
+            raise ModelNotFound(name)
+        reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for worker_id, _, stats in reports:
+            if worker_id == self.worker_id:
+                continue
+            for key, value in stats.items():
+                parts.setdefault(key, []).append(value)
+        for key, value in self._own_stats().items():
+            parts.setdefault(key, []).append(value)
+        served = {f"{m.name}:{m.version}" for m in self.manager.models.values()}
+        entries = []
+        for key in sorted(served | set(parts)):
+            model, _, ver = key.partition(":")
+            if (name is None or model == name) and (version is None or ver == version):
+                entries.append(to_triton(model, ver, merge(parts.get(key, []))))
+        if name is not None and version is not None and not entries:
+            raise ModelNotFound(name, version)
+        return {"model_stats": entries}
+
+    # -- model repository --------------------------------------------------------
+
+    async def index(self, req: Request, limits: Limits) -> list[dict[str, str]]:
+        body = await req.body(64 * 1024)
+        only_ready = False
+        if body.strip():
+            try:
+                payload = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+            if not isinstance(payload, dict) or not isinstance(payload.get("ready", False), bool):
+                raise InvalidInput('the index request must be {"ready": true|false}')
+            only_ready = payload.get("ready", False)
+        return [
+            {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason}
+            for s in self.manager.states
+            if not only_ready or s.state == "READY"
+        ]
+
+    async def load(self, name: str) -> None:
+        """Load a model (versions per its policy) in every worker; 400 if it fails."""
+        await asyncio.to_thread(self.registry.set_loaded, name, True)
+        await self._converge()
+        failed = [
+            s
+            for s in self.manager.states
+            if s.name == name
+            and s.state != "READY"
+            and s.reason not in ("unloaded",)
+            and not s.reason.startswith("not selected")
+        ]
+        if failed:
+            raise RuntimeFailure(f"failed to load '{name}': {failed[0].reason}")
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of a model in every worker."""
+        await asyncio.to_thread(self.registry.set_loaded, name, False)
+        await self._converge()
+
+    async def _converge(self) -> None:
+        await self.manager.reconcile()
+        await asyncio.to_thread(self._report)
+        target = self.manager.generation
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONVERGE_TIMEOUT_S
+        while loop.time() < deadline:
+            reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+            if all(gen >= target for _, gen, _ in reports):
+                return
+            await asyncio.sleep(self.sync_interval_s / 2)
+        log.warning("workers_not_converged", extra={"generation": target})
+
+    def check_token(self, authorization: bytes) -> bool:
+        scheme, _, token = authorization.partition(b" ")
+        return (
+            self._token is not None
+            and scheme.lower() == b"bearer"
+            and hmac.compare_digest(token.strip(), self._token)
+        )

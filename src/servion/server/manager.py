@@ -1,0 +1,177 @@
+"""The model manager: which model versions this worker serves, and their life.
+
+The registry is the source of truth; ``reconcile`` brings this worker in line
+with it (version policies, load/unload requests, new and deleted versions).
+Loading runs in a thread so the event loop keeps answering; the new set of
+models is swapped in with one assignment, so a request sees either the old
+set or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from servion.errors import ModelNotFound, ModelNotReady, ServionError
+from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
+from servion.server.loaded import LoadedModel
+
+log = logging.getLogger("servion.server")
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """A registered version's state here, as the repository index reports it."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+class ModelManager:
+    """Loads, serves and unloads model versions in one worker process."""
+
+    def __init__(self, registry: ModelRegistry, max_batch_size: int) -> None:
+        self.registry = registry
+        self.max_batch_size = max_batch_size
+        self.models: dict[Key, LoadedModel] = {}
+        self.latest: dict[str, LoadedModel] = {}
+        self.served: dict[str, list[str]] = {}
+        self.failures: dict[Key, str] = {}
+        self.states: list[ModelState] = []
+        self.generation = -1
+        self._all_loaded = False
+        self._lock = asyncio.Lock()
+
+    # -- hot path -------------------------------------------------------------
+
+    def resolve(self, name: str, version: str | None) -> LoadedModel:
+        """The loaded model for a request, or the precise reason there is none."""
+        if version is None:
+            model = self.latest.get(name)
+            if model is not None:
+                return model
+        else:
+            model = self.models.get((name, version))
+            if model is not None:
+                return model
+        raise self._why_missing(name, version)
+
+    def _why_missing(self, name: str, version: str | None) -> ServionError:
+        states = [s for s in self.states if s.name == name]
+        if not states:
+            return ModelNotFound(name)
+        if version is not None:
+            states = [s for s in states if s.version == version]
+            if not states:
+                return ModelNotFound(name, version)
+            if states[0].state == "LOADING":
+                return ModelNotReady(name, version, "loading")
+            return ModelNotFound(name, version, f"is not served ({states[0].reason})")
+        if any(s.state == "LOADING" for s in states):
+            return ModelNotReady(name, None, "loading")
+        return ModelNotReady(name, None, states[-1].reason)
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        """True once every version that should be served has loaded (strict, as Triton)."""
+        return self._all_loaded
+
+    async def reconcile(self) -> None:
+        """Load what the registry says should be served; unload the rest."""
+        async with self._lock:
+            generation = await asyncio.to_thread(self.registry.generation)
+            versions = await asyncio.to_thread(self.registry.list_versions)
+            policies = await asyncio.to_thread(self.registry.policies)
+            wanted = self._wanted(versions, policies)
+            models = {k: m for k, m in self.models.items() if k in wanted}
+            self.states = self._states(versions, policies, wanted, models, loading=True)
+            for key, mv in wanted.items():
+                if key not in models:
+                    loaded = await self._load(mv)
+                    if loaded is not None:
+                        models[key] = loaded
+            self._swap(models)
+            self._all_loaded = all(k in models for k in wanted)
+            self.states = self._states(versions, policies, wanted, models, loading=False)
+            self.generation = generation
+
+    @staticmethod
+    def _wanted(
+        versions: list[ModelVersion], policies: dict[str, tuple[VersionPolicy, bool]]
+    ) -> dict[Key, ModelVersion]:
+        by_name: dict[str, list[ModelVersion]] = {}
+        for mv in versions:  # already ordered oldest to newest
+            by_name.setdefault(mv.name, []).append(mv)
+        wanted: dict[Key, ModelVersion] = {}
+        for name, mvs in by_name.items():
+            policy, loaded = policies.get(name, (VersionPolicy("latest"), True))
+            if not loaded:
+                continue
+            chosen = set(policy.select([mv.version for mv in mvs]))
+            wanted.update({(name, mv.version): mv for mv in mvs if mv.version in chosen})
+        return wanted
+
+    def _states(
+        self,
+        versions: list[ModelVersion],
+        policies: dict[str, tuple[VersionPolicy, bool]],
+        wanted: dict[Key, ModelVersion],
+        models: dict[Key, LoadedModel],
+        loading: bool,
+    ) -> list[ModelState]:
+        states = []
+        for mv in versions:
+            key = (mv.name, mv.version)
+            policy, loaded = policies.get(mv.name, (VersionPolicy("latest"), True))
+            if key in models:
+                states.append(ModelState(mv.name, mv.version, "READY", ""))
+            elif key in wanted and loading:
+                states.append(ModelState(mv.name, mv.version, "LOADING", "loading"))
+            elif key in wanted:
+                reason = self.failures.get(key, "failed to load")
+                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", reason))
+            else:
+                why = "unloaded" if not loaded else f"not selected by version policy {policy}"
+                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", why))
+        return states
+
+    async def _load(self, mv: ModelVersion) -> LoadedModel | None:
+        key = (mv.name, mv.version)
+        try:
+            runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
+            await asyncio.to_thread(runtime.warmup)
+        except ServionError as exc:
+            self.failures[key] = exc.message
+            log.error(
+                "model_load_failed",
+                extra={"model": mv.name, "version": mv.version, "error": exc.message},
+            )
+            return None
+        except Exception as exc:  # a model's own code may raise anything
+            self.failures[key] = f"failed to load: {type(exc).__name__}"
+            log.exception("model_load_failed", extra={"model": mv.name, "version": mv.version})
+            return None
+        self.failures.pop(key, None)
+        log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
+        return LoadedModel(mv, runtime, self.max_batch_size)
+
+    def _swap(self, models: dict[Key, LoadedModel]) -> None:
+        gone = [m for k, m in self.models.items() if k not in models]
+        latest: dict[str, LoadedModel] = {}
+        served: dict[str, list[str]] = {}
+        for model in sorted(models.values(), key=lambda m: m.meta.semver):
+            latest[model.name] = model
+            served.setdefault(model.name, []).append(model.version)
+        self.models, self.latest, self.served = models, latest, served
+        # Inference runs on the event loop between two awaits, and so does
+        # this swap: no request can be inside a runtime being unloaded.
+        for model in gone:
+            model.runtime.unload()
+            log.info("model_unloaded", extra={"model": model.name, "version": model.version})

@@ -1,0 +1,65 @@
+"""One worker process: the app, its models, and uvicorn on the shared socket."""
+
+from __future__ import annotations
+
+import socket
+from types import FrameType
+
+import uvicorn
+
+from servion import __version__
+from servion.config import Settings
+from servion.logs import configure_logging
+from servion.protocol import Limits
+from servion.registry import ModelRegistry
+from servion.server.app import ServionApp
+from servion.server.control import Control
+from servion.server.manager import ModelManager
+
+
+class _DrainingServer(uvicorn.Server):
+    """Turns readiness false the moment a stop is asked for, before the listener closes."""
+
+    def __init__(self, config: uvicorn.Config, app: ServionApp) -> None:
+        super().__init__(config)
+        self.servion_app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.servion_app.draining = True
+        super().handle_exit(sig, frame)
+
+
+def build_app(settings: Settings, admin_required: bool) -> ServionApp:
+    """Compose registry, manager and control into the ASGI app of one worker."""
+    registry = ModelRegistry(settings)
+    manager = ModelManager(registry, settings.server.max_batch_size)
+    control = Control(
+        registry,
+        manager,
+        sync_interval_s=settings.server.sync_interval_s,
+        admin_token=settings.server.admin_token,
+        admin_required=admin_required,
+    )
+    limits = Limits(
+        max_body_bytes=settings.server.max_body_bytes,
+        max_json_depth=settings.server.max_json_depth,
+    )
+    return ServionApp(manager, control, limits, __version__)
+
+
+def run_worker(settings: Settings, sock: socket.socket, admin_required: bool) -> None:
+    configure_logging()
+    app = build_app(settings, admin_required)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=int(settings.server.graceful_timeout_s),
+        h11_max_incomplete_event_size=64 * 1024,
+    )
+    _DrainingServer(config, app).run(sockets=[sock])

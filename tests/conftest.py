@@ -1,0 +1,191 @@
+"""Shared fixtures: real model files made by the real frameworks, a registry in
+a temporary home, and a real ``servion serve`` process on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from servion.config import Settings
+from servion.registry import ModelRegistry, RegisterRequest
+
+N_FEATURES = 32
+
+
+@dataclass
+class TabularModels:
+    """One scikit-learn pipeline in every format servion reads, plus its data."""
+
+    x: np.ndarray
+    pipeline: object
+    joblib: Path
+    skops: Path
+    pickle: Path
+    onnx: Path
+
+
+@pytest.fixture(scope="session")
+def tabular(tmp_path_factory: pytest.TempPathFactory) -> TabularModels:
+    import pickle
+
+    import joblib
+    import skops.io as sio
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    root = tmp_path_factory.mktemp("tabular")
+    x, y = make_classification(n_samples=600, n_features=N_FEATURES, random_state=0)
+    x = x.astype(np.float32)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)).fit(x, y)
+    joblib.dump(pipe, root / "model.joblib")
+    sio.dump(pipe, root / "model.skops")
+    with (root / "model.pkl").open("wb") as fh:
+        pickle.dump(pipe, fh)
+    onx = to_onnx(pipe, x[:1], options={"zipmap": False}, target_opset=17)
+    (root / "model.onnx").write_bytes(onx.SerializeToString())
+    return TabularModels(
+        x,
+        pipe,
+        root / "model.joblib",
+        root / "model.skops",
+        root / "model.pkl",
+        root / "model.onnx",
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.load(home=tmp_path / "home")
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Iterator[ModelRegistry]:
+    reg = ModelRegistry(settings)
+    yield reg
+    reg.close()
+
+
+def cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real ``servion`` command."""
+    return subprocess.run(
+        [sys.executable, "-m", "servion.cli.main", "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log_path: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError("server not ready in time")
+
+
+def start_server(
+    home: Path,
+    tmp: Path,
+    *args: str,
+    command: str = "serve",
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+) -> RunningServer:
+    port_file = tmp / f"port-{time.monotonic_ns()}"
+    log_path = tmp / f"server-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "servion.cli.main",
+                "--home",
+                str(home),
+                command,
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    deadline = time.monotonic() + 120
+    while not port_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    port = int(port_file.read_text())
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", port, log_path)
+    if ready:
+        try:
+            wait_ready(server.url, proc)
+        except Exception:
+            server.stop(signal.SIGKILL)
+            raise RuntimeError(f"server not ready:\n{server.log()}") from None
+    return server
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
+    """Start ``servion serve`` (one worker unless asked) and stop it after the test."""
+    started: list[RunningServer] = []
+
+    def _start(home: Path, *args: str, **kwargs: object) -> RunningServer:
+        if "--workers" not in args:
+            args = (*args, "--workers", "1")
+        server = start_server(home, tmp_path, *args, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield _start
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+def register(
+    registry: ModelRegistry, name: str, path: Path, version: str = "v1.0.0", **kwargs: object
+) -> None:
+    registry.register(RegisterRequest(name, path, version, **kwargs))  # type: ignore[arg-type]
