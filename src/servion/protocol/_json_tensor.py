@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from array import array
 from itertools import chain
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -72,7 +73,7 @@ def decode_json_data(
         )
     if not _ALLOWED[datatype].issuperset(types):
         _raise_bad_element(flat, datatype, name)
-    return _convert(flat, datatype, name).reshape(shape)
+    return _CONVERT[datatype](flat, datatype, name).reshape(shape)
 
 
 def _flatten_nested(data: list[Any], shape: Shape, name: str, limits: Limits) -> list[Any]:
@@ -118,7 +119,7 @@ def _out_of_range(name: str, datatype: str, value: object) -> InvalidInput:
     return InvalidInput(f"input '{name}': value {describe(value)} is out of range for {datatype}")
 
 
-def _to_float32(flat: list[Any], name: str) -> npt.NDArray[Any]:
+def _to_float32(flat: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
     # array("f") packs in C without numpy's overflow warning; a value past
     # float32's range becomes inf. JSON has no inf, so any inf means "out of
     # range". The dot product is a cheap all-finite test, but it can overflow
@@ -168,18 +169,25 @@ def _first_overflow(flat: list[Any]) -> object:
     return None
 
 
-def _convert(flat: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
-    if datatype == "FP32":
-        return _to_float32(flat, name)
-    if datatype in _INT_RANGE:
-        return _to_int(flat, datatype, name)
-    if datatype == "BYTES":
-        out = np.empty(len(flat), dtype=object)
-        out[:] = [text.encode() for text in flat]
-        return out
-    if datatype == "BOOL":
-        return np.array(flat, dtype=np.bool_)
-    return _to_float(flat, datatype, name)
+def _to_bytes(flat: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
+    out = np.empty(len(flat), dtype=object)
+    out[:] = [text.encode() for text in flat]
+    return out
+
+
+def _to_bool(flat: list[Any], datatype: str, name: str) -> npt.NDArray[Any]:
+    return np.array(flat, dtype=np.bool_)
+
+
+_Converter: TypeAlias = Callable[[list[Any], str, str], npt.NDArray[Any]]
+_CONVERT: Final[dict[str, _Converter]] = {
+    **{dt: _to_int for dt in _INT_RANGE},
+    "FP16": _to_float,
+    "FP32": _to_float32,
+    "FP64": _to_float,
+    "BOOL": _to_bool,
+    "BYTES": _to_bytes,
+}
 
 
 def encode_json_data(arr: npt.NDArray[Any], datatype: str, name: str) -> Any:
