@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
 import tritonclient.http as tc
 
-from conftest import RunningServer, TabularModels, register
+from conftest import RunningServer, TabularModels, register, start_server
+from servion.config import Settings
 from servion.registry import ModelRegistry
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(
-    tabular: TabularModels,
-    registry: ModelRegistry,
-    settings: object,
-    serve: Callable[..., RunningServer],
+    tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels
 ) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("rest")
+    settings = Settings.load(home=tmp / "home")
+    registry = ModelRegistry(settings)
     register(registry, "tabular", tabular.onnx)
     register(registry, "tabsk", tabular.joblib)
     register(registry, "tabsk", tabular.skops, "v1.1.0")
-    yield serve(registry.settings.home)
+    registry.close()
+    srv = start_server(settings.home, tmp, "--workers", "1")
+    yield srv
+    srv.stop()
 
 
 def client(server: RunningServer) -> tc.InferenceServerClient:

@@ -35,12 +35,14 @@ def decode_binary_tensor(
             f" {datatype} needs {expected}"
         )
     if count == 0:
-        return np.empty(shape, dtype=dtype)
-    arr = np.frombuffer(body, dtype=dtype, count=count, offset=offset)
+        return np.empty(shape, dtype)
+    # A read-only view of the body, already shaped: no copy. (Positional
+    # arguments: numpy's keyword parsing costs more than the call itself.)
+    arr: npt.NDArray[Any] = np.ndarray(shape, dtype, body, offset)
     # Any byte other than 0/1 would make a BOOL that is neither True nor False.
     if datatype == "BOOL" and arr.view(_BOOL_BYTES).max() > 1:
         raise InvalidInput(f"input '{name}': BOOL binary data must hold only bytes 0 and 1")
-    return arr.reshape(shape)
+    return arr
 
 
 def _decode_bytes(body: bytes, offset: int, size: int, count: int, name: str) -> npt.NDArray[Any]:
@@ -69,7 +71,7 @@ def _decode_bytes(body: bytes, offset: int, size: int, count: int, name: str) ->
             f"input '{name}': BYTES binary data has {end - pos} bytes left over after"
             f" {count} elements"
         )
-    out = np.empty(count, dtype=object)
+    out = np.empty(count, object)
     out[:] = items
     return out
 

@@ -24,14 +24,30 @@ _JSON_TYPE: Final[dict[type, str]] = {
 _SCALARS: Final = frozenset({str, int, float, bool})
 
 
-def json_type(value: object) -> str:
-    """Name ``value``'s type the way JSON would, for error messages."""
-    return _JSON_TYPE.get(type(value), type(value).__name__)
-
-
 def describe(value: object) -> str:
-    """A short, bounded rendering of a client value for error messages."""
-    text = repr(value)
+    """A client's JSON value for an error message: its type, then its text.
+
+    >>> describe(-1), describe("fp32"), describe(None), describe([1, 2])
+    ('integer -1', 'string "fp32"', 'null', 'an array')
+    """
+    kind = _JSON_TYPE.get(type(value), type(value).__name__)
+    if type(value) in (dict, list):
+        return f"an {kind}"
+    if value is None:
+        return "null"
+    return f"{kind} {json_text(value)}"
+
+
+def json_text(value: object) -> str:
+    """A scalar's JSON text, shortened to 40 characters.
+
+    >>> json_text("BF16"), json_text(2**70)
+    ('"BF16"', '1180591620717411303424')
+    """
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # integers past 64 bits
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -87,14 +103,14 @@ def parse_parameters(raw: object, where: str, name: str | None = None) -> Parame
         return {}
     if type(raw) is not dict:
         where = where if name is None else f"{where} '{name}'"
-        raise InvalidInput(f"{where}: parameters must be an object, got {json_type(raw)}")
+        raise InvalidInput(f"{where}: parameters must be an object, got {describe(raw)}")
     if not _SCALARS.issuperset(map(type, raw.values())):
         where = where if name is None else f"{where} '{name}'"
         for key, value in raw.items():
             if type(value) not in _SCALARS:
                 raise InvalidInput(
                     f"{where}: parameter '{key}' must be a string, number or boolean,"
-                    f" got {json_type(value)}"
+                    f" got {describe(value)}"
                 )
     return raw
 
@@ -103,15 +119,17 @@ def pop_bool(params: Parameters, key: str, where: str) -> bool | None:
     """Remove and return a boolean parameter, refusing any other type."""
     value = params.pop(key, None)
     if value is not None and type(value) is not bool:
-        raise InvalidInput(f"{where}: parameter '{key}' must be a boolean, got {json_type(value)}")
+        raise InvalidInput(f"{where}: parameter '{key}' must be a boolean, got {describe(value)}")
     return value
 
 
 def parse_shape(raw: object, name: str, limits: Limits) -> tuple[Shape, int]:
     """Check a shape and return it as a tuple with its element count."""
     if type(raw) is not list:
+        if raw is None:
+            raise InvalidInput(f"input '{name}' has no shape")
         raise InvalidInput(
-            f"input '{name}': shape must be an array of integers, got {json_type(raw)}"
+            f"input '{name}': shape must be an array of integers, got {describe(raw)}"
         )
     if len(raw) > limits.max_dims:
         raise InvalidInput(
@@ -153,6 +171,6 @@ def parse_header_length(value: str | None) -> int | None:
     text = value.strip()
     if not text.isdigit() or not text.isascii() or len(text) > 19:
         raise InvalidInput(
-            f"Inference-Header-Content-Length must be a non-negative integer, got {describe(value)}"
+            f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}"
         )
     return int(text)

@@ -20,7 +20,7 @@ from servion.protocol._fields import (
     check_body_size,
     check_depth,
     describe,
-    json_type,
+    json_text,
     load_json,
     parse_header_length,
     parse_parameters,
@@ -58,7 +58,8 @@ def decode_infer_request(
     ...                      b'"data":[1,2]}]}').inputs[0].data
     array([1, 2], dtype=int32)
     """
-    check_body_size(body, limits)
+    if len(body) > limits.max_body_bytes:
+        check_body_size(body, limits)
     if header_length is None:
         doc = load_json(body, limits)
         binary_start = len(body)
@@ -72,15 +73,20 @@ def decode_infer_request(
         doc = load_json(body[:header_length], limits)
         binary_start = header_length
     if type(doc) is not dict:
-        raise InvalidInput(f"inference request must be a JSON object, got {json_type(doc)}")
+        raise InvalidInput(f"inference request must be a JSON object, got {describe(doc)}")
     if not _REQUEST_KEYS.issuperset(doc):
         _check_extra_keys(doc, _REQUEST_KEYS, 2, limits, "request")
 
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
-        raise InvalidInput(f"request id must be a string, got {json_type(request_id)}")
-    parameters = parse_parameters(doc.get("parameters"), "request")
-    binary_default = pop_bool(parameters, "binary_data_output", "request") or False
+        raise InvalidInput(f"request id must be a string, got {describe(request_id)}")
+    parameters = doc.get("parameters")
+    binary_default = False
+    if parameters is None:
+        parameters = {}
+    else:
+        parameters = parse_parameters(parameters, "request")
+        binary_default = pop_bool(parameters, "binary_data_output", "request") or False
     inputs = _decode_inputs(doc.get("inputs"), body, binary_start, header_length, limits)
     outputs = _decode_outputs(doc.get("outputs"), limits)
     return InferRequest(request_id, inputs, outputs, parameters, binary_default)
@@ -98,8 +104,10 @@ def _decode_inputs(
     raw: object, body: bytes, binary_start: int, header_length: int | None, limits: Limits
 ) -> list[InferInput]:
     if type(raw) is not list or not raw:
-        what = "is missing" if raw is None else f"is {describe(raw)}"
-        raise InvalidInput(f"request inputs must be a non-empty array of tensors, but {what}")
+        if raw is None:
+            raise InvalidInput("request has no inputs")
+        got = "an empty array" if raw == [] else describe(raw)
+        raise InvalidInput(f"request inputs must be a non-empty array of tensors, got {got}")
     if len(raw) > limits.max_inputs:
         raise PayloadTooLarge(
             f"request has {len(raw)} inputs, more than the limit of {limits.max_inputs}",
@@ -155,15 +163,16 @@ def _decode_input_header(
     obj: object, index: int, limits: Limits
 ) -> tuple[str, str, tuple[int, ...], int, dict[str, Any]]:
     if type(obj) is not dict:
-        raise InvalidInput(f"inputs[{index}] must be an object, got {json_type(obj)}")
+        raise InvalidInput(f"inputs[{index}] must be an object, got {describe(obj)}")
     name = obj.get("name")
     if type(name) is not str or not name:
-        raise InvalidInput(f"inputs[{index}].name must be a non-empty string, got {describe(name)}")
+        raise InvalidInput(_bad_name("inputs", index, obj))
     datatype = obj.get("datatype")
     if type(datatype) is not str or datatype not in NUMPY_OF:
         raise InvalidInput(_unknown_datatype(name, datatype))
     shape, count = parse_shape(obj.get("shape"), name, limits)
-    params = parse_parameters(obj.get("parameters"), "input", name)
+    params = obj.get("parameters")
+    params = {} if params is None else parse_parameters(params, "input", name)
     if "shared_memory_region" in params:
         raise InvalidInput(f"input '{name}': shared memory inputs are not supported")
     if not _INPUT_KEYS.issuperset(obj):
@@ -171,14 +180,22 @@ def _decode_input_header(
     return name, datatype, shape, count, params
 
 
+def _bad_name(field: str, index: int, obj: dict[str, Any]) -> str:
+    if "name" not in obj:
+        return f"{field}[{index}] has no name"
+    return f"{field}[{index}].name must be a non-empty string, got {describe(obj['name'])}"
+
+
 def _unknown_datatype(name: str, datatype: object) -> str:
+    if datatype is None:
+        return f"input '{name}' has no datatype"
     if type(datatype) is not str:
         return f"input '{name}': datatype must be a string, got {describe(datatype)}"
     hint = ""
     if datatype.upper() in NUMPY_OF:
-        hint = f" (datatypes are case-sensitive: did you mean '{datatype.upper()}'?)"
+        hint = f" (datatypes are case-sensitive: did you mean {json_text(datatype.upper())}?)"
     return (
-        f"input '{name}': unknown datatype {describe(datatype)}{hint};"
+        f"input '{name}': unknown datatype {json_text(datatype)}{hint};"
         f" expected one of {_SORTED_DATATYPES}"
     )
 
@@ -188,7 +205,7 @@ def _decode_outputs(raw: object, limits: Limits) -> list[RequestedOutput] | None
     if raw is None or raw == []:
         return None
     if type(raw) is not list:
-        raise InvalidInput(f"request outputs must be an array, got {json_type(raw)}")
+        raise InvalidInput(f"request outputs must be an array, got {describe(raw)}")
     if len(raw) > limits.max_outputs:
         raise PayloadTooLarge(
             f"request asks for {len(raw)} outputs, more than the limit of {limits.max_outputs}",
@@ -198,12 +215,10 @@ def _decode_outputs(raw: object, limits: Limits) -> list[RequestedOutput] | None
     outputs: list[RequestedOutput] = []
     for index, obj in enumerate(raw):
         if type(obj) is not dict:
-            raise InvalidInput(f"outputs[{index}] must be an object, got {json_type(obj)}")
+            raise InvalidInput(f"outputs[{index}] must be an object, got {describe(obj)}")
         name = obj.get("name")
         if type(name) is not str or not name:
-            raise InvalidInput(
-                f"outputs[{index}].name must be a non-empty string, got {describe(name)}"
-            )
+            raise InvalidInput(_bad_name("outputs", index, obj))
         if name in seen:
             raise InvalidInput(f"output '{name}' is requested more than once")
         seen.add(name)

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from servion.errors import InvalidInput, RuntimeFailure
-from servion.protocol._fields import check_body_size, check_depth, json_type, load_json
+from servion.protocol._fields import check_body_size, check_depth, describe, load_json
 from servion.protocol.limits import DEFAULT_LIMITS, Limits
 
 
@@ -30,7 +30,7 @@ def decode_v1_request(body: bytes, limits: Limits = DEFAULT_LIMITS) -> list[Any]
     check_body_size(body, limits)
     doc = load_json(body, limits)
     if type(doc) is not dict:
-        raise InvalidInput(f"V1 request must be a JSON object, got {json_type(doc)}")
+        raise InvalidInput(f"V1 request must be a JSON object, got {describe(doc)}")
     if ("instances" in doc) == ("inputs" in doc):
         raise InvalidInput('V1 request must have exactly one of "instances" or "inputs"')
     key = "instances" if "instances" in doc else "inputs"

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from servion.config import RuntimeSettings
+from servion.datatypes import NUMPY_OF
 from servion.errors import (
     ChecksumMismatch,
     RuntimeFailure,
@@ -52,8 +53,10 @@ def _child(
         runtime = make_runtime(fmt, path, settings, options)
         runtime.load()
         signature = runtime.signature()
-        inputs = sample if sample is not None else sample_inputs(signature)
-        _check_sample(signature, inputs)
+        if sample is None:
+            inputs = sample_inputs(signature)
+        else:
+            inputs = _check_sample(signature, sample)
         outputs = runtime.predict(inputs)
         missing = {o.name for o in signature.outputs} - set(outputs)
         if missing:
@@ -69,12 +72,19 @@ def _child(
         conn.close()
 
 
-def _check_sample(signature: Signature, inputs: Arrays) -> None:
-    expected = {s.name for s in signature.inputs}
-    if set(inputs) != expected:
+def _check_sample(signature: Signature, inputs: Arrays) -> Arrays:
+    """Match the sample to the signature; JSON samples carry no datatype, so cast to it."""
+    expected = {s.name: s.datatype for s in signature.inputs}
+    if set(inputs) != set(expected):
         raise RuntimeFailure(
             f"the sample's inputs {sorted(inputs)} do not match the model's {sorted(expected)}"
         )
+    try:
+        return {
+            k: np.asarray(v).astype(NUMPY_OF[expected[k]], copy=False) for k, v in inputs.items()
+        }
+    except (TypeError, ValueError) as exc:
+        raise RuntimeFailure(f"the sample does not fit the model's datatypes: {exc}") from None
 
 
 def probe(

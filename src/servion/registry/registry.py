@@ -34,9 +34,15 @@ from servion.registry.naming import Version, check_name, check_source, parse_ver
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
 from servion.registry.store import ArtifactStore, StoredArtifact, source_size
-from servion.runtime import PICKLE_FORMATS, Runtime, Signature, entrypoint, make_runtime
+from servion.runtime import (
+    PICKLE_FORMATS,
+    Runtime,
+    Signature,
+    entrypoint,
+    is_model_file,
+    make_runtime,
+)
 from servion.runtime.onnx_checks import check_external_data
-from servion.runtime.safe_pickle import AllowList, check_pickle_file
 from servion.types import Arrays
 
 
@@ -170,7 +176,8 @@ class ModelRegistry:
 
     @contextmanager
     def _unpacked(self, source: Path) -> Iterator[Path]:
-        if source.is_dir() or not is_archive(source):
+        # A model format that happens to be a zip (skops) is a model, not an archive.
+        if source.is_dir() or is_model_file(source) or not is_archive(source):
             yield source
             return
         tmp = Path(tempfile.mkdtemp(prefix="servion-unpack-"))
@@ -197,12 +204,12 @@ class ModelRegistry:
         # Checks that need no code execution run here, before the probe child
         # ever opens the file.
         if fmt in PICKLE_FORMATS:
-            check_pickle_file(entry, self.allow_list())
+            from servion.runtime.safe_pickle import AllowList, check_pickle_file
+
+            allow = AllowList.default().extended(self.settings.runtime.trusted_globals)
+            check_pickle_file(entry, allow)
         elif fmt == "onnx":
             check_external_data(entry)
-
-    def allow_list(self) -> AllowList:
-        return AllowList.default().extended(self.settings.runtime.trusted_globals)
 
     def _refuse_duplicate(self, name: str, version: str) -> None:
         with self.engine.connect() as conn:

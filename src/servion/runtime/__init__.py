@@ -11,6 +11,7 @@ from servion.runtime.formats import (
     PICKLE_FORMATS,
     detect_format,
     entrypoint,
+    is_model_file,
     make_runtime,
 )
 
@@ -22,6 +23,7 @@ __all__ = [
     "TensorSpec",
     "detect_format",
     "entrypoint",
+    "is_model_file",
     "make_runtime",
     "sample_inputs",
 ]

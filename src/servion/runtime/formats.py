@@ -33,6 +33,11 @@ DIRECTORY_ENTRYPOINTS = {"onnx": "model.onnx", "python": "model.py"}
 PICKLE_FORMATS = frozenset({"sklearn-joblib", "sklearn-pickle"})
 
 
+def is_model_file(path: Path) -> bool:
+    """True when the file's extension names a model format."""
+    return path.suffix.lower() in _EXTENSIONS
+
+
 def detect_format(path: Path) -> str:
     """Name the format of a model file or directory from its extension or entry file."""
     if path.is_dir():

@@ -1,0 +1,161 @@
+"""Safe defaults, several workers agreeing, graceful shutdown, and the quickstart."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from conftest import RunningServer, TabularModels, cli, register, start_server
+from servion.registry import ModelRegistry
+
+
+def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
+    done = cli(tmp_path / "home", "serve", "--host", "0.0.0.0", "--port", "0")
+    assert done.returncode == 2
+    assert "without an admin token" in done.stderr
+
+
+def test_control_operations_need_the_token(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home, "--admin-token", "s3cret")
+    url = f"{server.url}/v2/repository/models/tabular/unload"
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    # reads stay open
+    assert httpx.post(f"{server.url}/v2/repository/index").status_code == 200
+
+
+def test_binds_loopback_by_default(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home)
+    import psutil  # type: ignore[import-untyped]
+
+    addrs = {
+        c.laddr.ip
+        for c in psutil.Process(server.proc.pid).net_connections()
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert addrs == {"127.0.0.1"}
+
+
+def test_workers_agree_on_unload_and_stats(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home, "--workers", "2")
+    body = {
+        "inputs": [
+            {"name": "X", "shape": [1, 32], "datatype": "FP32", "data": tabular.x[0].tolist()}
+        ]
+    }
+    time.sleep(1.0)  # let the second worker finish loading too
+    for _ in range(20):  # fresh connections spread over both workers
+        assert httpx.post(f"{server.url}/v2/models/tabular/infer", json=body).status_code == 200
+    time.sleep(1.5)  # workers report their statistics every second
+    stats = httpx.get(f"{server.url}/v2/models/tabular/stats").json()["model_stats"][0]
+    assert stats["inference_count"] == 20
+    assert httpx.post(f"{server.url}/v2/repository/models/tabular/unload").status_code == 200
+    codes = {
+        httpx.post(f"{server.url}/v2/models/tabular/infer", json=body).status_code
+        for _ in range(20)
+    }
+    assert codes == {503}
+    # a version registered while serving reaches every worker
+    register(registry, "tabular", tabular.onnx, "v2.0.0")
+    assert httpx.post(f"{server.url}/v2/repository/models/tabular/load").status_code == 200
+    versions = {
+        httpx.post(f"{server.url}/v2/models/tabular/infer", json=body).json()["model_version"]
+        for _ in range(20)
+    }
+    assert versions == {"v2.0.0"}
+
+
+def _slow_model(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.py"
+    path.write_text(
+        "import time\nimport numpy as np\n"
+        "class Slow:\n"
+        "    inputs = [{'name': 'x', 'datatype': 'FP32', 'shape': [-1, 1]}]\n"
+        "    outputs = [{'name': 'y', 'datatype': 'FP32', 'shape': [-1, 1]}]\n"
+        "    def load(self):\n        pass\n"
+        "    def predict(self, inputs):\n"
+        "        if inputs['x'][0, 0] > 0: time.sleep(1.5)\n"
+        "        return {'y': inputs['x']}\n"
+    )
+    return path
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(
+    registry: ModelRegistry, tmp_path: Path, serve: Callable[..., RunningServer]
+) -> None:
+    register(registry, "slow", _slow_model(tmp_path), trust_code=True)
+    server = serve(registry.settings.home)
+    body = {"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}
+    result: dict[str, int] = {}
+
+    def call() -> None:
+        result["status"] = httpx.post(
+            f"{server.url}/v2/models/slow/infer", json=body, timeout=30
+        ).status_code
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.5)  # the request is inside the model now
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(30)
+    assert result == {"status": 200}
+    assert server.proc.wait(30) == 0
+
+
+def test_quickstart_end_to_end(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    server = start_server(home, tmp_path, "--workers", "1", command="quickstart")
+    try:
+        out_text = server.log()
+        assert "registered demo:v1.0.0" in out_text and "curl -s -X POST" in out_text
+        snippet = out_text.split("python3 - <<'PY'\n", 1)[1].split("PY\n", 1)[0]
+        snippet = snippet.replace("PORT", str(server.port))
+        ran = subprocess.run(
+            [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=30
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert "'name': 'label'" in ran.stdout
+        curl_line = out_text.split("curl -s -X POST ", 1)[1].split("\n\n", 1)[0]
+        cmd = "curl -s -X POST " + curl_line.replace("PORT", str(server.port))
+        done = subprocess.run(
+            ["bash", "-c", cmd.replace("\\\n", " ")], capture_output=True, text=True, timeout=30
+        )
+        assert '"model_name":"demo"' in done.stdout, done.stdout + done.stderr
+        probs = httpx.post(
+            f"{server.url}/v2/models/demo/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 4],
+                        "datatype": "FP32",
+                        "data": [0.5, -1.2, 3.3, 0.7],
+                    }
+                ]
+            },
+        ).json()["outputs"][1]["data"]
+        assert np.isclose(sum(probs), 1.0, atol=1e-5)
+    finally:
+        assert server.stop() == 0
+    # a second run reuses the registered model
+    again = start_server(home, tmp_path, "--workers", "1", command="quickstart")
+    assert "registered demo" not in again.log()
+    again.stop()
