@@ -88,7 +88,9 @@ def _flatten_nested(data: list[Any], shape: Shape, name: str, limits: Limits) ->
         raise InvalidInput(
             f"input '{name}': nested data is deeper than {limits.max_json_depth} levels"
         )
-    if not shape or len(data) != shape[0]:
+    if not shape:
+        raise InvalidInput(f"input '{name}': data for shape [] must be a flat array of 1 element")
+    if len(data) != shape[0]:
         raise _shape_mismatch(name, shape, 0, len(data))
     level = data
     for axis in range(1, len(shape)):
@@ -104,7 +106,7 @@ def _flatten_nested(data: list[Any], shape: Shape, name: str, limits: Limits) ->
 def _shape_mismatch(name: str, shape: Shape, axis: int, got: object) -> InvalidInput:
     return InvalidInput(
         f"input '{name}': nested data does not match shape {list(shape)}: dimension {axis}"
-        f" should have length {shape[axis] if axis < len(shape) else 'none'}, got {got}"
+        f" should have length {shape[axis]}, got {got}"
     )
 
 
