@@ -159,3 +159,31 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     again = start_server(home, tmp_path, "--workers", "1", command="quickstart")
     assert "registered demo" not in again.log()
     again.stop()
+
+
+def test_version_policy_selects_served_versions(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    from servion.registry import VersionPolicy
+
+    for version in ("v1.0.0", "v1.1.0", "v2.0.0"):
+        register(registry, "tabular", tabular.onnx, version)
+    registry.set_policy("tabular", VersionPolicy.parse("latest:2"))
+    server = serve(registry.settings.home)
+    meta = httpx.get(f"{server.url}/v2/models/tabular").json()
+    assert meta["versions"] == ["v1.1.0", "v2.0.0"]
+    assert httpx.get(f"{server.url}/v2/models/tabular/versions/v1.1.0/ready").status_code == 200
+    assert httpx.get(f"{server.url}/v2/models/tabular/versions/v1.0.0/ready").status_code == 404
+    registry.set_policy("tabular", VersionPolicy.parse("specific:v1.0.0"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if httpx.get(f"{server.url}/v2/models/tabular").json().get("versions") == ["v1.0.0"]:
+            break
+        time.sleep(0.1)
+    body = {
+        "inputs": [
+            {"name": "X", "shape": [1, 32], "datatype": "FP32", "data": tabular.x[0].tolist()}
+        ]
+    }
+    reply = httpx.post(f"{server.url}/v2/models/tabular/infer", json=body).json()
+    assert reply["model_version"] == "v1.0.0"

@@ -14,7 +14,9 @@ from servion.errors import InvalidInput, PayloadTooLarge
 from servion.protocol import Limits, decode_infer_request, parse_header_length
 
 NOT_JSON = "request body is not valid JSON: "
-DATATYPE_LIST = "BOOL, BYTES, FP16, FP32, FP64, INT16, INT32, INT64, INT8, UINT16, UINT32, UINT64, UINT8"
+DATATYPE_LIST = (
+    "BOOL, BYTES, FP16, FP32, FP64, INT16, INT32, INT64, INT8, UINT16, UINT32, UINT64, UINT8"
+)
 
 
 def x(datatype: str = "FP32", shape: list[Any] | None = None, data: Any = None) -> bytes:
@@ -139,7 +141,10 @@ def test_malformed_requested_outputs_are_rejected(outputs: Any, message: str) ->
 def test_shape_with_an_absurd_element_count_is_too_large() -> None:
     body = x(shape=[10**9, 10**9], data=[1])
     message = rejected(body, error=PayloadTooLarge)
-    assert message == "input 'x': shape dimension 1000000000 is more than the limit of 67108864 elements"
+    assert (
+        message
+        == "input 'x': shape dimension 1000000000 is more than the limit of 67108864 elements"
+    )
     body = x(shape=[10_000, 10_000, 10_000], data=[1])
     assert rejected(body, error=PayloadTooLarge) == (
         "input 'x': shape [10000, 10000, 10000] has 1000000000000 elements,"
@@ -225,8 +230,7 @@ def test_binary_section_longer_than_the_sizes_is_rejected() -> None:
 def test_binary_section_shorter_than_the_sizes_is_rejected() -> None:
     body, header_length = binary_x(8, [2], data=bytes(6))
     assert rejected(body, header_length) == (
-        "input 'x': binary_data_size values add up to at least 8 bytes but the binary"
-        " section has 6"
+        "input 'x': binary_data_size values add up to at least 8 bytes but the binary section has 6"
     )
 
 
@@ -252,9 +256,7 @@ def test_binary_size_that_is_not_a_byte_count_is_rejected(size: Any) -> None:
 
 
 def test_input_with_both_data_and_binary_size_is_rejected() -> None:
-    header = json_request(
-        {**tensor("x", "FP32", [1], [1]), "parameters": {"binary_data_size": 4}}
-    )
+    header = json_request({**tensor("x", "FP32", [1], [1]), "parameters": {"binary_data_size": 4}})
     assert rejected(header + bytes(4), len(header)) == (
         "input 'x' has both data and binary_data_size"
     )

@@ -72,9 +72,7 @@ def test_binary_output_is_raw_little_endian_bytes_after_the_json(datatype: str) 
 
 def test_response_carries_model_version_id_and_parameters() -> None:
     out = InferOutput.of("y", np.zeros(1, np.int32))
-    doc = orjson.loads(
-        encode_infer_response(response(out, id="r-1", parameters={"seq": 4}))[0]
-    )
+    doc = orjson.loads(encode_infer_response(response(out, id="r-1", parameters={"seq": 4}))[0])
     assert (doc["model_name"], doc["model_version"], doc["id"]) == ("m", "3", "r-1")
     assert doc["parameters"] == {"seq": 4}
 

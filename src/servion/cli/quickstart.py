@@ -52,7 +52,7 @@ Stop the server with Ctrl-C.
 @server_options
 @click.pass_obj
 @refusals_exit_2
-def quickstart(ctx: Context, port_file: Path | None, **overrides: Any) -> None:
+def quickstart(ctx: Context, /, port_file: Path | None, **overrides: Any) -> None:
     """Build a demo model, register it as demo v1.0.0, serve it, print client examples."""
     configure_logging("WARNING")
     settings = with_server_overrides(ctx.settings, **overrides)

@@ -63,7 +63,7 @@ def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
 @server_options
 @click.pass_obj
 @refusals_exit_2
-def serve(ctx: Context, port_file: Path | None, **overrides: Any) -> None:
+def serve(ctx: Context, /, port_file: Path | None, **overrides: Any) -> None:
     """Serve every registered model over the Open Inference Protocol (REST)."""
     configure_logging()
     settings = with_server_overrides(ctx.settings, **overrides)

@@ -47,13 +47,13 @@ def detect_format(path: Path) -> str:
         raise ValidationFailed(
             "a model directory must contain model.onnx or model.py (or pass --format)"
         )
-    fmt = _EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
+    found = _EXTENSIONS.get(path.suffix.lower())
+    if found is None:
         known = ", ".join(sorted(_EXTENSIONS))
         raise ValidationFailed(
             f"unknown model format for extension '{path.suffix}' (known: {known}; or pass --format)"
         )
-    return fmt
+    return found
 
 
 def entrypoint(path: Path, fmt: str) -> Path:

@@ -148,7 +148,10 @@ class ModelManager:
             runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
             await asyncio.to_thread(runtime.warmup)
         except ServionError as exc:
-            self.failures[key] = exc.message
+            # Reasons reach HTTP clients (index, load): no paths of this machine.
+            self.failures[key] = exc.message.replace(
+                str(self.registry.settings.home), "$SERVION_HOME"
+            )
             log.error(
                 "model_load_failed",
                 extra={"model": mv.name, "version": mv.version, "error": exc.message},
