@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as tc
-from conftest import RunningServer, register, start_server
 
+from conftest import RunningServer, register, start_server
 from servion.config import Settings
 from servion.registry import ModelRegistry
 

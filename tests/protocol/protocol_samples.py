@@ -27,7 +27,8 @@ def sample_array(datatype: str, shape: tuple[int, ...] = (2, 3)) -> npt.NDArray[
     count = math.prod(shape)
     dtype = NUMPY_OF[datatype]
     if datatype == "BOOL":
-        return (np.arange(count) % 3 == 0).reshape(shape)
+        flags: npt.NDArray[np.bool_] = np.arange(count) % 3 == 0
+        return flags.reshape(shape)
     if datatype == "BYTES":
         out = np.empty(count, dtype=object)
         out[:] = [_BYTES_VALUES[i % len(_BYTES_VALUES)] for i in range(count)]

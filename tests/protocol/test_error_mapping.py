@@ -7,7 +7,7 @@ import pytest
 from servion import errors
 from servion.protocol import grpc_code_for, http_status_for, public_message
 
-CASES: list[tuple[Exception, int, str]] = [
+CASES: list[tuple[BaseException, int, str]] = [
     (errors.InvalidInput("bad"), 400, "INVALID_ARGUMENT"),
     (errors.PayloadTooLarge("big", limit=10), 413, "RESOURCE_EXHAUSTED"),
     (errors.UnsupportedMediaType("pickle"), 415, "INVALID_ARGUMENT"),

@@ -52,7 +52,8 @@ def test_binary_tensors_are_read_only_views_of_the_body(datatype: str) -> None:
 
     (decoded,) = decode_infer_request(body, header_length).inputs
 
-    assert decoded.data.base is body
+    base: object = decoded.data.base
+    assert base is body
     assert not decoded.data.flags.writeable
 
 

@@ -120,6 +120,24 @@ def test_missing_requested_output_is_a_runtime_failure() -> None:
     assert str(info.value) == "the model did not produce requested output 'z'"
 
 
+def test_output_that_contradicts_its_declaration_is_a_runtime_failure() -> None:
+    wrong_shape = InferOutput("y", "FP32", (2, 3), np.zeros(5, np.float32))
+    with pytest.raises(RuntimeFailure) as info:
+        encode_infer_response(response(wrong_shape))
+    assert str(info.value) == "output 'y' declares shape [2, 3] but holds 5 elements"
+    unknown = InferOutput("y", "BF16", (1,), np.zeros(1, np.float32))
+    with pytest.raises(RuntimeFailure) as info:
+        encode_infer_response(response(unknown))
+    assert str(info.value) == "output 'y' has unknown datatype 'BF16'"
+
+
+def test_unencodable_response_parameters_are_a_runtime_failure() -> None:
+    out = InferOutput.of("y", np.zeros(1, np.float32))
+    with pytest.raises(RuntimeFailure) as info:
+        encode_infer_response(response(out, parameters={"when": object()}))
+    assert str(info.value).startswith("response cannot be encoded as JSON: ")
+
+
 def test_output_parameters_are_kept_next_to_binary_data_size() -> None:
     out = InferOutput("y", "INT8", (1,), np.array([5], np.int8), {"content_type": "np"})
     body, header_length = encode_infer_response(response(out), binary_default=True)

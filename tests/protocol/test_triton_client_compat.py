@@ -78,7 +78,9 @@ def test_client_request_decodes_exactly(datatype: str, binary: bool) -> None:
 @pytest.mark.parametrize("out_binary", [False, True], ids=["json-out", "binary-out"])
 @pytest.mark.parametrize("in_binary", [False, True], ids=["json-in", "binary-in"])
 @pytest.mark.parametrize("datatype", DATATYPES)
-def test_client_reads_our_response_exactly(datatype: str, in_binary: bool, out_binary: bool) -> None:  # fmt: skip
+def test_client_reads_our_response_exactly(
+    datatype: str, in_binary: bool, out_binary: bool
+) -> None:
     arr = sample_array(datatype, (3, 2))
     outputs = [httpclient.InferRequestedOutput("INPUT0", binary_data=out_binary)]
 

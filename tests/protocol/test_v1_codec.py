@@ -1,5 +1,8 @@
 """KServe V1 codec: instances in, predictions out."""
 
+# The case table keeps one case, with its exact message, per line.
+# ruff: noqa: E501
+
 from __future__ import annotations
 
 from typing import Any

@@ -51,13 +51,17 @@ def json_text(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_body_size(body: bytes | memoryview, limits: Limits) -> None:
+def check_body_size(body: bytes, limits: Limits) -> None:
     """Refuse a body over ``limits.max_body_bytes`` with 413."""
     if len(body) > limits.max_body_bytes:
-        raise PayloadTooLarge(
-            f"request body is {len(body)} bytes, more than the limit of {limits.max_body_bytes}",
-            limit=limits.max_body_bytes,
-        )
+        raise body_too_large(len(body), limits)
+
+
+def body_too_large(size: int, limits: Limits) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body is {size} bytes, more than the limit of {limits.max_body_bytes}",
+        limit=limits.max_body_bytes,
+    )
 
 
 def load_json(data: bytes | memoryview, limits: Limits) -> Any:

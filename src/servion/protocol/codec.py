@@ -9,6 +9,7 @@ signature is checked by the server, not here: this module checks structure.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import orjson
@@ -17,7 +18,7 @@ from servion.datatypes import NUMPY_OF
 from servion.errors import InvalidInput, PayloadTooLarge, RuntimeFailure
 from servion.protocol._binary import decode_binary_tensor, encode_binary_tensor
 from servion.protocol._fields import (
-    check_body_size,
+    body_too_large,
     check_depth,
     describe,
     json_text,
@@ -59,7 +60,7 @@ def decode_infer_request(
     array([1, 2], dtype=int32)
     """
     if len(body) > limits.max_body_bytes:
-        check_body_size(body, limits)
+        raise body_too_large(len(body), limits)
     if header_length is None:
         doc = load_json(body, limits)
         binary_start = len(body)
@@ -268,6 +269,7 @@ def encode_infer_response(
     entries: list[dict[str, Any]] = []
     chunks: list[bytes | memoryview] = []
     for output, binary in _select_outputs(response.outputs, requested, binary_default):
+        _check_output(output)
         entry: dict[str, Any] = {
             "name": output.name,
             "datatype": output.datatype,
@@ -283,7 +285,10 @@ def encode_infer_response(
             entry["data"] = encode_json_data(output.data, output.datatype, output.name)
         entries.append(entry)
     doc["outputs"] = entries
-    header = orjson.dumps(doc, option=_DUMPS_OPTIONS)
+    try:
+        header = orjson.dumps(doc, option=_DUMPS_OPTIONS)
+    except orjson.JSONEncodeError as exc:  # e.g. a parameter value orjson cannot write
+        raise RuntimeFailure(f"response cannot be encoded as JSON: {exc}") from None
     if not chunks:
         return header, None
     return b"".join([header, *chunks]), len(header)
@@ -302,6 +307,17 @@ def _select_outputs(
             raise RuntimeFailure(f"the model did not produce requested output '{wanted.name}'")
         selected.append((output, binary_default if wanted.binary is None else wanted.binary))
     return selected
+
+
+def _check_output(output: InferOutput) -> None:
+    """A runtime bug must become a 500, not a response the client misreads."""
+    if output.datatype not in NUMPY_OF:
+        raise RuntimeFailure(f"output '{output.name}' has unknown datatype {output.datatype!r}")
+    if output.data.size != math.prod(output.shape):
+        raise RuntimeFailure(
+            f"output '{output.name}' declares shape {list(output.shape)} but holds"
+            f" {output.data.size} elements"
+        )
 
 
 def encode_error(message: str) -> bytes:

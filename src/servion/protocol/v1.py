@@ -59,10 +59,13 @@ def encode_v1_response(predictions: Any) -> bytes:
     >>> encode_v1_response(np.array([[1, 2]]))
     b'{"predictions":[[1,2]]}'
     """
+    doc = {"predictions": predictions}
     try:
-        return orjson.dumps(
-            {"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY, default=_to_json
-        )
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_to_json)
+    except orjson.JSONEncodeError:
+        pass  # e.g. a non-native byte order, which orjson refuses without asking default
+    try:
+        return orjson.dumps(doc, default=_to_json)  # every array through .tolist()
     except orjson.JSONEncodeError as exc:
         raise RuntimeFailure(f"predictions cannot be encoded as JSON: {exc}") from None
 

@@ -53,10 +53,7 @@ def _child(
         runtime = make_runtime(fmt, path, settings, options)
         runtime.load()
         signature = runtime.signature()
-        if sample is None:
-            inputs = sample_inputs(signature)
-        else:
-            inputs = _check_sample(signature, sample)
+        inputs = sample_inputs(signature) if sample is None else _check_sample(signature, sample)
         outputs = runtime.predict(inputs)
         missing = {o.name for o in signature.outputs} - set(outputs)
         if missing:

@@ -79,8 +79,7 @@ DEFAULT_NAMES: frozenset[str] = frozenset(
         f"sklearn.feature_selection.{f}"
         for f in _words(
             "_univariate_selection.f_classif _univariate_selection.f_regression "
-            "_univariate_selection.r_regression _univariate_selection.chi2 "
-            "_mutual_info.mutual_info_classif _mutual_info.mutual_info_regression"
+            "_univariate_selection.r_regression _univariate_selection.chi2"
         )
     ]
     # Validated by the restricted joblib loader, which also reads its bytes.

@@ -18,9 +18,10 @@ import lzma
 import pickle
 import pickletools
 import sys
+import types
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Protocol
 
@@ -60,6 +61,12 @@ def _extension_ref(code: int) -> Ref:
     return registry.get(code, (f"<unregistered extension code {code}>", ""))
 
 
+def _static_extension_ref(code: int) -> Ref:
+    """Always refused: the registry is per process, so the loader's may map the code elsewhere."""
+    module, name = _extension_ref(code)
+    return (f"<extension code {code} = {qualified((module, name))}>" if name else module, "")
+
+
 def _global_of(kind: str, arg: Any, top: list[str | None], proto: int) -> Ref | None:
     """The global an opcode references, if any (``top``: known topmost stack strings)."""
     if kind in ("GLOBAL", "INST"):
@@ -70,8 +77,7 @@ def _global_of(kind: str, arg: Any, top: list[str | None], proto: int) -> Ref | 
             return fix_import(top[-2], top[-1], proto)
         return ("<STACK_GLOBAL with computed operands>", "")
     if kind in ("EXT1", "EXT2", "EXT4"):
-        module, name = _extension_ref(int(arg))
-        return fix_import(module, name, proto) if name else (module, name)
+        return _static_extension_ref(int(arg))
     return None
 
 
@@ -134,9 +140,13 @@ def _refuse_picklescan_findings(payload: bytes, file_id: str) -> None:
         raise UnsafeArtifact(f"{file_id}: picklescan flags dangerous globals: {', '.join(flagged)}")
 
 
-def _synthetic_pickle(refs: Iterable[Ref]) -> bytes:
-    """A protocol-0 pickle that only names ``refs``, for picklescan to judge."""
-    return b"".join(b"c%s\n%s\n0" % (m.encode(), n.encode()) for m, n in refs) + b"N."
+@functools.cache
+def _picklescan_admits(ref: Ref) -> bool:
+    """picklescan's verdict on one global, judged from a pickle that only names it."""
+    module, name = ref
+    synthetic = b"c%s\n%s\nN." % (module.encode(), name.encode())
+    result = _picklescan(io.BytesIO(synthetic), qualified(ref), multiple_pickles=False)
+    return not any(g.safety == SafetyLevel.Dangerous for g in result.globals)
 
 
 # --- restricted loading ---------------------------------------------------------
@@ -152,11 +162,34 @@ class _Gate:
     def admit(self, module: str, name: str, proto: int) -> object:
         ref = fix_import(module, name, proto)
         self.seen[ref] = None
-        return resolve(ref, self.allow)
+        obj = resolve(ref, self.allow)
+        # Defence in depth before anything is built: the allow-list (perhaps a
+        # deployment's extension) let it through, but a deny-list knows it.
+        if not _picklescan_admits(ref):
+            raise UnsafeArtifact(f"picklescan flags '{qualified(ref)}' as dangerous")
+        return obj
+
+
+_NOT_BUILDABLE = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
+
+
+def _guarded_build(unpickler: Any) -> None:
+    """BUILD, but only on instances.
+
+    BUILD's slot state is applied with setattr, so on a class or function it
+    would rewrite a trusted global for every later load in this process.
+    """
+    target = unpickler.stack[-2]
+    if isinstance(target, _NOT_BUILDABLE) or type(target).__name__ == "cython_function_or_method":
+        raise UnsafeArtifact(f"BUILD would modify the global {target!r}, not an instance")
+    pickle._Unpickler.load_build(unpickler)  # type: ignore[attr-defined]  # not in typeshed
 
 
 class _RestrictedUnpickler(pickle._Unpickler):
     """Pure-Python unpickler: GLOBAL, STACK_GLOBAL, INST, OBJ and EXT* all reach find_class."""
+
+    dispatch = pickle._Unpickler.dispatch.copy()
+    dispatch[pickle.BUILD[0]] = _guarded_build
 
     def __init__(self, file: BinaryIO, gate: _Gate) -> None:
         super().__init__(file)
@@ -301,7 +334,7 @@ def _joblib_unpickler_class() -> type[Any]:
             self.gate = gate
 
         def load_build(self) -> None:
-            pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]  # not in typeshed
+            _guarded_build(self)
             if type(self.stack[-1]) is NumpyArrayWrapper:
                 self.stack[-1] = _read_wrapped_array(self, self.stack[-1], NumpyArrayWrapper)
 
@@ -314,7 +347,6 @@ def _load_joblib(path: Path, allow: AllowList) -> tuple[object, list[str]]:
     payload = _joblib_payload(path.read_bytes(), path.name)
     gate, stream = _Gate(allow), io.BytesIO(payload)
     obj = _finish(_joblib_unpickler_class()(str(path), stream, gate), stream, path.name)
-    _refuse_picklescan_findings(_synthetic_pickle(gate.seen), path.name)
     return obj, [qualified(r) for r in gate.seen]
 
 
@@ -336,8 +368,10 @@ _JOBLIB_SUFFIXES = frozenset({".joblib", ".jbl", ".z", ".gz", ".bz2", ".xz", ".l
 _TORCH_SUFFIXES = frozenset({".pt", ".pth"})
 
 
-def _scan_torch_member(archive: zipfile.ZipFile, member: str, allow: AllowList) -> list[str]:
-    data, what = archive.read(member), f"{archive.filename}:{member}"
+def _scan_torch_member(
+    archive: zipfile.ZipFile, member: str, allow: AllowList, path: Path
+) -> list[str]:
+    data, what = archive.read(member), f"{path.name}:{member}"
     try:
         names = scan_pickle_bytes(data, allow)
     except UnsafeArtifact as exc:
@@ -361,7 +395,7 @@ def _check_torch_zip(path: Path, allow: AllowList) -> list[str]:
             if not any(m == "data.pkl" or m.endswith("/data.pkl") for m in pickles):
                 raise UnsafeArtifact(f"{path.name}: no data.pkl, so not a PyTorch archive")
             for member in pickles:
-                names += _scan_torch_member(archive, member, torch_allow)
+                names += _scan_torch_member(archive, member, torch_allow, path)
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as exc:
         raise UnsafeArtifact(f"{path.name}: unreadable zip archive: {exc}") from exc
     return list(dict.fromkeys(names))
