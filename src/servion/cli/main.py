@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from servion import __version__
+from servion._version import __version__
 from servion.cli import models, quickstart, register, serve
 from servion.cli.common import Context
 

@@ -7,7 +7,7 @@ from types import FrameType
 
 import uvicorn
 
-from servion import __version__
+from servion._version import __version__
 from servion.config import Settings
 from servion.logs import configure_logging
 from servion.protocol import Limits
