@@ -13,7 +13,6 @@ import contextlib
 import copyreg
 import gzip
 import io
-import marshal
 import os
 import pickle
 import pickletools
@@ -37,6 +36,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joblib.numpy_pickle import NumpyArrayWrapper
+from pickle_corpus import (
+    EXT_CODE,
+    bb,
+    bu,
+    call,
+    corpus,
+    g,
+    gzip_bad_crc,
+    poison_pickle,
+    state_dict_pickle,
+    su,
+    torch_zip,
+    u,
+    zip_bytes,
+)
 from sklearn.datasets import make_classification
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -54,155 +68,6 @@ from servion.runtime.safe_pickle import (
 )
 
 ALLOW = AllowList.default()
-EXT_CODE = 0xF7
-
-# --- raw opcode builders ------------------------------------------------------
-
-
-def g(module: str, name: str) -> bytes:
-    """GLOBAL: push module.name."""
-    return f"c{module}\n{name}\n".encode()
-
-
-def u(text: str) -> bytes:
-    """UNICODE (protocol 0): push a str."""
-    return b"V" + text.encode("raw_unicode_escape") + b"\n"
-
-
-def su(text: str) -> bytes:
-    """SHORT_BINUNICODE (protocol 4): push a str."""
-    raw = text.encode()
-    return b"\x8c" + bytes([len(raw)]) + raw
-
-
-def bu(text: str) -> bytes:
-    """BINUNICODE (protocol 2): push a str."""
-    raw = text.encode()
-    return b"X" + len(raw).to_bytes(4, "little") + raw
-
-
-def bb(raw: bytes) -> bytes:
-    """BINBYTES (protocol 3): push bytes."""
-    return b"B" + len(raw).to_bytes(4, "little") + raw
-
-
-def call(func: bytes, *args: bytes) -> bytes:
-    """REDUCE: func(*args)."""
-    return func + b"(" + b"".join(args) + b"tR"
-
-
-# --- the corpus -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Payload:
-    data: bytes
-    offending: tuple[str, ...]  # in load order: the restricted load names the first
-    live: bool = True  # a control run with pickle.load must execute it
-
-
-def corpus(marker: Path) -> dict[str, Payload]:
-    sh = f"touch {shlex.quote(str(marker))}"
-    py = f"open({str(marker)!r}, 'w').close()"
-    code = marshal.dumps(compile(py, "<payload>", "exec"))
-    p4 = b"\x80\x04"
-    return {
-        "os.system": Payload(call(g("os", "system"), u(sh)) + b".", ("os.system",)),
-        "posix.system": Payload(call(g("posix", "system"), u(sh)) + b".", ("posix.system",)),
-        "builtins.eval": Payload(call(g("builtins", "eval"), u(py)) + b".", ("builtins.eval",)),
-        "builtins.exec": Payload(call(g("builtins", "exec"), u(py)) + b".", ("builtins.exec",)),
-        "nested getattr(__import__)": Payload(
-            call(
-                call(
-                    g("builtins", "getattr"),
-                    call(g("builtins", "__import__"), u("os")),
-                    u("system"),
-                ),
-                u(sh),
-            )
-            + b".",
-            ("builtins.getattr", "builtins.__import__"),
-        ),
-        "pip.main": Payload(
-            call(g("pip", "main"), b"(" + u("--version") + b"l") + b".", ("pip.main",), live=False
-        ),
-        "runpy._run_code": Payload(
-            call(g("runpy", "_run_code"), u(py), b"(d") + b".", ("runpy._run_code",)
-        ),
-        "marshal + FunctionType": Payload(
-            b"\x80\x03"
-            + call(call(g("types", "FunctionType"), call(g("marshal", "loads"), bb(code)), b"(d"))
-            + b".",
-            ("types.FunctionType", "marshal.loads"),
-        ),
-        "pydoc.locate + methodcaller": Payload(
-            call(
-                call(g("operator", "methodcaller"), u("system"), u(sh)),
-                call(g("pydoc", "locate"), u("os")),
-            )
-            + b".",
-            ("operator.methodcaller", "pydoc.locate"),
-        ),
-        "functools.partial": Payload(
-            call(call(g("functools", "partial"), g("os", "system"), u(sh))) + b".",
-            ("functools.partial", "os.system"),
-        ),
-        "subprocess.Popen": Payload(
-            call(g("subprocess", "Popen"), b"(" + u("touch") + u(str(marker)) + b"l") + b".",
-            ("subprocess.Popen",),
-        ),
-        "numpy runstring": Payload(
-            call(g("numpy.testing._private.utils", "runstring"), u(py), b"(d") + b".",
-            ("numpy.testing._private.utils.runstring",),
-        ),
-        "numpy.memmap creates a file": Payload(
-            call(g("numpy", "memmap"), u(str(marker)), u("uint8"), u("w+"), b"I0\n", b"(I4\nt")
-            + b".",
-            ("numpy.memmap",),
-        ),
-        "INST opcode": Payload(b"(" + u(sh) + b"ios\nsystem\n.", ("os.system",)),
-        "OBJ opcode": Payload(b"(" + g("os", "system") + u(sh) + b"o.", ("os.system",)),
-        "STACK_GLOBAL": Payload(
-            p4 + su("posix") + su("system") + b"\x93" + su(sh) + b"\x85R.", ("posix.system",)
-        ),
-        "STACK_GLOBAL via memo": Payload(
-            p4
-            + su("posix")
-            + b"\x94"
-            + su("system")
-            + b"\x94"
-            + b"0" * 2
-            + b"h\x00h\x01\x93"
-            + su(sh)
-            + b"\x85R.",
-            ("posix.system",),
-        ),
-        "STACK_GLOBAL with a computed module": Payload(
-            p4
-            + call(g("builtins", "str"), u("posix"))
-            + su("system")
-            + b"\x93"
-            + su(sh)
-            + b"\x85R.",
-            ("posix.system",),  # the load names it; the static scan cannot, and refuses anyway
-        ),
-        "dotted name hopping out of sklearn": Payload(
-            p4
-            + su("sklearn.base")
-            + su("np.testing._private.utils.runstring")
-            + b"\x93"
-            + call(b"", u(py), b"(d")  # REDUCE on the callable STACK_GLOBAL pushed
-            + b".",
-            ("sklearn.base.np.testing._private.utils.runstring",),
-        ),
-        "EXT1 via copyreg registry": Payload(
-            b"\x80\x02\x82" + bytes([EXT_CODE]) + b"(" + u(sh) + b"tR.",
-            ("posix.system",),
-            live=False,  # the registry entry exists only in this process
-        ),
-    }
-
-
 CASES = sorted(corpus(Path("/x")))
 
 
@@ -325,15 +190,9 @@ def test_poisoned_extension_cache_still_goes_through_find_class(
     assert not marker.exists()
 
 
-def _poison_pickle() -> bytes:
-    """BUILD with slot state on a trusted class (one without __setstate__): setattr on the class."""
-    state = b"N}" + bu("poisoned") + b"K\x01s\x86"
-    return b"\x80\x02" + g("sklearn._loss.link", "Interval") + state + b"b."
-
-
 def test_build_on_a_class_is_live_for_plain_pickle(tmp_path: Path, marker: Path) -> None:
     path = tmp_path / "poison.pkl"
-    path.write_bytes(_poison_pickle())
+    path.write_bytes(poison_pickle())
     _run_unrestricted(
         path,
         loader="pickle.load(open(p, 'rb')); import sklearn._loss.link as m; "
@@ -348,7 +207,7 @@ def test_build_cannot_rewrite_a_trusted_class(suffix: str, tmp_path: Path) -> No
     from sklearn._loss.link import Interval
 
     path = tmp_path / f"poison{suffix}"
-    path.write_bytes(_poison_pickle())
+    path.write_bytes(poison_pickle())
     loader = load_pickle_file if suffix == ".pkl" else load_joblib_file
     assert "not an instance" in _refused(loader, path)
     assert "poisoned" not in vars(Interval)
@@ -610,12 +469,6 @@ def good_pickle(models: Models) -> bytes:
     return pickle.dumps(models.fitted["pipeline"], protocol=4)
 
 
-def _gzip_bad_crc(data: bytes) -> bytes:
-    raw = bytearray(gzip.compress(data))
-    raw[-8] ^= 0xFF  # the CRC32 in the trailer
-    return bytes(raw)
-
-
 UNPARSEABLE: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "empty pickle": (".pkl", lambda good: b""),
     "empty joblib": (".joblib", lambda good: b""),
@@ -628,8 +481,8 @@ UNPARSEABLE: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "a second pickle after STOP": (".pkl", lambda good: good + pickle.dumps(1)),
     "joblib trailing bytes": (".joblib", lambda good: good + b"junk"),
     "gzipped pickle named .pkl": (".pkl", gzip.compress),
-    "gzip with a bad CRC": (".joblib", _gzip_bad_crc),
-    "gzip with a bad CRC, .gz": (".gz", _gzip_bad_crc),
+    "gzip with a bad CRC": (".joblib", gzip_bad_crc),
+    "gzip with a bad CRC, .gz": (".gz", gzip_bad_crc),
     "truncated zlib": (".joblib", lambda good: zlib.compress(good)[:-6]),
     "zlib then junk": (".joblib", lambda good: zlib.compress(good) + b"junk"),
     "truncated bz2": (".joblib", lambda good: bz2.compress(good)[:-10]),
@@ -639,16 +492,8 @@ UNPARSEABLE: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "pre-0.10 joblib": (".joblib", lambda good: b"ZF0x00000000000000" + good),
     "unknown extension": (".bin", lambda good: good),
     "legacy torch.save (not a zip)": (".pt", lambda good: good),
-    "pickle then zip (polyglot)": (".pt", lambda good: good + _zip_bytes({"a/data.pkl": good})),
+    "pickle then zip (polyglot)": (".pt", lambda good: good + zip_bytes({"a/data.pkl": good})),
 }
-
-
-def _zip_bytes(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("case", sorted(UNPARSEABLE))
@@ -702,35 +547,10 @@ def test_mutated_model_pickles_load_or_are_refused(data: st.DataObject) -> None:
 # --- PyTorch zips -------------------------------------------------------------------
 
 
-def _state_dict_pickle(storage: tuple[str, str] = ("torch", "FloatStorage")) -> bytes:
-    """What torch.save writes for {"weight": tensor(4)}, by hand (torch is not installed)."""
-    pid = b"(" + bu("storage") + g(*storage) + bu("0") + bu("cpu") + b"K\x04tQ"
-    tensor = call(
-        g("torch._utils", "_rebuild_tensor_v2"),
-        pid,
-        b"K\x00",
-        b"K\x04\x85",
-        b"K\x01\x85",
-        b"\x89",
-        g("collections", "OrderedDict") + b")R",
-    )
-    return b"\x80\x02" + g("collections", "OrderedDict") + b")R" + bu("weight") + tensor + b"s."
-
-
-def _torch_zip(path: Path, data_pkl: bytes, **extra: bytes) -> Path:
-    members = {
-        "archive/data.pkl": data_pkl,
-        "archive/version": b"3\n",
-        "archive/data/0": b"\0" * 16,
-    }
-    path.write_bytes(_zip_bytes({**members, **extra}))
-    return path
-
-
 def test_torch_state_dict_zip_passes(tmp_path: Path) -> None:
-    data = _state_dict_pickle()
+    data = state_dict_pickle()
     pickletools.dis(data, out=io.StringIO())
-    names = check_pickle_file(_torch_zip(tmp_path / "model.pt", data), ALLOW)
+    names = check_pickle_file(torch_zip(tmp_path / "model.pt", data), ALLOW)
     assert "torch._utils._rebuild_tensor_v2" in names
     assert "torch.FloatStorage" in names
     assert "torch" not in sys.modules
@@ -744,28 +564,26 @@ def test_torch_state_dict_zip_passes(tmp_path: Path) -> None:
             "torch.storage._load_from_bytes",
         ),
         (call(g("posix", "system"), u("touch nothing")) + b".", "posix.system"),
-        (_state_dict_pickle(storage=("servion_canary_mod", "Thing")), "servion_canary_mod.Thing"),
+        (state_dict_pickle(storage=("servion_canary_mod", "Thing")), "servion_canary_mod.Thing"),
     ],
     ids=["_load_from_bytes", "posix.system", "unknown module"],
 )
-def test_torch_zip_with_untrusted_globals_is_refused(
+def testtorch_zip_with_untrusted_globals_is_refused(
     payload: bytes, offending: str, tmp_path: Path
 ) -> None:
-    path = _torch_zip(
-        tmp_path / "model.pth", _state_dict_pickle(), **{"archive/extra.pkl": payload}
-    )
+    path = torch_zip(tmp_path / "model.pth", state_dict_pickle(), **{"archive/extra.pkl": payload})
     assert offending in _refused(check_pickle_file, path)
-    path = _torch_zip(tmp_path / "model.pth", payload)
+    path = torch_zip(tmp_path / "model.pth", payload)
     assert offending in _refused(check_pickle_file, path)
 
 
-def test_torch_zip_structure_is_enforced(tmp_path: Path) -> None:
-    good = _state_dict_pickle()
+def testtorch_zip_structure_is_enforced(tmp_path: Path) -> None:
+    good = state_dict_pickle()
     no_data = tmp_path / "nodata.pt"
-    no_data.write_bytes(_zip_bytes({"archive/version": b"3\n"}))
+    no_data.write_bytes(zip_bytes({"archive/version": b"3\n"}))
     assert "data.pkl" in _refused(check_pickle_file, no_data)
 
-    corrupt = _torch_zip(tmp_path / "corrupt.pt", good)
+    corrupt = torch_zip(tmp_path / "corrupt.pt", good)
     raw = bytearray(corrupt.read_bytes())
     at = raw.index(bu("weight"))
     raw[at + 5] ^= 0x01  # change a byte of the stored data.pkl: its CRC no longer matches
@@ -773,7 +591,7 @@ def test_torch_zip_structure_is_enforced(tmp_path: Path) -> None:
     _refused(check_pickle_file, corrupt)
 
     with pytest.warns(UserWarning, match="Duplicate name"):
-        duplicate = _torch_zip(tmp_path / "dup.pt", good)
+        duplicate = torch_zip(tmp_path / "dup.pt", good)
         with zipfile.ZipFile(duplicate, "a") as archive:
             archive.writestr("archive/data.pkl", good)
     assert "duplicate" in _refused(check_pickle_file, duplicate)
