@@ -25,10 +25,24 @@ table, and the CLI maps them to exit codes.
 from __future__ import annotations
 
 
-def _quoted(text: str, limit: int = 80) -> str:
-    """User text fit for a message: control characters replaced, length bounded."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return f"'{cleaned}{'...' if len(text) > limit else ''}'"
+def printable(text: str, limit: int = 200) -> str:
+    """User or file text made safe for a message or a log line.
+
+    Control and other unprintable characters are escaped (a name cannot forge
+    a log line) and the length is bounded.
+
+    >>> printable("a\nb")
+    'a\\nb'
+    """
+    out = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+    return out[:limit] + "..." if len(out) > limit else out
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """``printable`` in single quotes, for naming a value inside a sentence."""
+    return f"'{printable(text, limit)}'"
 
 
 class ServionError(Exception):
@@ -62,9 +76,9 @@ class ModelNotFound(ServionError):
     """The named model, or the named version of it, does not exist here."""
 
     def __init__(self, model: str, version: str | None = None, reason: str | None = None) -> None:
-        what = f"model {_quoted(model)}"
+        what = f"model {quoted(model)}"
         if version is not None:
-            what = f"version {_quoted(version)} of {what}"
+            what = f"version {quoted(version)} of {what}"
         super().__init__(f"{what} {reason}" if reason else f"unknown {what}")
         self.model = model
         self.version = version
@@ -75,7 +89,7 @@ class ModelNotReady(ServionError):
 
     def __init__(self, model: str, version: str | None = None, reason: str = "not loaded") -> None:
         label = model if version is None else f"{model}:{version}"
-        super().__init__(f"model {_quoted(label)} is not ready: {reason}")
+        super().__init__(f"model {quoted(label)} is not ready: {reason}")
         self.model = model
         self.version = version
 
@@ -141,4 +155,6 @@ __all__ = [
     "UnsafeArtifact",
     "UnsupportedMediaType",
     "ValidationFailed",
+    "printable",
+    "quoted",
 ]

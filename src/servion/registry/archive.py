@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Protocol, cast
 
-from servion.errors import UnsafeArtifact, ValidationFailed
+from servion.errors import UnsafeArtifact, ValidationFailed, printable
 
 __all__ = ["extract_archive", "is_archive"]
 
@@ -46,7 +46,6 @@ _CHUNK = 64 * 1024
 # their own on top of the payload cap so a header cannot be a bomb either.
 _HEADER_BYTES_PER_MEMBER = 16 * 1024
 _HEADER_BYTES_FIXED = 1024 * 1024
-_MAX_NAME_IN_MESSAGE = 200
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -118,10 +117,10 @@ def extract_archive(
 def _detect(archive: Path) -> _Kind:
     """Return the archive's kind from its bytes, refusing anything else."""
     if not archive.is_file():
-        raise ValidationFailed(f"archive '{_printable(archive.name)}' is not a file")
+        raise ValidationFailed(f"archive '{printable(archive.name)}' is not a file")
     kind = _sniff(archive)
     if kind is None:
-        raise ValidationFailed(f"'{_printable(archive.name)}' is not a supported archive")
+        raise ValidationFailed(f"'{printable(archive.name)}' is not a supported archive")
     return kind
 
 
@@ -171,7 +170,7 @@ def _check_target(target: Path) -> None:
         return
     if target.is_symlink() or not target.is_dir() or any(target.iterdir()):
         raise ValidationFailed(
-            f"extraction target '{_printable(target.name)}' exists and is not an empty folder"
+            f"extraction target '{printable(target.name)}' exists and is not an empty folder"
         )
 
 
@@ -185,18 +184,8 @@ def _publish(staging: Path, target: Path) -> None:
 # --- member names -----------------------------------------------------------
 
 
-def _printable(name: str) -> str:
-    """Escape control and other unprintable characters so a name cannot forge log lines."""
-    out = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in name
-    )
-    if len(out) > _MAX_NAME_IN_MESSAGE:
-        out = out[:_MAX_NAME_IN_MESSAGE] + "..."
-    return out
-
-
 def _refuse(name: str, why: str) -> UnsafeArtifact:
-    return UnsafeArtifact(f"archive member '{_printable(name)}' refused: {why}")
+    return UnsafeArtifact(f"archive member '{printable(name)}' refused: {why}")
 
 
 def _safe_parts(name: str) -> tuple[str, ...]:
@@ -265,7 +254,7 @@ class _Writer:
         copied = self._copy(name, source, self.root.joinpath(*parts))
         if copied != declared_size:
             raise ValidationFailed(
-                f"archive member '{_printable(name)}' holds {copied} bytes "
+                f"archive member '{printable(name)}' holds {copied} bytes "
                 f"but its header says {declared_size}"
             )
 
@@ -350,9 +339,7 @@ class _GuardedReader:
 
 
 def _malformed(archive: Path, exc: BaseException) -> ValidationFailed:
-    return ValidationFailed(
-        f"malformed archive '{_printable(archive.name)}': {_printable(str(exc))}"
-    )
+    return ValidationFailed(f"malformed archive '{printable(archive.name)}': {printable(str(exc))}")
 
 
 # --- zip --------------------------------------------------------------------
@@ -377,7 +364,7 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Wri
         writer.add_dir(name)
         return
     if info.flag_bits & 0x1:
-        raise ValidationFailed(f"archive member '{_printable(name)}' is encrypted")
+        raise ValidationFailed(f"archive member '{printable(name)}' is encrypted")
     with zf.open(info) as source:
         writer.add_file(name, _GuardedReader(source), info.file_size)
 
@@ -403,8 +390,8 @@ def _extract_tar(archive: Path, kind: _Kind, writer: _Writer) -> None:
                     _extract_tar_member(tf, member, writer)
     except _StreamLimitExceeded:
         raise UnsafeArtifact(
-            f"archive '{_printable(archive.name)}' expands past its size cap "
-            f"near member '{_printable(last)}'"
+            f"archive '{printable(archive.name)}' expands past its size cap "
+            f"near member '{printable(last)}'"
         ) from None
     except (tarfile.TarError, _CorruptStream) as exc:
         raise _malformed(archive, exc) from exc

@@ -9,8 +9,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from servion.errors import UnsafeArtifact
-from servion.registry.naming import printable
+from servion.errors import UnsafeArtifact, quoted
 
 CHUNK = 1024 * 1024
 
@@ -33,9 +32,7 @@ def tree_files(root: Path) -> Iterator[Path]:
             mode = path.lstat().st_mode
             if not stat.S_ISREG(mode):
                 rel = path.relative_to(root).as_posix()
-                raise UnsafeArtifact(
-                    f"{printable(rel)} in the model directory is not a regular file"
-                )
+                raise UnsafeArtifact(f"{quoted(rel)} in the model directory is not a regular file")
             yield path
 
 

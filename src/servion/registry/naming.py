@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from servion.errors import ValidationFailed
+from servion.errors import ValidationFailed, quoted
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_\-]{3,64}$")
 VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
@@ -24,17 +24,11 @@ class Version(NamedTuple):
         return f"v{self.major}.{self.minor}.{self.patch}"
 
 
-def printable(text: str, limit: int = 80) -> str:
-    """Quote user text for an error message: no control characters, bounded length."""
-    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
-    return repr(cleaned + ("..." if len(text) > limit else ""))
-
-
 def check_name(name: str) -> str:
     """Return ``name`` if it is a valid model name, else raise ``ValidationFailed``."""
     if not NAME_RE.fullmatch(name):
         raise ValidationFailed(
-            f"invalid model name {printable(name)}: use 3-64 letters, digits, '_' or '-'"
+            f"invalid model name {quoted(name)}: use 3-64 letters, digits, '_' or '-'"
         )
     return name
 
@@ -48,7 +42,7 @@ def parse_version(version: str) -> Version:
     match = VERSION_RE.fullmatch(version)
     if not match:
         raise ValidationFailed(
-            f"invalid version {printable(version)}: use vMAJOR.MINOR.PATCH, e.g. v1.0.0"
+            f"invalid version {quoted(version)}: use vMAJOR.MINOR.PATCH, e.g. v1.0.0"
         )
     return Version(*(int(g) for g in match.groups()))
 
@@ -74,11 +68,11 @@ def check_source(path: Path) -> Path:
     try:
         st = path.lstat()
     except FileNotFoundError:
-        raise ValidationFailed(f"no such file or directory: {printable(path.name)}") from None
+        raise ValidationFailed(f"no such file or directory: {quoted(path.name)}") from None
     except OSError as exc:
         raise ValidationFailed(f"cannot read the model path: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise ValidationFailed(f"{printable(path.name)} is a symbolic link: register its target")
+        raise ValidationFailed(f"{quoted(path.name)} is a symbolic link: register its target")
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
-        raise ValidationFailed(f"{printable(path.name)} is not a regular file or directory")
+        raise ValidationFailed(f"{quoted(path.name)} is not a regular file or directory")
     return path.absolute()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from servion.errors import ValidationFailed
-from servion.registry.naming import parse_version, printable
+from servion.errors import ValidationFailed, quoted
+from servion.registry.naming import parse_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +36,7 @@ class VersionPolicy:
                 parse_version(v)
             return cls("specific", versions=versions)
         raise ValidationFailed(
-            f"invalid version policy {printable(text)}: "
-            "use latest[:N], all, or specific:vX.Y.Z[,...]"
+            f"invalid version policy {quoted(text)}: use latest[:N], all, or specific:vX.Y.Z[,...]"
         )
 
     def select(self, ordered: list[str]) -> list[str]:

@@ -26,11 +26,12 @@ from servion.errors import (
     DuplicateVersion,
     ModelNotFound,
     ValidationFailed,
+    quoted,
 )
 from servion.registry import db
 from servion.registry.archive import extract_archive, is_archive
 from servion.registry.environment import recorded_environment
-from servion.registry.naming import Version, check_name, check_source, parse_version, printable
+from servion.registry.naming import Version, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
 from servion.registry.store import ArtifactStore, StoredArtifact, source_size
@@ -402,7 +403,7 @@ def _check_digest(checksum: str | None) -> str | None:
         return None
     value = checksum.lower().removeprefix("sha256:")
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise ValidationFailed(f"--checksum {printable(checksum)} is not a hex SHA-256 digest")
+        raise ValidationFailed(f"--checksum {quoted(checksum)} is not a hex SHA-256 digest")
     return value
 
 

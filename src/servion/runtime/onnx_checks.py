@@ -19,7 +19,7 @@ from pathlib import Path
 
 import onnx
 
-from servion.errors import UnsafeArtifact, ValidationFailed
+from servion.errors import UnsafeArtifact, ValidationFailed, printable
 
 __all__ = ["check_external_data"]
 
@@ -27,7 +27,6 @@ __all__ = ["check_external_data"]
 _ORT_MEMORY_TAG = "_ORT_MEM_ADDR_"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _DECIMAL = re.compile(r"[0-9]+")
-_MAX_TEXT_IN_MESSAGE = 200
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def check_external_data(model_path: Path) -> list[Path]:
 
 def _load_graph_only(model_path: Path) -> onnx.ModelProto:
     """Parse the graph without following any external reference."""
-    name = _printable(model_path.name)
+    name = printable(model_path.name)
     if not model_path.is_file():
         raise ValidationFailed(f"not a valid ONNX model: {name} is not a file")
     try:
@@ -137,12 +136,12 @@ def _parse_ref(tensor: onnx.TensorProto) -> _ExternalRef:
         if entry.key in entries:
             # Readers disagree on which duplicate wins, so neither may be trusted.
             raise UnsafeArtifact(
-                f"tensor '{_printable(tensor.name)}' repeats external data key '{entry.key}'"
+                f"tensor '{printable(tensor.name)}' repeats external data key '{entry.key}'"
             )
         entries[entry.key] = entry.value
     if "location" not in entries:
         raise ValidationFailed(
-            f"tensor '{_printable(tensor.name)}' is stored externally but names no location"
+            f"tensor '{printable(tensor.name)}' is stored externally but names no location"
         )
     return _ExternalRef(
         tensor=tensor.name,
@@ -158,14 +157,14 @@ def _non_negative(tensor: onnx.TensorProto, entries: dict[str, str], key: str) -
         return None
     if not _DECIMAL.fullmatch(value):
         raise ValidationFailed(
-            f"tensor '{_printable(tensor.name)}' has a non-numeric external data "
-            f"{key} '{_printable(value)}'"
+            f"tensor '{printable(tensor.name)}' has a non-numeric external data "
+            f"{key} '{printable(value)}'"
         )
     return int(value)
 
 
 def _refuse(location: str, why: str) -> UnsafeArtifact:
-    return UnsafeArtifact(f"external data location '{_printable(location)}' refused: {why}")
+    return UnsafeArtifact(f"external data location '{printable(location)}' refused: {why}")
 
 
 def _safe_parts(location: str) -> tuple[str, ...]:
@@ -217,16 +216,6 @@ def _check_span(ref: _ExternalRef, size: int) -> None:
     if end > size:
         raise _refuse(
             ref.location,
-            f"tensor '{_printable(ref.tensor)}' reads bytes {ref.offset}..{end} "
+            f"tensor '{printable(ref.tensor)}' reads bytes {ref.offset}..{end} "
             f"of a {size}-byte file",
         )
-
-
-def _printable(text: str) -> str:
-    """Escape unprintable characters so a name from the model cannot forge log lines."""
-    out = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
-    )
-    if len(out) > _MAX_TEXT_IN_MESSAGE:
-        out = out[:_MAX_TEXT_IN_MESSAGE] + "..."
-    return out

@@ -21,6 +21,7 @@ from servion.errors import (
     ServionError,
     Unauthorized,
     UnsupportedMediaType,
+    quoted,
 )
 from servion.protocol import (
     InferOutput,
@@ -32,7 +33,6 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
-from servion.registry.naming import printable
 from servion.server.control import Control
 from servion.server.http import JSON_HEADERS, Receive, Request, Scope, Send, send_bytes, send_json
 from servion.server.loaded import LoadedModel
@@ -95,12 +95,12 @@ class ServionApp:
             await send_bytes(send, status, encode_error(exc.message), JSON_HEADERS + extra)
         except _NoRoute:
             await send_bytes(
-                send, 404, encode_error(f"no route for {req.method} {printable(req.path)}")
+                send, 404, encode_error(f"no route for {req.method} {quoted(req.path)}")
             )
         except Exception:
             request_id = uuid.uuid4().hex[:16]
             log.exception(
-                "request_failed", extra={"request_id": request_id, "path": printable(req.path)}
+                "request_failed", extra={"request_id": request_id, "path": quoted(req.path)}
             )
             await send_bytes(send, 500, encode_error(f"internal error (request id {request_id})"))
 

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from servion.errors import InvalidInput, PayloadTooLarge
+from servion.errors import InvalidInput, PayloadTooLarge, quoted
 from servion.registry import ModelVersion
-from servion.registry.naming import printable
 from servion.runtime import Runtime, Signature
 from servion.server.stats import ModelStats
 from servion.types import Arrays
@@ -57,7 +56,7 @@ class LoadedModel:
             check = self._checks.get(tensor.name)
             if check is None:
                 raise InvalidInput(
-                    f"unknown input {printable(tensor.name)} for model '{self.name}': "
+                    f"unknown input {quoted(tensor.name)} for model '{self.name}': "
                     f"expected {self._expected}"
                 )
             shape = tensor.shape
@@ -92,7 +91,7 @@ class LoadedModel:
         for name in names:
             if name not in self.output_names:
                 raise InvalidInput(
-                    f"unknown output {printable(name)} for model '{self.name}': "
+                    f"unknown output {quoted(name)} for model '{self.name}': "
                     f"it has {sorted(self.output_names)}"
                 )
 
