@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 
 from conftest import RunningServer, TabularModels, cli, register, start_server
-from servion.registry import ModelRegistry
+from servion.registry import ModelRegistry, RegisterRequest
 
 
 def test_non_loopback_bind_without_token_is_refused(tmp_path: Path) -> None:
@@ -187,3 +187,28 @@ def test_version_policy_selects_served_versions(
     }
     reply = httpx.post(f"{server.url}/v2/models/tabular/infer", json=body).json()
     assert reply["model_version"] == "v1.0.0"
+
+
+def test_artifact_tampered_on_disk_is_refused_at_load(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    mv = registry.register(RegisterRequest("tabular", tabular.onnx, "v1.0.0"))
+    stored = registry.store.path(mv.artifact)
+    stored.write_bytes(stored.read_bytes() + b"\x00")
+    server = serve(registry.settings.home, ready=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            index = httpx.post(f"{server.url}/v2/repository/index").json()
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    assert index[0]["state"] == "UNAVAILABLE"
+    assert "modified after registration" in index[0]["reason"]
+    assert str(registry.settings.home) not in index[0]["reason"]
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 503
+    body = {"inputs": [{"name": "X", "shape": [1, 32], "datatype": "FP32", "data": [0.0] * 32}]}
+    reply = httpx.post(f"{server.url}/v2/models/tabular/infer", json=body)
+    assert reply.status_code == 503 and "modified" in reply.json()["error"]
+    load = httpx.post(f"{server.url}/v2/repository/models/tabular/load")
+    assert load.status_code == 503 and "modified after registration" in load.json()["error"]

@@ -190,7 +190,7 @@ class ServionApp:
         if route == ("GET", "models", "stats"):
             return await send_json(send, 200, await self.control.stats(None, None))
         if route == ("POST", "repository", "index"):
-            return await send_json(send, 200, await self.control.index(req, self.limits))
+            return await send_json(send, 200, await self.control.index(req))
         if len(rest) == 4 and rest[:2] == ["repository", "models"] and req.method == "POST":
             self._require_admin(req)
             if rest[3] == "load":

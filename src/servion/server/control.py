@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 
-from servion.errors import InvalidInput, ModelNotFound, RuntimeFailure
-from servion.protocol import Limits
+from servion.errors import InvalidInput, ModelNotFound, ModelNotReady
 from servion.registry import ModelRegistry
 from servion.server.http import Receive, Request, Send
 from servion.server.manager import ModelManager
@@ -123,7 +122,7 @@ class Control:
 
     # -- model repository --------------------------------------------------------
 
-    async def index(self, req: Request, limits: Limits) -> list[dict[str, str]]:
+    async def index(self, req: Request) -> list[dict[str, str]]:
         body = await req.body(64 * 1024)
         only_ready = False
         if body.strip():
@@ -144,16 +143,9 @@ class Control:
         """Load a model (versions per its policy) in every worker; 400 if it fails."""
         await asyncio.to_thread(self.registry.set_loaded, name, True)
         await self._converge()
-        failed = [
-            s
-            for s in self.manager.states
-            if s.name == name
-            and s.state != "READY"
-            and s.reason not in ("unloaded",)
-            and not s.reason.startswith("not selected")
-        ]
+        failed = [s for s in self.manager.states if s.name == name and s.failed]
         if failed:
-            raise RuntimeFailure(f"failed to load '{name}': {failed[0].reason}")
+            raise ModelNotReady(name, failed[0].version, failed[0].reason)
 
     async def unload(self, name: str) -> None:
         """Unload every version of a model in every worker."""

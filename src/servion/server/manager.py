@@ -30,6 +30,12 @@ class ModelState:
     version: str
     state: str
     reason: str
+    wanted: bool
+    """True when the registry says this version should be served here."""
+
+    @property
+    def failed(self) -> bool:
+        return self.wanted and self.state == "UNAVAILABLE"
 
 
 class ModelManager:
@@ -131,15 +137,15 @@ class ModelManager:
             key = (mv.name, mv.version)
             policy, loaded = policies.get(mv.name, (VersionPolicy("latest"), True))
             if key in models:
-                states.append(ModelState(mv.name, mv.version, "READY", ""))
+                states.append(ModelState(mv.name, mv.version, "READY", "", True))
             elif key in wanted and loading:
-                states.append(ModelState(mv.name, mv.version, "LOADING", "loading"))
+                states.append(ModelState(mv.name, mv.version, "LOADING", "loading", True))
             elif key in wanted:
                 reason = self.failures.get(key, "failed to load")
-                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", reason))
+                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", reason, True))
             else:
                 why = "unloaded" if not loaded else f"not selected by version policy {policy}"
-                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", why))
+                states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", why, False))
         return states
 
     async def _load(self, mv: ModelVersion) -> LoadedModel | None:
