@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,7 +53,7 @@ def sample(datatype: str) -> np.ndarray:
         return np.array([[b"a", "é".encode(), b"xyz"], [b"", b"1", b"22"]], dtype=object)
     if datatype == "BOOL":
         return np.array([[True, False, True], [False, False, True]])
-    dtype = np.dtype(DTYPES[datatype])
+    dtype: np.dtype[Any] = np.dtype(DTYPES[datatype])
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return np.array([[info.min, 0, info.max], [1, 2, 3]], dtype=dtype)

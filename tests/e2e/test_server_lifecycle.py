@@ -41,7 +41,7 @@ def test_binds_loopback_by_default(
 ) -> None:
     register(registry, "tabular", tabular.onnx)
     server = serve(registry.settings.home)
-    import psutil  # type: ignore[import-untyped]
+    import psutil
 
     addrs = {
         c.laddr.ip
