@@ -182,7 +182,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     yield _start
     for server in started:
         if server.proc.poll() is None:
-            server.stop(signal.SIGKILL)
+            try:
+                server.stop(signal.SIGTERM, timeout=30)
+            except subprocess.TimeoutExpired:
+                server.stop(signal.SIGKILL)
 
 
 def register(

@@ -212,3 +212,18 @@ def test_artifact_tampered_on_disk_is_refused_at_load(
     assert reply.status_code == 503 and "modified" in reply.json()["error"]
     load = httpx.post(f"{server.url}/v2/repository/models/tabular/load")
     assert load.status_code == 503 and "modified after registration" in load.json()["error"]
+
+
+def test_workers_exit_when_the_supervisor_is_killed(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    import psutil
+
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home, "--workers", "2")
+    workers = psutil.Process(server.proc.pid).children()
+    assert len([w for w in workers if "spawn" in " ".join(w.cmdline())]) >= 2
+    server.proc.kill()
+    server.proc.wait(10)
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive

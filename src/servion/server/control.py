@@ -10,6 +10,7 @@ import contextlib
 import hmac
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -47,6 +48,8 @@ class Control:
         self._token = admin_token.encode() if admin_token else None
         self.admin_required = admin_required or admin_token is not None
         self._task: asyncio.Task[None] | None = None
+        self.supervisor_pid: int | None = None
+        """The process that started this worker; its disappearance stops the worker."""
 
     # -- lifespan --------------------------------------------------------------
 
@@ -78,6 +81,12 @@ class Control:
         last_report = loop.time()
         while True:
             await asyncio.sleep(self.sync_interval_s)
+            if self.supervisor_pid is not None and os.getppid() != self.supervisor_pid:
+                # The supervisor is gone (killed hard): drain and exit rather
+                # than serve on as an orphan nobody will stop.
+                log.warning("supervisor_gone")
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             try:
                 generation = await asyncio.to_thread(self.registry.generation)
                 changed = generation != self.manager.generation

@@ -88,7 +88,7 @@ def serve(settings: Settings, port_file: Path | None = None) -> int:
     def start(index: int) -> Any:
         proc = ctx.Process(
             target=_worker_main,
-            args=(settings, sock, admin_required),
+            args=(settings, sock, admin_required, os.getpid()),
             name=f"servion-worker-{index}",
         )
         proc.start()
@@ -134,7 +134,9 @@ def _stop(workers: list[Any], graceful_timeout_s: float) -> None:
             proc.join()
 
 
-def _worker_main(settings: Settings, sock: socket.socket, admin_required: bool) -> None:
+def _worker_main(
+    settings: Settings, sock: socket.socket, admin_required: bool, supervisor_pid: int
+) -> None:
     from servion.server.worker import run_worker
 
-    run_worker(settings, sock, admin_required)
+    run_worker(settings, sock, admin_required, supervisor_pid)

@@ -47,9 +47,12 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
     return ServionApp(manager, control, limits, __version__)
 
 
-def run_worker(settings: Settings, sock: socket.socket, admin_required: bool) -> None:
+def run_worker(
+    settings: Settings, sock: socket.socket, admin_required: bool, supervisor_pid: int
+) -> None:
     configure_logging()
     app = build_app(settings, admin_required)
+    app.control.supervisor_pid = supervisor_pid
     config = uvicorn.Config(
         app,
         loop="uvloop",
