@@ -41,6 +41,25 @@ class RuntimeSettings(BaseSettings):
     """Extra pickle globals ("pkg.module.Name", or "pkg.module.*") admitted besides the defaults."""
 
 
+class BatchingSettings(BaseSettings):
+    """Server-wide batching defaults; a model's own settings (``servion models batching``) win."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_BATCHING_", frozen=True)
+
+    dynamic: bool = True
+    """Merge concurrent requests into one execution. Costs one event-loop turn at concurrency 1."""
+    max_batch_size: int = 128
+    """Most rows in one request (larger: 413) and in one execution."""
+    max_queue_delay_us: int = 0
+    """Longest wait for a fuller batch; spent only when recent load says more are coming."""
+    max_queue_size: int = 1024
+    """Requests waiting per model version; beyond it, 503 with Retry-After."""
+    latency_budget_us: int = 0
+    """Cap on the added wait (0: only max_queue_delay_us caps it)."""
+    default_timeout_us: int = 0
+    """Deadline of requests that name none (0: none)."""
+
+
 class ServerSettings(BaseSettings):
     """How ``servion serve`` listens and what it accepts."""
 
@@ -55,8 +74,6 @@ class ServerSettings(BaseSettings):
     """Bearer token for control operations (repository load/unload)."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Larger request bodies are answered 413 before being read."""
-    max_batch_size: int = 128
-    """Largest first dimension a request may carry, unless a model sets its own."""
     max_json_depth: int = 32
     """Deepest JSON nesting accepted in a request."""
     graceful_timeout_s: float = 30.0
@@ -80,6 +97,7 @@ class Settings(BaseModel):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
     @property
     def artifacts_dir(self) -> Path:

@@ -13,6 +13,7 @@ table, and the CLI maps them to exit codes.
     ├── Unauthorized            no or bad credentials
     ├── Forbidden               credentials lack the needed role
     ├── Overloaded              queue or concurrency bound reached
+    ├── DeadlineExceeded        the request's deadline passed while it waited
     ├── RegistryError           a registration or registry operation was refused
     │   ├── ValidationFailed    name, version, path, size or format rule broken
     │   ├── DuplicateVersion    name + version already registered
@@ -110,6 +111,14 @@ class Overloaded(ServionError):
         self.retry_after = retry_after
 
 
+class DeadlineExceeded(ServionError):
+    """A request's deadline passed before it could run; it was not run."""
+
+    def __init__(self, message: str, *, waited_s: float) -> None:
+        super().__init__(message)
+        self.waited_s = waited_s
+
+
 class RegistryError(ServionError):
     """A registry operation was refused."""
 
@@ -141,6 +150,7 @@ class RuntimeFailure(ServionError):
 __all__ = [
     "ChecksumMismatch",
     "ConfigError",
+    "DeadlineExceeded",
     "DuplicateVersion",
     "Forbidden",
     "InvalidInput",

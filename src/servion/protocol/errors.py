@@ -15,6 +15,7 @@ from typing import Final, NamedTuple
 
 from servion.errors import (
     ConfigError,
+    DeadlineExceeded,
     DuplicateVersion,
     Forbidden,
     InvalidInput,
@@ -50,6 +51,7 @@ STATUS_OF: Final[Mapping[type[BaseException], Status]] = MappingProxyType(
         Forbidden: Status(403, "PERMISSION_DENIED"),
         # UNAVAILABLE, not RESOURCE_EXHAUSTED: gRPC clients retry UNAVAILABLE.
         Overloaded: Status(503, "UNAVAILABLE"),
+        DeadlineExceeded: Status(504, "DEADLINE_EXCEEDED"),
         # ValidationFailed, ChecksumMismatch, UnsafeArtifact: the caller's artifact is bad.
         RegistryError: Status(400, "INVALID_ARGUMENT"),
         DuplicateVersion: Status(409, "ALREADY_EXISTS"),

@@ -29,6 +29,7 @@ models = sa.Table(
     sa.Column("created_at", sa.String(32), nullable=False),
     sa.Column("version_policy", sa.String(256), nullable=False, server_default="latest:1"),
     sa.Column("loaded", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("batching", sa.JSON, nullable=True),
 )
 
 model_versions = sa.Table(
@@ -84,7 +85,13 @@ def _create_v2(conn: Connection) -> None:
     conn.execute(serving_state.insert().values(id=1, generation=0))
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _create_v2)
+def _add_batching_v3(conn: Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("models")}
+    if "batching" not in columns:  # databases created before v3 lack it
+        conn.execute(sa.text("ALTER TABLE models ADD COLUMN batching JSON"))
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _create_v2, _add_batching_v3)
 
 
 def utcnow() -> str:

@@ -298,6 +298,16 @@ class ModelRegistry:
             raise ModelNotFound(name, version)
         return versions[-1]
 
+    def batching(self) -> dict[str, dict[str, Any]]:
+        """Each model's own batching settings (overlaid on the server's defaults)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(db.models.c.name, db.models.c.batching)).all()
+        return {r.name: dict(r.batching or {}) for r in rows}
+
+    def set_batching(self, name: str, settings: dict[str, Any]) -> None:
+        """Store a model's batching settings (validated by the caller); running servers follow."""
+        self._update_model(name, batching=settings)
+
     def policies(self) -> dict[str, tuple[VersionPolicy, bool]]:
         """Each model's version policy and whether it should be loaded."""
         with self.engine.connect() as conn:

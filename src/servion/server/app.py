@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from servion.batching import request_scheduling
 from servion.errors import (
     InvalidInput,
     ModelNotFound,
-    RuntimeFailure,
     ServionError,
     Unauthorized,
     UnsupportedMediaType,
@@ -151,13 +151,13 @@ class ServionApp:
             if request.outputs:
                 wanted = [o.name for o in request.outputs]
                 model.check_outputs(wanted)
+            priority, timeout = (
+                request_scheduling(request.parameters) if request.parameters else (0, 0)
+            )
             t1 = perf_ns()
-            try:
-                results = model.runtime.predict(arrays, wanted)
-            except ServionError:
-                raise
-            except Exception as exc:
-                raise RuntimeFailure(f"model '{model.name}' failed on this input: {exc}") from exc
+            results, t_queue, t_infer = await model.batcher.submit(
+                arrays, batch, wanted, priority, timeout
+            )
             t2 = perf_ns()
             names = wanted or [s.name for s in model.signature.outputs]
             outputs = [InferOutput.of(n, np.asarray(results[n])) for n in names]
@@ -169,7 +169,7 @@ class ServionApp:
             model.stats.record_failure(perf_ns() - t0)
             raise
         t3 = perf_ns()
-        model.stats.record_success(batch, t1 - t0, t2 - t1, t3 - t2)
+        model.stats.record_request(batch, t_queue, t1 - t0, t_infer, t3 - t2)
         if json_length is None:
             return await send_bytes(send, 200, payload)
         headers = [
@@ -215,7 +215,7 @@ class ServionApp:
         if req.method == "POST" and verb == "predict":
             model = self.manager.resolve(name, None)
             body = await req.body(self.limits.max_body_bytes)
-            return await send_bytes(send, 200, predict_v1(model, body, self.limits))
+            return await send_bytes(send, 200, await predict_v1(model, body, self.limits))
         raise _NoRoute
 
     def _require_admin(self, req: Request) -> None:
@@ -234,6 +234,7 @@ class ServionApp:
             "platform": model.runtime.platform,
             "format": model.meta.format,
             "max_batch_size": model.max_batch_size if model.batched else 0,
+            "dynamic_batching": model.batcher.config.to_dict() if model.batched else None,
             "input": [s.to_dict() for s in model.signature.inputs],
             "output": [s.to_dict() for s in model.signature.outputs],
             "sha256": model.meta.sha256,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from servion.batching import BatchingConfig, DynamicBatcher
 from servion.errors import InvalidInput, PayloadTooLarge, quoted
 from servion.registry import ModelVersion
 from servion.runtime import Runtime, Signature
@@ -36,7 +37,7 @@ class LoadedModel:
 
     meta: ModelVersion
     runtime: Runtime
-    max_batch_size: int
+    config: BatchingConfig
     stats: ModelStats = field(default_factory=ModelStats)
 
     def __post_init__(self) -> None:
@@ -44,6 +45,13 @@ class LoadedModel:
         self.version = self.meta.version
         self.signature = self.runtime.signature()
         self.batched = self.signature.batched
+        effective = self.config
+        if not self.batched:  # no batch dimension: nothing to merge along
+            effective = replace(effective, dynamic=False)
+        self.max_batch_size = effective.max_batch_size
+        self.batcher = DynamicBatcher(
+            self.runtime.predict, effective, self.meta.label, self.stats.record_execution
+        )
         self._checks = _checks(self.signature)
         self._expected = sorted(self._checks)
         self.output_names = frozenset(s.name for s in self.signature.outputs)
@@ -103,3 +111,8 @@ class LoadedModel:
             "inputs": [s.to_dict() for s in self.signature.inputs],
             "outputs": [s.to_dict() for s in self.signature.outputs],
         }
+
+    def rebatched(self, config: BatchingConfig) -> LoadedModel:
+        """The same loaded runtime under new batching settings; the old queue is run first."""
+        self.batcher.drain()
+        return LoadedModel(self.meta, self.runtime, config, self.stats)

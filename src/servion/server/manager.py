@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from servion.batching import BatchingConfig
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.server.loaded import LoadedModel
@@ -41,9 +42,9 @@ class ModelState:
 class ModelManager:
     """Loads, serves and unloads model versions in one worker process."""
 
-    def __init__(self, registry: ModelRegistry, max_batch_size: int) -> None:
+    def __init__(self, registry: ModelRegistry, batching: BatchingConfig) -> None:
         self.registry = registry
-        self.max_batch_size = max_batch_size
+        self.batching = batching
         self.models: dict[Key, LoadedModel] = {}
         self.latest: dict[str, LoadedModel] = {}
         self.served: dict[str, list[str]] = {}
@@ -95,12 +96,19 @@ class ModelManager:
             generation = await asyncio.to_thread(self.registry.generation)
             versions = await asyncio.to_thread(self.registry.list_versions)
             policies = await asyncio.to_thread(self.registry.policies)
+            configs = await asyncio.to_thread(self._configs)
             wanted = self._wanted(versions, policies)
-            models = {k: m for k, m in self.models.items() if k in wanted}
+            models = {
+                k: m.rebatched(configs.get(k[0], self.batching))
+                if m.config != configs.get(k[0], self.batching)
+                else m
+                for k, m in self.models.items()
+                if k in wanted
+            }
             self.states = self._states(versions, policies, wanted, models, loading=True)
             for key, mv in wanted.items():
                 if key not in models:
-                    loaded = await self._load(mv)
+                    loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
             self._swap(models)
@@ -148,7 +156,17 @@ class ModelManager:
                 states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", why, False))
         return states
 
-    async def _load(self, mv: ModelVersion) -> LoadedModel | None:
+    def _configs(self) -> dict[str, BatchingConfig]:
+        """Each model's batching: its own settings over the server's defaults."""
+        configs = {}
+        for name, own in self.registry.batching().items():
+            try:
+                configs[name] = BatchingConfig.from_dict(own, base=self.batching)
+            except ServionError as exc:  # stored before a rule tightened: serve on defaults
+                log.error("batching_config_invalid", extra={"model": name, "error": exc.message})
+        return configs
+
+    async def _load(self, mv: ModelVersion, config: BatchingConfig) -> LoadedModel | None:
         key = (mv.name, mv.version)
         try:
             runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
@@ -169,7 +187,7 @@ class ModelManager:
             return None
         self.failures.pop(key, None)
         log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
-        return LoadedModel(mv, runtime, self.max_batch_size)
+        return LoadedModel(mv, runtime, config)
 
     def _swap(self, models: dict[Key, LoadedModel]) -> None:
         gone = [m for k, m in self.models.items() if k not in models]
@@ -182,5 +200,6 @@ class ModelManager:
         # Inference runs on the event loop between two awaits, and so does
         # this swap: no request can be inside a runtime being unloaded.
         for model in gone:
+            model.batcher.drain()
             model.runtime.unload()
             log.info("model_unloaded", extra={"model": model.name, "version": model.version})

@@ -26,28 +26,30 @@ class ModelStats:
         self.batch: dict[int, list[int]] = {}
         """batch size -> [count, input ns, infer ns, output ns]"""
 
-    def record_success(self, batch_size: int, t_in: int, t_infer: int, t_out: int) -> None:
-        total = t_in + t_infer + t_out
+    def record_request(self, rows: int, t_queue: int, t_in: int, t_infer: int, t_out: int) -> None:
+        """One successful request: its rows and where its time went (ns)."""
         c, n = self.counts, self.ns
         c["success"] += 1
-        n["success"] += total
+        n["success"] += t_queue + t_in + t_infer + t_out
         for key, value in (
+            ("queue", t_queue),
             ("compute_input", t_in),
             ("compute_infer", t_infer),
             ("compute_output", t_out),
         ):
             c[key] += 1
             n[key] += value
-        self.inference_count += batch_size
-        self.execution_count += 1
+        self.inference_count += rows
         self.last_inference = time.time_ns() // 1_000_000
+
+    def record_execution(self, batch_size: int, t_infer: int) -> None:
+        """One model execution, of ``batch_size`` rows (several requests when batched)."""
+        self.execution_count += 1
         row = self.batch.get(batch_size)
         if row is None:
             row = self.batch[batch_size] = [0, 0, 0, 0]
         row[0] += 1
-        row[1] += t_in
         row[2] += t_infer
-        row[3] += t_out
 
     def record_failure(self, elapsed_ns: int) -> None:
         self.counts["fail"] += 1

@@ -6,12 +6,12 @@ import numpy as np
 import orjson
 
 from servion.datatypes import NUMPY_OF
-from servion.errors import InvalidInput, RuntimeFailure, ServionError
+from servion.errors import InvalidInput
 from servion.protocol import InferInput, Limits, decode_v1_request, encode_v1_response
 from servion.server.loaded import LoadedModel
 
 
-def predict_v1(model: LoadedModel, body: bytes, limits: Limits) -> bytes:
+async def predict_v1(model: LoadedModel, body: bytes, limits: Limits) -> bytes:
     """Run V1 instances through a single-input model; one prediction per instance."""
     instances = decode_v1_request(body, limits)
     if len(model.signature.inputs) != 1:
@@ -23,20 +23,15 @@ def predict_v1(model: LoadedModel, body: bytes, limits: Limits) -> bytes:
         array = np.asarray(instances, dtype=NUMPY_OF[spec.datatype])
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"instances are not a rectangular array of numbers: {exc}") from None
-    arrays, _ = model.validate([InferInput(spec.name, spec.datatype, array.shape, array)])
-    try:
-        results = model.runtime.predict(arrays, None)
-    except ServionError:
-        raise
-    except Exception as exc:
-        raise RuntimeFailure(f"model '{model.name}' failed on this input: {exc}") from exc
+    arrays, rows = model.validate([InferInput(spec.name, spec.datatype, array.shape, array)])
+    results, _, _ = await model.batcher.submit(arrays, rows, None)
     names = [s.name for s in model.signature.outputs]
     columns = [np.asarray(results[n]) for n in names]
     if len(columns) == 1:
         predictions = _plain(columns[0])
     else:
-        rows = [_plain(c) for c in columns]
-        predictions = [dict(zip(names, values, strict=True)) for values in zip(*rows, strict=True)]
+        plain = [_plain(c) for c in columns]
+        predictions = [dict(zip(names, values, strict=True)) for values in zip(*plain, strict=True)]
     return encode_v1_response(predictions)
 
 

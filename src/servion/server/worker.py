@@ -8,6 +8,7 @@ from types import FrameType
 import uvicorn
 
 from servion._version import __version__
+from servion.batching import BatchingConfig
 from servion.config import Settings
 from servion.logs import configure_logging
 from servion.protocol import Limits
@@ -32,7 +33,7 @@ class _DrainingServer(uvicorn.Server):
 def build_app(settings: Settings, admin_required: bool) -> ServionApp:
     """Compose registry, manager and control into the ASGI app of one worker."""
     registry = ModelRegistry(settings)
-    manager = ModelManager(registry, settings.server.max_batch_size)
+    manager = ModelManager(registry, BatchingConfig(**settings.batching.model_dump()))
     control = Control(
         registry,
         manager,
