@@ -36,6 +36,8 @@ from servion.types import Arrays
 
 Predict = Callable[[Arrays, Sequence[str] | None], Arrays]
 EWMA = 0.2
+INLINE_BELOW_ROWS = 1.1
+"""Recent rows per execution under which requests run without queueing."""
 
 
 class _Pending:
@@ -95,6 +97,8 @@ class DynamicBatcher:
         self.avg_ns_per_row = 100_000.0
         """Recent execution cost per row: the basis of Retry-After."""
         self.executions = 0
+        self._inline = True
+        self._turn_arrivals = 0
 
     @property
     def queued(self) -> int:
@@ -118,12 +122,16 @@ class DynamicBatcher:
                 retry_after=retry,
             )
         now = time.perf_counter()
-        if not self.config.enabled and not self._queue:
-            # Nothing to merge with and nothing ahead of it: run now, no loop turn.
-            return self._run_now(arrays, rows, outputs)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+        if not self._queue and (self._inline or not self.config.enabled):
+            # Low load: nothing to merge with, so run now and skip the loop turn a
+            # queued request pays; count arrivals per turn to notice load rising.
+            if self._turn_arrivals == 0:
+                loop.call_soon(self._end_turn)
+            self._turn_arrivals += 1
+            return self._run_now(arrays, rows, outputs)
         timeout_us = timeout_us or self.config.default_timeout_us
         deadline = now + timeout_us / 1e6 if timeout_us else math.inf
         future: asyncio.Future[tuple[Arrays, int, int]] = loop.create_future()
@@ -137,6 +145,12 @@ class DynamicBatcher:
         return await future
 
     # -- scheduling ----------------------------------------------------------------
+
+    def _end_turn(self) -> None:
+        # Several requests in one loop turn: they could have shared an execution.
+        if self._turn_arrivals > 1:
+            self._inline = False
+        self._turn_arrivals = 0
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -277,6 +291,8 @@ class DynamicBatcher:
         if self._on_execution is not None:
             self._on_execution(rows, infer_ns)
         self.avg_batch_rows += EWMA * (rows - self.avg_batch_rows)
+        if not self._inline and self.avg_batch_rows < INLINE_BELOW_ROWS:
+            self._inline = True  # load fell: batches are singletons again
         self.avg_ns_per_row += EWMA * (infer_ns / max(rows, 1) - self.avg_ns_per_row)
 
     # -- lifecycle -------------------------------------------------------------------

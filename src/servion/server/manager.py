@@ -10,6 +10,7 @@ set or the new one, never half of each.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 
@@ -113,6 +114,9 @@ class ModelManager:
                         models[key] = loaded
             self._swap(models)
             self._all_loaded = all(k in models for k in wanted)
+            # Loaded models live until the next change: keep them out of the
+            # collector's full passes, which would stall requests for milliseconds.
+            gc.freeze()
             self.states = self._states(versions, policies, wanted, models, loading=False)
             self.generation = generation
 
