@@ -7,8 +7,11 @@ the sockets) and cost nothing but one loop turn at concurrency 1. A queue delay,
 when configured, is only spent when recent batches were larger than what is
 queued, i.e. when more requests are likely on their way.
 
-Execution is inline: the models this serves take microseconds to a
-millisecond, and handing them to a thread would cost more than it saves.
+Fast models (an execution under a millisecond, like most tabular models) run
+inline on the loop: a thread hop would cost more than the model. Slower ones
+run in one thread per model version, so the loop keeps parsing, queueing and
+answering health checks while they compute; the queue that builds up meanwhile
+is what the next batch is made of.
 """
 
 from __future__ import annotations
@@ -19,49 +22,39 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
-
 from servion.batching.config import BatchingConfig
-from servion.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotReady,
-    Overloaded,
-    RuntimeFailure,
-    ServionError,
-)
+from servion.batching.execution import Job, Predict, Report, run_alone, run_batch
+from servion.errors import DeadlineExceeded, InvalidInput, ModelNotReady, Overloaded
 from servion.types import Arrays
 
-Predict = Callable[[Arrays, Sequence[str] | None], Arrays]
 EWMA = 0.2
 INLINE_BELOW_ROWS = 1.1
 """Recent rows per execution under which requests run without queueing."""
+THREAD_ABOVE_NS = 1_000_000
+"""Executions slower than this (on average) run in the model's thread, off the loop."""
 
 
 class _Pending:
     """One queued request."""
 
-    __slots__ = ("arrays", "deadline", "enqueued", "future", "key", "outputs", "rows")
+    __slots__ = ("deadline", "enqueued", "future", "job", "key")
 
     def __init__(
         self,
-        arrays: Arrays,
-        rows: int,
-        outputs: Sequence[str] | None,
+        job: Job,
         future: asyncio.Future[tuple[Arrays, int, int]],
         enqueued: float,
         deadline: float,
     ) -> None:
-        self.arrays = arrays
-        self.rows = rows
-        self.outputs = outputs
+        self.job = job
         self.future = future
         self.enqueued = enqueued
         self.deadline = deadline
         # Requests batch together only when everything but the first dimension agrees.
-        self.key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in arrays.items())
+        self.key = tuple((n, a.dtype.str, a.shape[1:]) for n, a in job.arrays.items())
 
 
 class DynamicBatcher:
@@ -90,19 +83,28 @@ class DynamicBatcher:
         self._seq = itertools.count()
         self._scheduled = False
         self._closed = False
+        self._busy = False
         self._splittable = True
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.avg_batch_rows = 1.0
-        """Recent rows per execution: the load signal for the queue delay."""
-        self.avg_ns_per_row = 100_000.0
-        """Recent execution cost per row: the basis of Retry-After."""
-        self.executions = 0
         self._inline = True
         self._turn_arrivals = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self.avg_batch_rows = 1.0
+        """Recent rows per execution: the load signal for inline runs and the queue delay."""
+        self.avg_ns_per_row = 100_000.0
+        """Recent execution cost per row: the basis of Retry-After."""
+        self.avg_ns_per_execution = 0.0
+        """Recent cost of one execution: decides inline or threaded execution."""
+        self.executions = 0
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def threaded(self) -> bool:
+        mode = self.config.execution
+        return mode == "thread" or (mode == "auto" and self.avg_ns_per_execution > THREAD_ABOVE_NS)
 
     async def submit(
         self,
@@ -121,30 +123,39 @@ class DynamicBatcher:
                 f"model '{self.label}' has {len(self._queue)} requests queued (the limit)",
                 retry_after=retry,
             )
-        now = time.perf_counter()
+        job = Job(arrays, rows, outputs)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        if not self._queue and (self._inline or not self.config.enabled):
-            # Low load: nothing to merge with, so run now and skip the loop turn a
-            # queued request pays; count arrivals per turn to notice load rising.
+        idle = not self._queue and not self._busy
+        if idle and (self._inline or not self.config.enabled) and not self.threaded:
+            # Low load and a fast model: run now and skip the loop turn a queued
+            # request pays; count arrivals per turn to notice load rising.
             if self._turn_arrivals == 0:
                 loop.call_soon(self._end_turn)
             self._turn_arrivals += 1
-            return self._run_now(arrays, rows, outputs)
+            outcome, execution = run_alone(self._predict, job, self.label)
+            self._observe([execution])
+            if outcome.error is not None:
+                raise outcome.error
+            assert outcome.results is not None
+            return outcome.results, 0, outcome.infer_ns
+        now = time.perf_counter()
         timeout_us = timeout_us or self.config.default_timeout_us
         deadline = now + timeout_us / 1e6 if timeout_us else math.inf
         future: asyncio.Future[tuple[Arrays, int, int]] = loop.create_future()
-        pending = _Pending(arrays, rows, outputs, future, now, deadline)
         level = priority if priority > 0 else self.config.default_priority
-        heapq.heappush(self._queue, (level, next(self._seq), pending))
+        heapq.heappush(self._queue, (level, next(self._seq), _Pending(job, future, now, deadline)))
         self._queued_rows += rows
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
+        self._schedule()
         return await future
 
     # -- scheduling ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._busy and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _end_turn(self) -> None:
         # Several requests in one loop turn: they could have shared an execution.
@@ -154,7 +165,7 @@ class DynamicBatcher:
 
     def _flush(self) -> None:
         self._scheduled = False
-        if not self._queue:
+        if not self._queue or self._busy:
             return
         now = time.perf_counter()
         wait = self._wait_for_more(now)
@@ -166,9 +177,8 @@ class DynamicBatcher:
         batch = self._take(now)
         if batch:
             self._execute(batch, now)
-        if self._queue and not self._scheduled and self._loop is not None:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._queue:
+            self._schedule()
 
     def _wait_for_more(self, now: float) -> float:
         """Seconds worth waiting for a fuller batch; 0 when load is too low to pay."""
@@ -185,115 +195,94 @@ class DynamicBatcher:
         return max(0.0, delay_us / 1e6 - (now - oldest))
 
     def _row_target(self) -> int:
-        if not self.config.enabled:
+        if not self.config.enabled or not self._splittable:
             return 1
-        limit = self.config.max_batch_size
         preferred = [p for p in self.config.preferred_batch_sizes if p <= self._queued_rows]
-        return max(preferred) if preferred else limit
+        return max(preferred) if preferred else self.config.max_batch_size
 
     def _take(self, now: float) -> list[_Pending]:
         """Pop the next batch: highest priority first, compatible shapes, up to the row target."""
-        target = self._row_target() if self._splittable else 1
+        target = self._row_target()
         batch: list[_Pending] = []
         skipped: list[tuple[int, int, _Pending]] = []
         rows = 0
         while self._queue:
             entry = heapq.heappop(self._queue)
             pending = entry[2]
-            self._queued_rows -= pending.rows
+            self._queued_rows -= pending.job.rows
             if pending.future.done():  # the caller went away
                 continue
             if pending.deadline <= now:
-                waited = now - pending.enqueued
-                pending.future.set_exception(
-                    DeadlineExceeded(
-                        f"request to '{self.label}' waited {waited * 1e3:.1f} ms in the queue, "
-                        "past its timeout; it was not run",
-                        waited_s=waited,
-                    )
-                )
+                self._expire(pending, now)
                 continue
-            if batch and (pending.key != batch[0].key or rows + pending.rows > target):
+            fits = rows + pending.job.rows <= target
+            if batch and (pending.key != batch[0].key or not fits):
                 skipped.append(entry)
-                self._queued_rows += pending.rows
-                if rows + pending.rows > target:
+                self._queued_rows += pending.job.rows
+                if not fits:
                     break
                 continue
             batch.append(pending)
-            rows += pending.rows
+            rows += pending.job.rows
             if rows >= target:
                 break
         for entry in skipped:
             heapq.heappush(self._queue, entry)
         return batch
 
+    def _expire(self, pending: _Pending, now: float) -> None:
+        waited = now - pending.enqueued
+        pending.future.set_exception(
+            DeadlineExceeded(
+                f"request to '{self.label}' waited {waited * 1e3:.1f} ms in the queue, "
+                "past its timeout; it was not run",
+                waited_s=waited,
+            )
+        )
+
     # -- execution -------------------------------------------------------------------
 
     def _execute(self, batch: list[_Pending], now: float) -> None:
-        if len(batch) == 1:
-            self._run_alone(batch[0], now)
+        jobs = [p.job for p in batch]
+        if not self.threaded:
+            self._deliver(batch, run_batch(self._predict, jobs, self.label), now)
             return
-        names = batch[0].arrays.keys()
-        arrays = {n: np.concatenate([p.arrays[n] for p in batch]) for n in names}
-        outputs = _union(batch)
-        total = sum(p.rows for p in batch)
-        t0 = time.perf_counter_ns()
-        try:
-            results = self._predict(arrays, outputs)
-        except Exception:
-            # One bad request must not fail its neighbours: run each on its own.
-            for pending in batch:
-                self._run_alone(pending, now)
-            return
-        infer_ns = time.perf_counter_ns() - t0
-        if any(np.ndim(v) == 0 or len(v) != total for v in results.values()):
-            self._splittable = False  # outputs without a batch dimension: never batch again
-            for pending in batch:
-                self._run_alone(pending, now)
-            return
-        self._observe(total, infer_ns)
-        offset = 0
-        for pending in batch:
-            end = offset + pending.rows
-            if not pending.future.done():
-                mine = {k: v[offset:end] for k, v in results.items()}
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"servion-{self.label}")
+        self._busy = True
+        done = self._thread.submit(run_batch, self._predict, jobs, self.label)
+        loop = self._loop
+        assert loop is not None
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, batch, f, now))
+
+    def _finished(self, batch: list[_Pending], done: Future[Report], now: float) -> None:
+        self._busy = False
+        self._deliver(batch, done.result(), now)
+        self._schedule()
+
+    def _deliver(self, batch: list[_Pending], report: Report, now: float) -> None:
+        self._splittable = self._splittable and report.splittable
+        self._observe(report.executions)
+        for pending, outcome in zip(batch, report.outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if outcome.error is not None:
+                pending.future.set_exception(outcome.error)
+            else:
+                assert outcome.results is not None
                 queue_ns = int((now - pending.enqueued) * 1e9)
-                pending.future.set_result((mine, queue_ns, infer_ns))
-            offset = end
+                pending.future.set_result((outcome.results, queue_ns, outcome.infer_ns))
 
-    def _run_alone(self, pending: _Pending, now: float) -> None:
-        if pending.future.done():
-            return
-        try:
-            results, _, infer_ns = self._run_now(pending.arrays, pending.rows, pending.outputs)
-        except ServionError as exc:
-            pending.future.set_exception(exc)
-            return
-        queue_ns = int((now - pending.enqueued) * 1e9)
-        pending.future.set_result((results, queue_ns, infer_ns))
-
-    def _run_now(
-        self, arrays: Arrays, rows: int, outputs: Sequence[str] | None
-    ) -> tuple[Arrays, int, int]:
-        t0 = time.perf_counter_ns()
-        try:
-            results = self._predict(arrays, outputs)
-        except ServionError:
-            raise
-        except Exception as exc:
-            raise RuntimeFailure(f"model '{self.label}' failed on this input: {exc}") from exc
-        infer_ns = time.perf_counter_ns() - t0
-        self._observe(rows, infer_ns)
-        return results, 0, infer_ns
-
-    def _observe(self, rows: int, infer_ns: int) -> None:
-        self.executions += 1
-        if self._on_execution is not None:
-            self._on_execution(rows, infer_ns)
-        self.avg_batch_rows += EWMA * (rows - self.avg_batch_rows)
+    def _observe(self, executions: list[tuple[int, int]]) -> None:
+        for rows, spent in executions:
+            self.executions += 1
+            self.avg_batch_rows += EWMA * (rows - self.avg_batch_rows)
+            self.avg_ns_per_row += EWMA * (spent / max(rows, 1) - self.avg_ns_per_row)
+            self.avg_ns_per_execution += EWMA * (spent - self.avg_ns_per_execution)
+            if self._on_execution is not None:
+                self._on_execution(rows, spent)
         if not self._inline and self.avg_batch_rows < INLINE_BELOW_ROWS:
             self._inline = True  # load fell: batches are singletons again
-        self.avg_ns_per_row += EWMA * (infer_ns / max(rows, 1) - self.avg_ns_per_row)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -304,16 +293,11 @@ class DynamicBatcher:
         while self._queue:
             batch = self._take(now)
             if batch:
-                self._execute(batch, now)
-
-
-def _union(batch: list[_Pending]) -> list[str] | None:
-    if any(p.outputs is None for p in batch):
-        return None
-    names: dict[str, None] = {}
-    for pending in batch:
-        names.update(dict.fromkeys(pending.outputs or ()))
-    return list(names)
+                self._deliver(
+                    batch, run_batch(self._predict, [p.job for p in batch], self.label), now
+                )
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
 
 
 def request_scheduling(parameters: dict[str, Any]) -> tuple[int, int]:

@@ -34,6 +34,9 @@ class BatchingConfig:
     latency_budget_us: int = 0
     default_timeout_us: int = 0
     default_priority: int = 2
+    execution: str = "auto"
+    """``inline`` on the event loop, ``thread`` (one per model version), or ``auto``:
+    inline while an execution averages under a millisecond, threaded above."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -45,6 +48,10 @@ class BatchingConfig:
             (self.latency_budget_us >= 0, "latency_budget_us must not be negative"),
             (self.default_timeout_us >= 0, "default_timeout_us must not be negative"),
             (1 <= self.default_priority <= 1000, "default_priority must be 1..1000"),
+            (
+                self.execution in ("auto", "inline", "thread"),
+                "execution must be auto, inline or thread",
+            ),
             (
                 all(1 <= p <= self.max_batch_size for p in self.preferred_batch_sizes),
                 "preferred_batch_sizes must lie between 1 and max_batch_size",
@@ -74,7 +81,10 @@ class BatchingConfig:
         if "preferred_batch_sizes" in values:
             values["preferred_batch_sizes"] = tuple(sorted(set(values["preferred_batch_sizes"])))
         for key, value in values.items():
-            if key == "dynamic":
+            if key == "execution":
+                if value not in ("auto", "inline", "thread"):
+                    raise ConfigError("batching: execution must be auto, inline or thread")
+            elif key == "dynamic":
                 if type(value) is not bool:
                     raise ConfigError("batching: dynamic must be true or false")
             elif key == "preferred_batch_sizes":

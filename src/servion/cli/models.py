@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from servion.batching import BatchingConfig
 from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2, table
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, VersionPolicy, check_name, parse_ref
@@ -88,6 +91,54 @@ def delete(ctx: Context, ref: str) -> None:
     mv = registry.delete(name, version)
     registry.close()
     click.echo(f"deleted {mv.label}")
+
+
+@models.command("batching")
+@click.argument("name")
+@click.option("--max-batch-size", type=int, default=None, help="Rows per request and execution.")
+@click.option("--max-queue-delay-us", type=int, default=None, help="Wait for a fuller batch.")
+@click.option(
+    "--preferred-batch-sizes", default=None, metavar="N,N,...", help="Batch sizes to aim for."
+)
+@click.option("--max-queue-size", type=int, default=None, help="Queued requests before 503.")
+@click.option("--latency-budget-us", type=int, default=None, help="Cap on the added wait.")
+@click.option("--default-timeout-us", type=int, default=None, help="Deadline when none is given.")
+@click.option("--default-priority", type=int, default=None, help="Priority level when none given.")
+@click.option("--dynamic/--no-dynamic", default=None, help="Merge concurrent requests.")
+@click.option("--reset", is_flag=True, help="Forget this model's settings: server defaults apply.")
+@click.pass_obj
+@refusals_exit_2
+def batching(ctx: Context, /, name: str, reset: bool, **values: Any) -> None:
+    """Set NAME's dynamic batching; running servers follow within a second.
+
+    Without options, prints the model's own settings.
+    """
+    check_name(name)
+    given = {k: v for k, v in values.items() if v is not None}
+    if "preferred_batch_sizes" in given:
+        given["preferred_batch_sizes"] = _int_list(given["preferred_batch_sizes"])
+    registry = ModelRegistry(ctx.settings)
+    try:
+        current = registry.batching().get(name)
+        if current is None:
+            registry.get(name)  # raises ModelNotFound with the usual message
+            current = {}
+        if not given and not reset:
+            echo_json(current)
+            return
+        merged = {} if reset else {**current, **given}
+        BatchingConfig.from_dict(merged)  # refuse bad values before storing them
+        registry.set_batching(name, merged)
+    finally:
+        registry.close()
+    click.echo(f"{name}: batching {merged or 'server defaults'}")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValidationFailed(f"not a list of integers: {text!r}") from None
 
 
 @models.command("policy")

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from servion.cli.common import Context, refusals_exit_2
-from servion.config import ServerSettings, Settings
+from servion.config import BatchingSettings, ServerSettings, Settings
 from servion.logs import configure_logging
 from servion.server import serve as run_server
 
@@ -37,9 +37,27 @@ def server_options(func: Any) -> Any:
         ),
         click.option(
             "--max-batch-size",
+            type=click.IntRange(1, 65_536),
+            default=None,
+            help="Most rows per request and per batched execution (default 128).",
+        ),
+        click.option(
+            "--batching/--no-batching",
+            "dynamic",
+            default=None,
+            help="Merge concurrent requests into one execution (default on).",
+        ),
+        click.option(
+            "--max-queue-delay-us",
+            type=click.IntRange(0, 10_000_000),
+            default=None,
+            help="Longest wait for a fuller batch, spent only under load (default 0).",
+        ),
+        click.option(
+            "--max-queue-size",
             type=click.IntRange(1),
             default=None,
-            help="Largest batch a request may carry (default 128).",
+            help="Requests queued per model before 503 + Retry-After (default 1024).",
         ),
         click.option(
             "--max-body-bytes",
@@ -53,10 +71,19 @@ def server_options(func: Any) -> Any:
     return func
 
 
+BATCHING_OPTIONS = ("dynamic", "max_batch_size", "max_queue_delay_us", "max_queue_size")
+
+
 def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
+    """Settings with the command-line options laid over the environment's."""
     given = {k: v for k, v in overrides.items() if v is not None}
-    server = ServerSettings(**{**settings.server.model_dump(), **given})
-    return settings.model_copy(update={"server": server})
+    batching = {k: given.pop(k) for k in BATCHING_OPTIONS if k in given}
+    return settings.model_copy(
+        update={
+            "server": ServerSettings(**{**settings.server.model_dump(), **given}),
+            "batching": BatchingSettings(**{**settings.batching.model_dump(), **batching}),
+        }
+    )
 
 
 @click.command()
