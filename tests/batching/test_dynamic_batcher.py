@@ -216,7 +216,9 @@ def test_batched_results_equal_unbatched_inference(
     max_batch: int,
     outputs: list[str] | None,
 ) -> None:
-    batcher = DynamicBatcher(onnx_runtime.predict, BatchingConfig(max_batch), "tabular")
+    batcher = DynamicBatcher(
+        onnx_runtime.predict, BatchingConfig(max_batch_size=max_batch), "tabular"
+    )
     _queued_mode(batcher)
     starts = np.cumsum([0, *sizes])
     requests = [{"X": tabular.x[a:b]} for a, b in itertools.pairwise(starts)]
