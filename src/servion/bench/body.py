@@ -20,7 +20,7 @@ from servion.bench._http import Endpoint, ProtocolViolation, encode_request, fet
 from servion.datatypes import NUMPY_OF
 from servion.errors import InvalidInput, RuntimeFailure, printable, quoted
 from servion.runtime import Signature, sample_inputs
-from servion.types import Array, JSON
+from servion.types import JSON, Array
 
 JSON_TYPE: Final = "application/json"
 BINARY_TYPE: Final = "application/octet-stream"
@@ -38,7 +38,7 @@ class RequestBody:
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
-        headers = (("Content-Type", self.content_type),)
+        headers: tuple[tuple[str, str], ...] = (("Content-Type", self.content_type),)
         if self.header_length is not None:
             headers += (("Inference-Header-Content-Length", str(self.header_length)),)
         return headers
@@ -61,7 +61,9 @@ class InferTarget:
         return self.endpoint.url(self.path)
 
     def request_bytes(self) -> bytes:
-        return encode_request(self.endpoint, "POST", self.path, self.body.content, self.body.headers)
+        return encode_request(
+            self.endpoint, "POST", self.path, self.body.content, self.body.headers
+        )
 
 
 def build_body(metadata: JSON, binary: bool) -> RequestBody:
@@ -90,7 +92,9 @@ def _json_body(arrays: dict[str, Array], datatypes: dict[str, str]) -> RequestBo
         {"name": name, "datatype": datatypes[name], "shape": list(arr.shape), "data": _data(arr)}
         for name, arr in arrays.items()
     ]
-    return RequestBody(orjson.dumps({"inputs": inputs}, option=orjson.OPT_SERIALIZE_NUMPY), JSON_TYPE)
+    return RequestBody(
+        orjson.dumps({"inputs": inputs}, option=orjson.OPT_SERIALIZE_NUMPY), JSON_TYPE
+    )
 
 
 def _data(arr: Array) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from servion._version import __version__
-from servion.cli import models, quickstart, register, serve
+from servion.cli import bench, models, profile, quickstart, register, serve
 from servion.cli.common import Context
 
 
@@ -35,6 +35,8 @@ cli.add_command(register.register)
 cli.add_command(models.models)
 cli.add_command(serve.serve)
 cli.add_command(quickstart.quickstart)
+cli.add_command(bench.bench)
+cli.add_command(profile.profile)
 
 
 def main(argv: list[str] | None = None) -> Any:

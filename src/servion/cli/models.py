@@ -105,6 +105,12 @@ def delete(ctx: Context, ref: str) -> None:
 @click.option("--default-timeout-us", type=int, default=None, help="Deadline when none is given.")
 @click.option("--default-priority", type=int, default=None, help="Priority level when none given.")
 @click.option("--dynamic/--no-dynamic", default=None, help="Merge concurrent requests.")
+@click.option(
+    "--execution",
+    type=click.Choice(["auto", "inline", "thread"]),
+    default=None,
+    help="Run on the event loop, in the model's thread, or decide by execution time.",
+)
 @click.option("--reset", is_flag=True, help="Forget this model's settings: server defaults apply.")
 @click.pass_obj
 @refusals_exit_2
