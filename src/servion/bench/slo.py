@@ -88,11 +88,11 @@ def check_slo(result: LoadResult, slo: Slo) -> SloVerdict:
     p99 = result.latency.p99_ms
     return SloVerdict(
         (
-            SloCheck("p99_ms", f"< {slo.p99_ms:g} ms", p99, answered and p99 < slo.p99_ms),
-            SloCheck("rps", f"> {slo.min_rps:g} req/s", result.rps, result.rps > slo.min_rps),
+            SloCheck("p99_ms", f"< {slo.p99_ms:,.10g} ms", p99, answered and p99 < slo.p99_ms),
+            SloCheck("rps", f"> {slo.min_rps:,.10g} req/s", result.rps, result.rps > slo.min_rps),
             SloCheck(
                 "error_rate",
-                f"<= {slo.max_error_rate:g}",
+                f"<= {slo.max_error_rate:,.10g}",
                 result.error_rate,
                 answered and result.error_rate <= slo.max_error_rate,
             ),

@@ -67,6 +67,8 @@ class Request:
 async def send_bytes(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS
 ) -> None:
+    # A length lets the server write the body as is instead of chunk-encoding it.
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
