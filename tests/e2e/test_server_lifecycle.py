@@ -222,7 +222,7 @@ def test_workers_exit_when_the_supervisor_is_killed(
     register(registry, "tabular", tabular.onnx)
     server = serve(registry.settings.home, "--workers", "2")
     workers = psutil.Process(server.proc.pid).children()
-    assert len([w for w in workers if "spawn" in " ".join(w.cmdline())]) >= 2
+    assert len([w for w in workers if "servion.server.worker" in " ".join(w.cmdline())]) == 2
     server.proc.kill()
     server.proc.wait(10)
     _, alive = psutil.wait_procs(workers, timeout=30)

@@ -1,11 +1,13 @@
 """The ``servion`` command: argument parsing and exit codes, nothing more.
 
-Exit codes: 0 success, 1 unexpected failure, 2 refused input (a ``ServionError``
-or a usage error).
+Exit codes: 0 success, 1 unexpected failure (or a missed SLO), 2 refused input
+(a ``ServionError`` or a usage error). Command modules are imported only when
+their command runs, so ``servion serve`` does not carry the registry tooling.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,34 @@ from typing import Any
 import click
 
 from servion._version import __version__
-from servion.cli import bench, models, profile, quickstart, register, serve
-from servion.cli.common import Context
+
+# command name -> (module, attribute)
+COMMANDS = {
+    "bench": ("servion.cli.bench", "bench"),
+    "models": ("servion.cli.models", "models"),
+    "profile": ("servion.cli.profile", "profile"),
+    "quickstart": ("servion.cli.quickstart", "quickstart"),
+    "register": ("servion.cli.register", "register"),
+    "serve": ("servion.cli.serve", "serve"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = COMMANDS.get(cmd_name)
+        if found is None:
+            return None
+        command = getattr(importlib.import_module(found[0]), found[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="servion")
 @click.option(
     "--home",
@@ -28,15 +53,9 @@ from servion.cli.common import Context
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:
     """servion: register models, serve them over the Open Inference Protocol."""
+    from servion.cli.common import Context
+
     ctx.obj = Context(home)
-
-
-cli.add_command(register.register)
-cli.add_command(models.models)
-cli.add_command(serve.serve)
-cli.add_command(quickstart.quickstart)
-cli.add_command(bench.bench)
-cli.add_command(profile.profile)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -7,6 +7,7 @@ database created by an older servion is brought forward on open.
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -110,9 +111,22 @@ def _on_connect_sqlite(dbapi_conn: object, _record: object) -> None:
 def open_engine(url: str) -> Engine:
     """Open the database and bring its schema up to date."""
     engine = sa.create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _on_connect_sqlite)
-    migrate(engine)
+    if engine.dialect.name != "sqlite":
+        migrate(engine)
+        return engine
+    sa.event.listen(engine, "connect", _on_connect_sqlite)
+    database = engine.url.database
+    if not database or database == ":memory:":
+        migrate(engine)
+        return engine
+    # Workers start together and each opens the registry: one migrates, the
+    # others wait on the lock and then find nothing left to do.
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            migrate(engine)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return engine
 
 

@@ -16,10 +16,12 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from servion.errors import UnsafeArtifact, ValidationFailed, printable
+
+if TYPE_CHECKING:  # onnx is imported where a graph is parsed: serving does not need it
+    import onnx
 
 __all__ = ["check_external_data"]
 
@@ -55,6 +57,8 @@ def check_external_data(model_path: Path) -> list[Path]:
     >>> check_external_data(Path("models/mlp/model.onnx"))  # doctest: +SKIP
     [PosixPath('models/mlp/weights.bin')]
     """
+    import onnx
+
     model = _load_graph_only(model_path)
     folder = model_path.parent
     found: dict[tuple[str, ...], Path] = {}
@@ -71,6 +75,8 @@ def check_external_data(model_path: Path) -> list[Path]:
 
 def _load_graph_only(model_path: Path) -> onnx.ModelProto:
     """Parse the graph without following any external reference."""
+    import onnx
+
     name = printable(model_path.name)
     if not model_path.is_file():
         raise ValidationFailed(f"not a valid ONNX model: {name} is not a file")

@@ -4,19 +4,20 @@ The parent binds the socket (port 0 works: the bound port is written to
 ``port_file``), starts one worker process per core, restarts a worker that
 dies, and on SIGTERM or SIGINT tells every worker to drain: readiness turns
 false, the listener closes, in-flight requests finish within the deadline.
+The parent stays small: it imports neither the registry nor any runtime.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from subprocess import PIPE, Popen, TimeoutExpired
 
 from servion.config import Settings
 from servion.errors import ConfigError
@@ -71,9 +72,6 @@ def _write_port_file(path: Path, port: int) -> None:
 def serve(settings: Settings, port_file: Path | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; return the exit code."""
     admin_required = check_bind_safety(settings)
-    from servion.registry import ModelRegistry
-
-    ModelRegistry(settings).close()  # create or migrate the database once, before workers race
     sock = bind(settings.server.host, settings.server.port)
     port = sock.getsockname()[1]
     if port_file is not None:
@@ -82,17 +80,7 @@ def serve(settings: Settings, port_file: Path | None = None) -> int:
         "server_listening",
         extra={"url": f"http://{settings.server.host}:{port}", "workers": settings.server.workers},
     )
-    ctx = mp.get_context("spawn")
     stopping = False
-
-    def start(index: int) -> Any:
-        proc = ctx.Process(
-            target=_worker_main,
-            args=(settings, sock, admin_required, os.getpid()),
-            name=f"servion-worker-{index}",
-        )
-        proc.start()
-        return proc
 
     def on_signal(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -100,43 +88,56 @@ def serve(settings: Settings, port_file: Path | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    workers = [start(i) for i in range(max(1, settings.server.workers))]
+    config = settings.model_dump_json().encode()
+    workers = [_start_worker(config, sock, admin_required) for _ in range(settings.server.workers)]
     restarts: list[float] = []
     exit_code = 0
     while not stopping:
         time.sleep(0.1)
         for i, proc in enumerate(workers):
-            if proc.is_alive() or stopping:
+            if proc.poll() is None or stopping:
                 continue
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 30] + [now]
-            log.error("worker_died", extra={"worker": i, "exitcode": proc.exitcode})
+            log.error("worker_died", extra={"worker": i, "exitcode": proc.returncode})
             if len(restarts) > MAX_RAPID_RESTARTS:
                 log.error("server_giving_up", extra={"reason": "workers keep dying"})
                 stopping, exit_code = True, 1
                 break
-            workers[i] = start(i)
+            workers[i] = _start_worker(config, sock, admin_required)
     _stop(workers, settings.server.graceful_timeout_s)
     sock.close()
     log.info("server_stopped", extra={"exit_code": exit_code})
     return exit_code
 
 
-def _stop(workers: list[Any], graceful_timeout_s: float) -> None:
+def _start_worker(config: bytes, sock: socket.socket, admin_required: bool) -> Popen[bytes]:
+    """A fresh interpreter that inherits the listening socket and reads its settings on stdin.
+
+    A plain subprocess rather than multiprocessing: no resource-tracker process,
+    and nothing of the supervisor's memory is carried over.
+    """
+    fd = sock.fileno()
+    command = [
+        sys.executable, "-m", "servion.server.worker",
+        "--fd", str(fd), "--supervisor", str(os.getpid()),
+        "--admin-required", "1" if admin_required else "0",
+    ]  # fmt: skip
+    proc = Popen(command, stdin=PIPE, pass_fds=(fd,))
+    assert proc.stdin is not None
+    proc.stdin.write(config)
+    proc.stdin.close()
+    return proc
+
+
+def _stop(workers: list[Popen[bytes]], graceful_timeout_s: float) -> None:
     for proc in workers:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + graceful_timeout_s + 5
     for proc in workers:
-        proc.join(max(0.0, deadline - time.monotonic()))
-        if proc.is_alive():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except TimeoutExpired:
             proc.kill()
-            proc.join()
-
-
-def _worker_main(
-    settings: Settings, sock: socket.socket, admin_required: bool, supervisor_pid: int
-) -> None:
-    from servion.server.worker import run_worker
-
-    run_worker(settings, sock, admin_required, supervisor_pid)
+            proc.wait()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import socket
+import sys
 from types import FrameType
 
 import uvicorn
@@ -67,3 +69,19 @@ def run_worker(
         h11_max_incomplete_event_size=64 * 1024,
     )
     _DrainingServer(config, app).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of a worker process started by the supervisor."""
+    parser = argparse.ArgumentParser(prog="servion-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--supervisor", type=int, required=True)
+    parser.add_argument("--admin-required", choices=("0", "1"), required=True)
+    args = parser.parse_args(argv)
+    settings = Settings.model_validate_json(sys.stdin.buffer.read())
+    sock = socket.socket(fileno=args.fd)
+    run_worker(settings, sock, args.admin_required == "1", args.supervisor)
+
+
+if __name__ == "__main__":
+    main()
