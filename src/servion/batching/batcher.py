@@ -26,8 +26,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from servion.batching.config import BatchingConfig
-from servion.batching.execution import Job, Predict, Report, run_alone, run_batch
-from servion.errors import DeadlineExceeded, InvalidInput, ModelNotReady, Overloaded
+from servion.batching.execution import Job, Predict, Report, run_batch
+from servion.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    ModelNotReady,
+    Overloaded,
+    RuntimeFailure,
+    ServionError,
+)
 from servion.types import Arrays
 
 EWMA = 0.2
@@ -123,7 +130,6 @@ class DynamicBatcher:
                 f"model '{self.label}' has {len(self._queue)} requests queued (the limit)",
                 retry_after=retry,
             )
-        job = Job(arrays, rows, outputs)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -134,12 +140,8 @@ class DynamicBatcher:
             if self._turn_arrivals == 0:
                 loop.call_soon(self._end_turn)
             self._turn_arrivals += 1
-            outcome, execution = run_alone(self._predict, job, self.label)
-            self._observe([execution])
-            if outcome.error is not None:
-                raise outcome.error
-            assert outcome.results is not None
-            return outcome.results, 0, outcome.infer_ns
+            return self._run_inline(arrays, rows, outputs)
+        job = Job(arrays, rows, outputs)
         now = time.perf_counter()
         timeout_us = timeout_us or self.config.default_timeout_us
         deadline = now + timeout_us / 1e6 if timeout_us else math.inf
@@ -149,6 +151,21 @@ class DynamicBatcher:
         self._queued_rows += rows
         self._schedule()
         return await future
+
+    def _run_inline(
+        self, arrays: Arrays, rows: int, outputs: Sequence[str] | None
+    ) -> tuple[Arrays, int, int]:
+        # The hot path at low load: no job objects, one clock pair, errors as raised.
+        t0 = time.perf_counter_ns()
+        try:
+            results = self._predict(arrays, outputs)
+        except ServionError:
+            raise
+        except Exception as exc:  # the model's own code may raise anything
+            raise RuntimeFailure(f"model '{self.label}' failed on this input: {exc}") from exc
+        spent = time.perf_counter_ns() - t0
+        self._observe_one(rows, spent)
+        return results, 0, spent
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -275,12 +292,15 @@ class DynamicBatcher:
 
     def _observe(self, executions: list[tuple[int, int]]) -> None:
         for rows, spent in executions:
-            self.executions += 1
-            self.avg_batch_rows += EWMA * (rows - self.avg_batch_rows)
-            self.avg_ns_per_row += EWMA * (spent / max(rows, 1) - self.avg_ns_per_row)
-            self.avg_ns_per_execution += EWMA * (spent - self.avg_ns_per_execution)
-            if self._on_execution is not None:
-                self._on_execution(rows, spent)
+            self._observe_one(rows, spent)
+
+    def _observe_one(self, rows: int, spent: int) -> None:
+        self.executions += 1
+        self.avg_batch_rows += EWMA * (rows - self.avg_batch_rows)
+        self.avg_ns_per_row += EWMA * (spent / (rows or 1) - self.avg_ns_per_row)
+        self.avg_ns_per_execution += EWMA * (spent - self.avg_ns_per_execution)
+        if self._on_execution is not None:
+            self._on_execution(rows, spent)
         if not self._inline and self.avg_batch_rows < INLINE_BELOW_ROWS:
             self._inline = True  # load fell: batches are singletons again
 

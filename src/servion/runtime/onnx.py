@@ -77,13 +77,21 @@ class OnnxRuntime(Runtime):
             tuple(s for s in inputs if s is not None), tuple(outputs), batched
         )
         self._output_names = [s.name for s in outputs]
+        # The session's own run() re-checks input names on every call; inputs
+        # arrive here already validated against the signature, so call the
+        # native session directly when this onnxruntime build exposes it.
+        native = getattr(self._session, "_sess", None)
+        self._run = native.run if native is not None else self._session.run
 
     def signature(self) -> Signature:
         return self._signature
 
     def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
         names = list(outputs) if outputs else self._output_names
-        results = self._session.run(names, inputs)
+        try:
+            results = self._run(names, inputs, None)
+        except Exception as exc:
+            raise RuntimeFailure(f"onnxruntime failed: {exc}") from exc
         return dict(zip(names, results, strict=True))
 
     def unload(self) -> None:
