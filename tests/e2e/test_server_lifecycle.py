@@ -43,12 +43,13 @@ def test_binds_loopback_by_default(
     server = serve(registry.settings.home)
     import psutil
 
-    addrs = {
-        c.laddr.ip
-        for c in psutil.Process(server.proc.pid).net_connections()
-        if c.status == psutil.CONN_LISTEN
-    }
-    assert addrs == {"127.0.0.1"}
+    supervisor = psutil.Process(server.proc.pid)
+    tree = [supervisor, *supervisor.children(recursive=True)]
+    listening = [
+        c.laddr for p in tree for c in p.net_connections() if c.status == psutil.CONN_LISTEN
+    ]
+    assert listening and {a.ip for a in listening} == {"127.0.0.1"}
+    assert {a.port for a in listening} == {server.port}
 
 
 def test_workers_agree_on_unload_and_stats(

@@ -18,6 +18,7 @@ from servion.registry import ModelRegistry
 from servion.server.app import ServionApp
 from servion.server.control import Control
 from servion.server.manager import ModelManager
+from servion.server.supervisor import bind
 
 
 class _DrainingServer(uvicorn.Server):
@@ -74,12 +75,17 @@ def run_worker(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of a worker process started by the supervisor."""
     parser = argparse.ArgumentParser(prog="servion-worker")
-    parser.add_argument("--fd", type=int, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--fd", type=int, help="an inherited listening socket")
+    where.add_argument("--port", type=int, help="listen on this port with SO_REUSEPORT")
     parser.add_argument("--supervisor", type=int, required=True)
     parser.add_argument("--admin-required", choices=("0", "1"), required=True)
     args = parser.parse_args(argv)
     settings = Settings.model_validate_json(sys.stdin.buffer.read())
-    sock = socket.socket(fileno=args.fd)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = bind(settings.server.host, args.port, reuse_port=True)
     run_worker(settings, sock, args.admin_required == "1", args.supervisor)
 
 
