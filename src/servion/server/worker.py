@@ -65,6 +65,9 @@ def run_worker(
         log_level="warning",
         access_log=False,
         server_header=False,
+        # servion reads no client address; the proxy-headers middleware would
+        # cost a call and a header scan on every request.
+        proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=int(settings.server.graceful_timeout_s),
         h11_max_incomplete_event_size=64 * 1024,
