@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +187,25 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
                 server.stop(signal.SIGTERM, timeout=30)
             except subprocess.TimeoutExpired:
                 server.stop(signal.SIGKILL)
+
+
+@contextmanager
+def served(
+    tmp: Path, setup: Callable[[ModelRegistry], None], *args: str
+) -> Iterator[RunningServer]:
+    """A one-worker server over a fresh home that ``setup`` fills; for module-scoped fixtures."""
+    settings = Settings.load(home=tmp / "home")
+    registry = ModelRegistry(settings)
+    try:
+        setup(registry)
+    finally:
+        registry.close()
+    server = start_server(settings.home, tmp, "--workers", "1", *args)
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
 
 
 def register(

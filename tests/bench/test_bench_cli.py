@@ -11,9 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import RunningServer, TabularModels, cli, register, start_server
-from servion.config import Settings
-from servion.registry import ModelRegistry
+from conftest import RunningServer, TabularModels, cli, register, served
 
 needs_wrk = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 # Loose objectives: these tests check the numbers are sane, not that a CI box is fast.
@@ -26,13 +24,8 @@ def server(
 ) -> Iterator[RunningServer]:
     """One server for the module: starting one per test would cost more than the tests."""
     tmp = tmp_path_factory.mktemp("bench")
-    settings = Settings.load(home=tmp / "home")
-    registry = ModelRegistry(settings)
-    register(registry, "tabular", tabular.onnx)
-    registry.close()
-    srv = start_server(settings.home, tmp, "--workers", "1")
-    yield srv
-    srv.stop()
+    with served(tmp, lambda r: register(r, "tabular", tabular.onnx)) as srv:
+        yield srv
 
 
 def bench(tmp_path: Path, server: RunningServer, *args: str) -> tuple[int, dict[str, Any]]:

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from conftest import RunningServer, TabularModels, register
-from servion.registry import ModelRegistry
+from conftest import RunningServer, TabularModels, register, served
 
 ROW = [0.1] * 32
 
@@ -23,17 +22,10 @@ def good(**overrides: object) -> dict[str, object]:
 def server(
     tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels
 ) -> Iterator[RunningServer]:
-    from conftest import start_server
-    from servion.config import Settings
-
     tmp = tmp_path_factory.mktemp("bad-input")
-    settings = Settings.load(home=tmp / "home")
-    reg = ModelRegistry(settings)
-    register(reg, "tabular", tabular.onnx)
-    reg.close()
-    srv = start_server(settings.home, tmp, "--workers", "1", "--max-body-bytes", "65536")
-    yield srv
-    srv.stop()
+    setup = lambda r: register(r, "tabular", tabular.onnx)  # noqa: E731
+    with served(tmp, setup, "--max-body-bytes", "65536") as srv:
+        yield srv
 
 
 CASES: list[tuple[str, str, bytes | dict[str, object], dict[str, str], int, str]] = [

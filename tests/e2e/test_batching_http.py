@@ -14,8 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import RunningServer, TabularModels, cli, register, start_server
-from servion.config import Settings
+from conftest import RunningServer, TabularModels, cli, register, served
 from servion.registry import ModelRegistry
 
 SLOW = """
@@ -42,15 +41,14 @@ def server(
 ) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("batching")
     (tmp / "slow.py").write_text(SLOW)
-    settings = Settings.load(home=tmp / "home")
-    registry = ModelRegistry(settings)
-    register(registry, "tabular", tabular.onnx)
-    register(registry, "slow", tmp / "slow.py", trust_code=True)
-    registry.set_batching("slow", {"execution": "thread", "max_queue_size": 3})
-    registry.close()
-    srv = start_server(settings.home, tmp, "--workers", "1")
-    yield srv
-    srv.stop()
+
+    def setup(registry: ModelRegistry) -> None:
+        register(registry, "tabular", tabular.onnx)
+        register(registry, "slow", tmp / "slow.py", trust_code=True)
+        registry.set_batching("slow", {"execution": "thread", "max_queue_size": 3})
+
+    with served(tmp, setup) as srv:
+        yield srv
 
 
 def _body(x: np.ndarray, name: str = "X", **parameters: int) -> dict[str, object]:

@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as tc
 
-from conftest import RunningServer, register, start_server
-from servion.config import Settings
-from servion.registry import ModelRegistry
+from conftest import RunningServer, register, served
 
 DTYPES = {
     "BOOL": np.bool_,
@@ -65,13 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("dtypes")
     path = Path(tmp / "echo.py")
     path.write_text(ECHO.format(types=list(DTYPES)))
-    settings = Settings.load(home=tmp / "home")
-    registry = ModelRegistry(settings)
-    register(registry, "echo", path, trust_code=True)
-    registry.close()
-    srv = start_server(settings.home, tmp, "--workers", "1")
-    yield srv
-    srv.stop()
+    with served(tmp, lambda r: register(r, "echo", path, trust_code=True)) as srv:
+        yield srv
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])

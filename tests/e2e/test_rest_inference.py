@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tritonclient.http as tc
 
-from conftest import RunningServer, TabularModels, register, start_server
-from servion.config import Settings
+from conftest import RunningServer, TabularModels, register, served
 from servion.registry import ModelRegistry
 
 
@@ -19,15 +18,14 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels
 ) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("rest")
-    settings = Settings.load(home=tmp / "home")
-    registry = ModelRegistry(settings)
-    register(registry, "tabular", tabular.onnx)
-    register(registry, "tabsk", tabular.joblib)
-    register(registry, "tabsk", tabular.skops, "v1.1.0")
-    registry.close()
-    srv = start_server(settings.home, tmp, "--workers", "1")
-    yield srv
-    srv.stop()
+
+    def setup(registry: ModelRegistry) -> None:
+        register(registry, "tabular", tabular.onnx)
+        register(registry, "tabsk", tabular.joblib)
+        register(registry, "tabsk", tabular.skops, "v1.1.0")
+
+    with served(tmp, setup) as srv:
+        yield srv
 
 
 def client(server: RunningServer) -> tc.InferenceServerClient:
