@@ -228,3 +228,13 @@ def test_workers_exit_when_the_supervisor_is_killed(
     server.proc.wait(10)
     _, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive
+
+
+def test_a_port_in_use_is_refused(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home)
+    done = cli(registry.settings.home, "serve", "--port", str(server.port))
+    assert done.returncode == 2 and "cannot listen" in done.stderr
+    assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200

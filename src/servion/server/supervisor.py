@@ -73,6 +73,20 @@ def bind(host: str, port: int, *, reuse_port: bool = False, listen: bool = True)
     return sock
 
 
+def _reserve(host: str, port: int) -> socket.socket:
+    """The supervisor's socket: the listener itself, or under SO_REUSEPORT a holder of the port."""
+    if not REUSE_PORT:
+        return bind(host, port)
+    # A plain bind first, so a port another server already uses is refused
+    # (a SO_REUSEPORT bind would silently share it with that server).
+    probe = bind(host, port, listen=False)
+    port = probe.getsockname()[1]
+    probe.close()
+    # This socket never listens, so it gets no connections; it holds the port
+    # while workers come and go.
+    return bind(host, port, reuse_port=True, listen=False)
+
+
 def _write_port_file(path: Path, port: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{port}\n")
@@ -82,10 +96,7 @@ def _write_port_file(path: Path, port: int) -> None:
 def serve(settings: Settings, port_file: Path | None = None) -> int:
     """Run the server until SIGTERM/SIGINT; return the exit code."""
     admin_required = check_bind_safety(settings)
-    # Under SO_REUSEPORT this socket only holds the port (it never listens, so it
-    # gets no connections) while workers come and go.
-    sock = bind(settings.server.host, settings.server.port, reuse_port=REUSE_PORT,
-                listen=not REUSE_PORT)  # fmt: skip
+    sock = _reserve(settings.server.host, settings.server.port)
     port = sock.getsockname()[1]
     if port_file is not None:
         _write_port_file(port_file, port)
