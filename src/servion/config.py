@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,10 @@ class ServerSettings(BaseSettings):
     """How long in-flight requests may run after SIGTERM before workers exit anyway."""
     sync_interval_s: float = 0.2
     """How often each worker checks the registry for load/unload changes."""
+    http: Literal["native", "uvicorn"] = "native"
+    """HTTP front end: servion's own (httptools) or uvicorn running the ASGI app."""
+    keep_alive_s: float = Field(default=5.0, gt=0)
+    """Idle keep-alive connections are closed after this many seconds."""
 
 
 class Settings(BaseModel):

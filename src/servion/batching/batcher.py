@@ -122,6 +122,24 @@ class DynamicBatcher:
         timeout_us: int = 0,
     ) -> tuple[Arrays, int, int]:
         """Queue one validated request; return (outputs, queue ns, execution ns)."""
+        answer = self.submit_nowait(arrays, rows, outputs, priority, timeout_us)
+        if isinstance(answer, tuple):
+            return answer
+        return await answer
+
+    def submit_nowait(
+        self,
+        arrays: Arrays,
+        rows: int,
+        outputs: Sequence[str] | None,
+        priority: int = 0,
+        timeout_us: int = 0,
+    ) -> tuple[Arrays, int, int] | asyncio.Future[tuple[Arrays, int, int]]:
+        """``submit`` without a coroutine: the answer itself when the request ran
+        inline, otherwise a future of it (cancel it to withdraw the request).
+
+        Must be called from the event loop's thread while it runs.
+        """
         if self._closed:
             raise ModelNotReady(self.label.split(":")[0], None, "unloading")
         if len(self._queue) >= self.config.max_queue_size:
@@ -150,7 +168,7 @@ class DynamicBatcher:
         heapq.heappush(self._queue, (level, next(self._seq), _Pending(job, future, now, deadline)))
         self._queued_rows += rows
         self._schedule()
-        return await future
+        return future
 
     def _run_inline(
         self, arrays: Arrays, rows: int, outputs: Sequence[str] | None

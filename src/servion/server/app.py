@@ -7,9 +7,11 @@ parses once, validates against precomputed checks, runs the model inline
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import numpy as np
@@ -20,11 +22,11 @@ from servion.errors import (
     ModelNotFound,
     ServionError,
     Unauthorized,
-    UnsupportedMediaType,
     quoted,
 )
 from servion.protocol import (
     InferOutput,
+    InferRequest,
     InferResponse,
     Limits,
     decode_infer_request,
@@ -34,23 +36,32 @@ from servion.protocol import (
     parse_header_length,
 )
 from servion.server.control import Control
-from servion.server.http import JSON_HEADERS, Receive, Request, Scope, Send, send_bytes, send_json
+from servion.server.http import (
+    EMPTY_HEADERS,
+    JSON_HEADERS,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    json_response,
+    read_asgi,
+    send_asgi,
+)
 from servion.server.loaded import LoadedModel
 from servion.server.manager import ModelManager
 from servion.server.v1 import predict_v1
+from servion.types import Arrays
 
 log = logging.getLogger("servion.server")
 perf_ns = time.perf_counter_ns
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
-# Bodies that would need unpickling are refused by type, before they are read.
-PICKLE_TYPES = (
-    b"application/python-pickle",
-    b"application/x-python-pickle",
-    b"application/pickle",
-    b"application/x-pickle",
-)
+Answer = Response | Awaitable[Response]
+"""A response now, or something to await for it (a queued inference, a control call)."""
+
+OCTET_STREAM = b"application/octet-stream"
 
 
 def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
@@ -68,8 +79,20 @@ class _NoRoute(Exception):
     pass
 
 
+def error_response(exc: ServionError) -> Response:
+    status, headers = http_status_for(exc)
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    return status, encode_error(exc.message), JSON_HEADERS + extra if extra else JSON_HEADERS
+
+
+def _internal_error(req: Request) -> Response:
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("request_failed", extra={"request_id": request_id, "path": quoted(req.path)})
+    return 500, encode_error(f"internal error (request id {request_id})"), JSON_HEADERS
+
+
 class ServionApp:
-    """The ASGI callable one worker process serves."""
+    """One worker's REST handlers, and the ASGI callable that carries them."""
 
     def __init__(
         self, manager: ModelManager, control: Control, limits: Limits, server_version: str
@@ -82,70 +105,69 @@ class ServionApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self._http(Request(scope, receive), send)
+            req = await read_asgi(scope, receive, self.limits.max_body_bytes)
+            if isinstance(req, ServionError):
+                return await send_asgi(send, error_response(req))
+            answer = self.respond(req)
+            await send_asgi(send, answer if isinstance(answer, tuple) else await answer)
         elif scope["type"] == "lifespan":
             await self.control.lifespan(receive, send)
 
-    async def _http(self, req: Request, send: Send) -> None:
+    def respond(self, req: Request) -> Answer:
+        """The answer to ``req``; never raises (errors become their HTTP responses)."""
         try:
-            await self._dispatch(req, send)
+            return self._dispatch(req)
         except ServionError as exc:
-            status, headers = http_status_for(exc)
-            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-            await send_bytes(send, status, encode_error(exc.message), JSON_HEADERS + extra)
+            return error_response(exc)
         except _NoRoute:
-            await send_bytes(
-                send, 404, encode_error(f"no route for {req.method} {quoted(req.path)}")
-            )
+            message = encode_error(f"no route for {req.method} {quoted(req.path)}")
+            return 404, message, JSON_HEADERS
         except Exception:
-            request_id = uuid.uuid4().hex[:16]
-            log.exception(
-                "request_failed", extra={"request_id": request_id, "path": quoted(req.path)}
-            )
-            await send_bytes(send, 500, encode_error(f"internal error (request id {request_id})"))
+            return _internal_error(req)
 
-    async def _dispatch(self, req: Request, send: Send) -> None:
+    def _dispatch(self, req: Request) -> Answer:
         parts = req.path.strip("/").split("/")
         head = parts[0]
         if head == "v2":
             if len(parts) > 2 and parts[1] == "models" and parts[2] != "stats":
-                return await self._model(req, send, *_model_route(parts[2:]))
-            return await self._v2_other(req, send, parts[1:])
+                return self._model(req, *_model_route(parts[2:]))
+            return self._v2_other(req, parts[1:])
         if head == "v1" and len(parts) >= 2 and parts[1] == "models":
-            return await self._v1(req, send, parts[2:])
+            return self._v1(req, parts[2:])
         raise _NoRoute
 
-    async def _model(
-        self, req: Request, send: Send, name: str, version: str | None, action: str
-    ) -> None:
+    async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
+        try:
+            return await work
+        except ServionError as exc:
+            return error_response(exc)
+        except Exception:
+            return _internal_error(req)
+
+    def _model(self, req: Request, name: str, version: str | None, action: str) -> Answer:
         if action == "infer" and req.method == "POST":
-            return await self._infer(req, send, self.manager.resolve(name, version))
+            return self._infer(req, self.manager.resolve(name, version))
         if req.method != "GET":
             raise _NoRoute
         if action == "":
             model = self.manager.resolve(name, version)
-            return await send_json(send, 200, model.metadata(self.manager.served[name]))
+            return json_response(200, model.metadata(self.manager.served[name]))
         if action == "ready":
             model = self.manager.resolve(name, version)  # 404 / 503 when it is not
-            return await send_json(send, 200, {"name": model.name, "ready": True})
+            return json_response(200, {"name": model.name, "ready": True})
         if action == "stats":
-            return await send_json(send, 200, await self.control.stats(name, version))
+            return self._guard(self._stats(name, version), req)
         if action == "config":
-            return await send_json(send, 200, self._config(self.manager.resolve(name, version)))
+            return json_response(200, self._config(self.manager.resolve(name, version)))
         raise _NoRoute
 
-    async def _infer(self, req: Request, send: Send, model: LoadedModel) -> None:
+    def _infer(self, req: Request, model: LoadedModel) -> Answer:
         t0 = perf_ns()
         try:
-            content_type = req.header(b"content-type")
-            if content_type is not None and content_type.split(b";")[0].strip() in PICKLE_TYPES:
-                raise UnsupportedMediaType("pickled request bodies are never accepted: send JSON")
-            body = await req.body(self.limits.max_body_bytes)
-            t0 = perf_ns()
             header_length = parse_header_length(
                 _text(req.header(b"inference-header-content-length"))
             )
-            request = decode_infer_request(body, header_length, self.limits)
+            request = decode_infer_request(req.body, header_length, self.limits)
             arrays, batch = model.validate(request.inputs)
             wanted = None
             if request.outputs:
@@ -155,55 +177,104 @@ class ServionApp:
                 request_scheduling(request.parameters) if request.parameters else (0, 0)
             )
             t1 = perf_ns()
-            results, t_queue, t_infer = await model.batcher.submit(
-                arrays, batch, wanted, priority, timeout
-            )
-            t2 = perf_ns()
-            names = wanted or [s.name for s in model.signature.outputs]
-            outputs = [InferOutput.of(n, np.asarray(results[n])) for n in names]
-            response = InferResponse(model.name, model.version, request.id, outputs)
-            payload, json_length = encode_infer_response(
-                response, request.outputs, request.binary_output_default
-            )
+            answer = model.batcher.submit_nowait(arrays, batch, wanted, priority, timeout)
+            if isinstance(answer, tuple):
+                return self._infer_done(model, request, wanted, batch, t0, t1, answer)
         except ServionError:
             model.stats.record_failure(perf_ns() - t0)
             raise
-        t3 = perf_ns()
-        model.stats.record_request(batch, t_queue, t1 - t0, t_infer, t3 - t2)
+        # Queued: answer when the batch that carries this request has run.
+        queued = answer
+        out: asyncio.Future[Response] = queued.get_loop().create_future()
+
+        def deliver(done: asyncio.Future[tuple[Arrays, int, int]]) -> None:
+            if out.done():
+                return
+            if done.cancelled():
+                out.cancel()
+                return
+            try:
+                out.set_result(
+                    self._infer_done(model, request, wanted, batch, t0, t1, done.result())
+                )
+            except ServionError as exc:
+                model.stats.record_failure(perf_ns() - t0)
+                out.set_result(error_response(exc))
+            except Exception:
+                out.set_result(_internal_error(req))
+
+        def withdraw(o: asyncio.Future[Response]) -> None:
+            # The caller went away: the batcher skips a cancelled request.
+            if o.cancelled():
+                queued.cancel()
+
+        queued.add_done_callback(deliver)
+        out.add_done_callback(withdraw)
+        return out
+
+    def _infer_done(
+        self,
+        model: LoadedModel,
+        request: InferRequest,
+        wanted: list[str] | None,
+        batch: int,
+        t0: int,
+        t1: int,
+        answer: tuple[Arrays, int, int],
+    ) -> Response:
+        results, t_queue, t_infer = answer
+        t2 = perf_ns()
+        names = wanted or model.output_order
+        outputs = [InferOutput.of(n, np.asarray(results[n])) for n in names]
+        response = InferResponse(model.name, model.version, request.id, outputs)
+        payload, json_length = encode_infer_response(
+            response, request.outputs, request.binary_output_default
+        )
+        model.stats.record_request(batch, t_queue, t1 - t0, t_infer, perf_ns() - t2)
         if json_length is None:
-            return await send_bytes(send, 200, payload)
+            return 200, payload, JSON_HEADERS
         headers = [
-            (b"content-type", b"application/octet-stream"),
+            (b"content-type", OCTET_STREAM),
             (b"inference-header-content-length", str(json_length).encode()),
         ]
-        await send_bytes(send, 200, payload, headers)
+        return 200, payload, headers
 
-    async def _v2_other(self, req: Request, send: Send, rest: list[str]) -> None:
+    async def _stats(self, name: str | None, version: str | None) -> Response:
+        return json_response(200, await self.control.stats(name, version))
+
+    async def _load(self, name: str) -> Response:
+        await self.control.load(name)
+        return 200, b"", EMPTY_HEADERS
+
+    async def _unload(self, name: str) -> Response:
+        await self.control.unload(name)
+        return 200, b"", EMPTY_HEADERS
+
+    def _v2_other(self, req: Request, rest: list[str]) -> Answer:
         route = (req.method, *rest)
         if route == ("GET",) or route == ("GET", ""):
-            return await send_json(send, 200, self._metadata)
+            return json_response(200, self._metadata)
         if route == ("GET", "health", "live"):
-            return await send_json(send, 200, {"live": True})
+            return json_response(200, {"live": True})
         if route == ("GET", "health", "ready"):
             ready = self.manager.ready and not self.draining
-            return await send_json(send, 200 if ready else 503, {"ready": ready})
+            return json_response(200 if ready else 503, {"ready": ready})
         if route == ("GET", "models", "stats"):
-            return await send_json(send, 200, await self.control.stats(None, None))
+            return self._guard(self._stats(None, None), req)
         if route == ("POST", "repository", "index"):
-            return await send_json(send, 200, await self.control.index(req))
+            return json_response(200, self.control.index(req.body_within(64 * 1024)))
         if len(rest) == 4 and rest[:2] == ["repository", "models"] and req.method == "POST":
-            self._require_admin(req)
             if rest[3] == "load":
-                await self.control.load(rest[2])
-                return await send_bytes(send, 200, b"")
+                self._require_admin(req)
+                return self._guard(self._load(rest[2]), req)
             if rest[3] == "unload":
-                await self.control.unload(rest[2])
-                return await send_bytes(send, 200, b"")
+                self._require_admin(req)
+                return self._guard(self._unload(rest[2]), req)
         raise _NoRoute
 
-    async def _v1(self, req: Request, send: Send, rest: list[str]) -> None:
+    def _v1(self, req: Request, rest: list[str]) -> Answer:
         if not rest and req.method == "GET":
-            return await send_json(send, 200, {"models": sorted(self.manager.latest)})
+            return json_response(200, {"models": sorted(self.manager.latest)})
         if len(rest) != 1:
             raise _NoRoute
         name, _, verb = rest[0].partition(":")
@@ -211,12 +282,14 @@ class ServionApp:
             ready = name in self.manager.latest
             if not ready and not any(s.name == name for s in self.manager.states):
                 raise ModelNotFound(name)
-            return await send_json(send, 200, {"name": name, "ready": ready})
+            return json_response(200, {"name": name, "ready": ready})
         if req.method == "POST" and verb == "predict":
             model = self.manager.resolve(name, None)
-            body = await req.body(self.limits.max_body_bytes)
-            return await send_bytes(send, 200, await predict_v1(model, body, self.limits))
+            return self._guard(self._predict_v1(model, req.body), req)
         raise _NoRoute
+
+    async def _predict_v1(self, model: LoadedModel, body: bytes) -> Response:
+        return 200, await predict_v1(model, body, self.limits), JSON_HEADERS
 
     def _require_admin(self, req: Request) -> None:
         if not self.control.admin_required:

@@ -18,7 +18,7 @@ import orjson
 
 from servion.errors import InvalidInput, ModelNotFound, ModelNotReady
 from servion.registry import ModelRegistry
-from servion.server.http import Receive, Request, Send
+from servion.server.http import Receive, Send
 from servion.server.manager import ModelManager
 from servion.server.stats import merge, to_triton
 
@@ -53,26 +53,34 @@ class Control:
 
     # -- lifespan --------------------------------------------------------------
 
+    async def startup(self) -> None:
+        """Load what the registry says to serve, report, and start following it."""
+        await self.manager.reconcile()
+        await asyncio.to_thread(self._report)
+        self._task = asyncio.create_task(self._sync_loop())
+
+    async def shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.registry.remove_worker, self.worker_id)
+
     async def lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: ``startup`` and ``shutdown`` as messages."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.manager.reconcile()
-                    await asyncio.to_thread(self._report)
+                    await self.startup()
                 except Exception as exc:
                     log.exception("worker_start_failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
-                self._task = asyncio.create_task(self._sync_loop())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._task is not None:
-                    self._task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._task
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.registry.remove_worker, self.worker_id)
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -131,8 +139,7 @@ class Control:
 
     # -- model repository --------------------------------------------------------
 
-    async def index(self, req: Request) -> list[dict[str, str]]:
-        body = await req.body(64 * 1024)
+    def index(self, body: bytes) -> list[dict[str, str]]:
         only_ready = False
         if body.strip():
             try:

@@ -54,7 +54,8 @@ class LoadedModel:
         )
         self._checks = _checks(self.signature)
         self._expected = sorted(self._checks)
-        self.output_names = frozenset(s.name for s in self.signature.outputs)
+        self.output_order = [s.name for s in self.signature.outputs]
+        self.output_names = frozenset(self.output_order)
 
     def validate(self, inputs: Sequence[Any]) -> tuple[Arrays, int]:
         """Check decoded inputs against the signature; return them by name and the batch size."""

@@ -1,4 +1,4 @@
-"""One worker process: the app, its models, and uvicorn on the shared socket."""
+"""One worker process: the app, its models, and its HTTP front end on the shared socket."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from servion.config import Settings
 from servion.logs import configure_logging
 from servion.protocol import Limits
 from servion.registry import ModelRegistry
+from servion.server import native
 from servion.server.app import ServionApp
 from servion.server.control import Control
 from servion.server.manager import ModelManager
@@ -57,6 +58,14 @@ def run_worker(
     configure_logging()
     app = build_app(settings, admin_required)
     app.control.supervisor_pid = supervisor_pid
+    if settings.server.http == "native":
+        code = native.run(
+            app,
+            sock,
+            graceful_timeout_s=settings.server.graceful_timeout_s,
+            keep_alive_s=settings.server.keep_alive_s,
+        )
+        sys.exit(code)
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -70,6 +79,7 @@ def run_worker(
         proxy_headers=False,
         date_header=False,
         timeout_graceful_shutdown=int(settings.server.graceful_timeout_s),
+        timeout_keep_alive=int(max(1, settings.server.keep_alive_s)),
         h11_max_incomplete_event_size=64 * 1024,
     )
     _DrainingServer(config, app).run(sockets=[sock])
