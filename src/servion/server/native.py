@@ -132,7 +132,8 @@ class HttpProtocol(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, "protocol upgrades are not supported: send plain HTTP/1.1")
+            if not self.dead:
+                self._refuse(400, "protocol upgrades are not supported: send plain HTTP/1.1")
         except httptools.HttpParserError as exc:
             if not self.dead:
                 self._refuse(400, f"malformed HTTP request: {_reason(exc)}")
@@ -164,16 +165,25 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_bytes += len(url)
+        if self._head_bytes > MAX_HEADER_BYTES:
+            self._head_too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_bytes += len(name) + len(value)
+        if self._head_bytes > MAX_HEADER_BYTES:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        # Checked as the bytes arrive, so a client cannot make the server buffer more.
+        if not self.dead:
+            self._refuse(431, f"the request line and headers exceed {MAX_HEADER_BYTES} bytes")
 
     def on_headers_complete(self) -> None:
         if self.dead:
             return
-        if self._head_bytes > MAX_HEADER_BYTES:
-            self._refuse(431, f"the request line and headers exceed {MAX_HEADER_BYTES} bytes")
+        if self.parser.should_upgrade():
+            self._refuse(400, "protocol upgrades are not supported: send plain HTTP/1.1")
             return
         refusal = refuse_before_body(self._headers, self.limit)
         if refusal is not None:
