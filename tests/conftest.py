@@ -97,6 +97,12 @@ class RunningServer:
     url: str
     port: int
     log_path: Path
+    grpc_port: int | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        assert self.grpc_port is not None, "this server was started without gRPC"
+        return f"127.0.0.1:{self.grpc_port}"
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -130,6 +136,11 @@ def start_server(
     ready: bool = True,
 ) -> RunningServer:
     port_file = tmp / f"port-{time.monotonic_ns()}"
+    grpc_port_file = tmp / f"grpc-port-{time.monotonic_ns()}"
+    # Any free gRPC port unless the test chose: parallel servers must not collide.
+    grpc_args = [] if "--grpc-port" in args or "--no-grpc" in args else ["--grpc-port", "0"]
+    if "--no-grpc" not in args:
+        grpc_args += ["--grpc-port-file", str(grpc_port_file)]
     log_path = tmp / f"server-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -144,6 +155,7 @@ def start_server(
                 "0",
                 "--port-file",
                 str(port_file),
+                *grpc_args,
                 *args,
             ],
             stdout=log,
@@ -158,7 +170,8 @@ def start_server(
             raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
         time.sleep(0.05)
     port = int(port_file.read_text())
-    server = RunningServer(proc, f"http://127.0.0.1:{port}", port, log_path)
+    grpc_port = int(grpc_port_file.read_text()) if grpc_port_file.exists() else None
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", port, log_path, grpc_port)
     if ready:
         try:
             wait_ready(server.url, proc)

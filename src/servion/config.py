@@ -85,6 +85,11 @@ class ServerSettings(BaseSettings):
     """HTTP front end: servion's own (httptools) or uvicorn running the ASGI app."""
     keep_alive_s: float = Field(default=5.0, gt=0)
     """Idle keep-alive connections are closed after this many seconds."""
+    grpc: bool = True
+    """Serve the Open Inference Protocol over gRPC as well, on ``grpc_port``."""
+    grpc_port: int = Field(default=8081, ge=0, le=65535)
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    """Largest gRPC message either way; larger ones get RESOURCE_EXHAUSTED."""
 
 
 class Settings(BaseModel):

@@ -52,7 +52,13 @@ Stop the server with Ctrl-C.
 @server_options
 @click.pass_obj
 @refusals_exit_2
-def quickstart(ctx: Context, /, port_file: Path | None, **overrides: Any) -> None:
+def quickstart(
+    ctx: Context,
+    /,
+    port_file: Path | None,
+    grpc_port_file: Path | None,
+    **overrides: Any,
+) -> None:
     """Build a demo model, register it as demo v1.0.0, serve it, print client examples."""
     configure_logging("WARNING")
     settings = with_server_overrides(ctx.settings, **overrides)
@@ -71,4 +77,4 @@ def quickstart(ctx: Context, /, port_file: Path | None, **overrides: Any) -> Non
     click.echo(f"serving on http://{host}:{port if port else '<port in --port-file>'}")
     click.echo(examples(host, port if port else "PORT"))
     sys.stdout.flush()
-    sys.exit(run_server(settings, port_file))
+    sys.exit(run_server(settings, port_file, grpc_port_file))

@@ -36,6 +36,24 @@ def server_options(func: Any) -> Any:
             help="Write the bound port here once listening.",
         ),
         click.option(
+            "--grpc-port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="gRPC port (default 8081; 0 = any free).",
+        ),
+        click.option(
+            "--grpc/--no-grpc",
+            "grpc",
+            default=None,
+            help="Serve the Open Inference Protocol over gRPC too (default on).",
+        ),
+        click.option(
+            "--grpc-port-file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Write the bound gRPC port here once listening.",
+        ),
+        click.option(
             "--max-batch-size",
             type=click.IntRange(1, 65_536),
             default=None,
@@ -90,8 +108,14 @@ def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
 @server_options
 @click.pass_obj
 @refusals_exit_2
-def serve(ctx: Context, /, port_file: Path | None, **overrides: Any) -> None:
-    """Serve every registered model over the Open Inference Protocol (REST)."""
+def serve(
+    ctx: Context,
+    /,
+    port_file: Path | None,
+    grpc_port_file: Path | None,
+    **overrides: Any,
+) -> None:
+    """Serve every registered model over the Open Inference Protocol (REST and gRPC)."""
     configure_logging()
     settings = with_server_overrides(ctx.settings, **overrides)
-    sys.exit(run_server(settings, port_file))
+    sys.exit(run_server(settings, port_file, grpc_port_file))

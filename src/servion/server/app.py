@@ -12,11 +12,8 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Protocol
 
-import numpy as np
-
-from servion.batching import request_scheduling
 from servion.errors import (
     InvalidInput,
     ModelNotFound,
@@ -25,7 +22,6 @@ from servion.errors import (
     quoted,
 )
 from servion.protocol import (
-    InferOutput,
     InferRequest,
     InferResponse,
     Limits,
@@ -48,6 +44,7 @@ from servion.server.http import (
     read_asgi,
     send_asgi,
 )
+from servion.server.inference import Admitted, admit, outputs_of
 from servion.server.loaded import LoadedModel
 from servion.server.manager import ModelManager
 from servion.server.v1 import predict_v1
@@ -91,17 +88,65 @@ def _internal_error(req: Request) -> Response:
     return 500, encode_error(f"internal error (request id {request_id})"), JSON_HEADERS
 
 
+class FrontEnd(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self, grace_s: float) -> None: ...
+
+
 class ServionApp:
     """One worker's REST handlers, and the ASGI callable that carries them."""
 
     def __init__(
-        self, manager: ModelManager, control: Control, limits: Limits, server_version: str
+        self,
+        manager: ModelManager,
+        control: Control,
+        limits: Limits,
+        server_version: str,
+        graceful_timeout_s: float = 30.0,
     ) -> None:
         self.manager = manager
+        self.graceful_timeout_s = graceful_timeout_s
         self.control = control
         self.limits = limits
         self.draining = False
-        self._metadata = {"name": "servion", "version": server_version, "extensions": EXTENSIONS}
+        self.server_metadata: dict[str, Any] = {
+            "name": "servion",
+            "version": server_version,
+            "extensions": EXTENSIONS,
+        }
+        self.front_ends: list[FrontEnd] = []
+        """Other protocols served from this worker (gRPC), started after the models load."""
+
+    async def startup(self) -> None:
+        await self.control.startup()
+        for front_end in self.front_ends:
+            await front_end.start()
+
+    async def stop_front_ends(self, grace_s: float) -> None:
+        """Stop the other front ends, letting their calls finish within ``grace_s``."""
+        await asyncio.gather(*(f.stop(grace_s) for f in self.front_ends))
+
+    async def shutdown(self) -> None:
+        await self.control.shutdown()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """ASGI lifespan: ``startup`` and, after the server's drain, ``shutdown``."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("worker_start_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop_front_ends(self.graceful_timeout_s)
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -111,7 +156,7 @@ class ServionApp:
             answer = self.respond(req)
             await send_asgi(send, answer if isinstance(answer, tuple) else await answer)
         elif scope["type"] == "lifespan":
-            await self.control.lifespan(receive, send)
+            await self._lifespan(receive, send)
 
     def respond(self, req: Request) -> Answer:
         """The answer to ``req``; never raises (errors become their HTTP responses)."""
@@ -168,18 +213,11 @@ class ServionApp:
                 _text(req.header(b"inference-header-content-length"))
             )
             request = decode_infer_request(req.body, header_length, self.limits)
-            arrays, batch = model.validate(request.inputs)
-            wanted = None
-            if request.outputs:
-                wanted = [o.name for o in request.outputs]
-                model.check_outputs(wanted)
-            priority, timeout = (
-                request_scheduling(request.parameters) if request.parameters else (0, 0)
-            )
+            job = admit(model, request)
             t1 = perf_ns()
-            answer = model.batcher.submit_nowait(arrays, batch, wanted, priority, timeout)
+            answer = model.batcher.submit_nowait(*job)
             if isinstance(answer, tuple):
-                return self._infer_done(model, request, wanted, batch, t0, t1, answer)
+                return self._infer_done(model, request, job, t0, t1, answer)
         except ServionError:
             model.stats.record_failure(perf_ns() - t0)
             raise
@@ -194,9 +232,7 @@ class ServionApp:
                 out.cancel()
                 return
             try:
-                out.set_result(
-                    self._infer_done(model, request, wanted, batch, t0, t1, done.result())
-                )
+                out.set_result(self._infer_done(model, request, job, t0, t1, done.result()))
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0)
                 out.set_result(error_response(exc))
@@ -216,21 +252,19 @@ class ServionApp:
         self,
         model: LoadedModel,
         request: InferRequest,
-        wanted: list[str] | None,
-        batch: int,
+        job: Admitted,
         t0: int,
         t1: int,
         answer: tuple[Arrays, int, int],
     ) -> Response:
         results, t_queue, t_infer = answer
         t2 = perf_ns()
-        names = wanted or model.output_order
-        outputs = [InferOutput.of(n, np.asarray(results[n])) for n in names]
+        outputs = outputs_of(model, job.wanted, results)
         response = InferResponse(model.name, model.version, request.id, outputs)
         payload, json_length = encode_infer_response(
             response, request.outputs, request.binary_output_default
         )
-        model.stats.record_request(batch, t_queue, t1 - t0, t_infer, perf_ns() - t2)
+        model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
         if json_length is None:
             return 200, payload, JSON_HEADERS
         headers = [
@@ -253,7 +287,7 @@ class ServionApp:
     def _v2_other(self, req: Request, rest: list[str]) -> Answer:
         route = (req.method, *rest)
         if route == ("GET",) or route == ("GET", ""):
-            return json_response(200, self._metadata)
+            return json_response(200, self.server_metadata)
         if route == ("GET", "health", "live"):
             return json_response(200, {"live": True})
         if route == ("GET", "health", "ready"):

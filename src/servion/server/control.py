@@ -18,7 +18,6 @@ import orjson
 
 from servion.errors import InvalidInput, ModelNotFound, ModelNotReady
 from servion.registry import ModelRegistry
-from servion.server.http import Receive, Send
 from servion.server.manager import ModelManager
 from servion.server.stats import merge, to_triton
 
@@ -66,23 +65,6 @@ class Control:
                 await self._task
         with contextlib.suppress(Exception):
             await asyncio.to_thread(self.registry.remove_worker, self.worker_id)
-
-    async def lifespan(self, receive: Receive, send: Send) -> None:
-        """ASGI lifespan: ``startup`` and ``shutdown`` as messages."""
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("worker_start_failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -140,6 +122,7 @@ class Control:
     # -- model repository --------------------------------------------------------
 
     def index(self, body: bytes) -> list[dict[str, str]]:
+        """The repository index for a REST body (``{"ready": true|false}`` or empty)."""
         only_ready = False
         if body.strip():
             try:
@@ -149,6 +132,9 @@ class Control:
             if not isinstance(payload, dict) or not isinstance(payload.get("ready", False), bool):
                 raise InvalidInput('the index request must be {"ready": true|false}')
             only_ready = payload.get("ready", False)
+        return self.index_entries(only_ready)
+
+    def index_entries(self, only_ready: bool) -> list[dict[str, str]]:
         return [
             {"name": s.name, "version": s.version, "state": s.state, "reason": s.reason}
             for s in self.manager.states

@@ -319,9 +319,10 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await app.control.startup()
+        await app.startup()
     except Exception:
         log.exception("worker_start_failed")
+        await app.stop_front_ends(0)
         return 3
     shared = _Connections(app, keep_alive_s)
     server = await loop.create_server(lambda: HttpProtocol(shared), sock=sock, backlog=2048)
@@ -332,6 +333,7 @@ async def serve(
     shared.draining = True
     server.close()
     shared.sweep(loop.time())
+    others = asyncio.create_task(app.stop_front_ends(graceful_timeout_s))
     if shared.open:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shared.closed.wait(), graceful_timeout_s)
@@ -340,7 +342,8 @@ async def serve(
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await app.control.shutdown()
+    await others
+    await app.shutdown()
     return 0
 
 

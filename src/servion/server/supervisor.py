@@ -93,16 +93,38 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)  # readers never see a half-written number
 
 
-def serve(settings: Settings, port_file: Path | None = None) -> int:
+def serve(
+    settings: Settings, port_file: Path | None = None, grpc_port_file: Path | None = None
+) -> int:
     """Run the server until SIGTERM/SIGINT; return the exit code."""
     admin_required = check_bind_safety(settings)
-    sock = _reserve(settings.server.host, settings.server.port)
+    host = settings.server.host
+    sock = _reserve(host, settings.server.port)
     port = sock.getsockname()[1]
+    grpc_sock: socket.socket | None = None
+    if settings.server.grpc:
+        if not REUSE_PORT:
+            raise ConfigError("gRPC needs SO_REUSEPORT on this platform: pass --no-grpc")
+        try:
+            grpc_sock = _reserve(host, settings.server.grpc_port)
+        except ConfigError as exc:
+            sock.close()
+            raise ConfigError(f"gRPC: {exc} (choose another with --grpc-port)") from None
+        # Workers learn the port actually reserved (it was 0 when any would do).
+        grpc_port = grpc_sock.getsockname()[1]
+        server = settings.server.model_copy(update={"grpc_port": grpc_port})
+        settings = settings.model_copy(update={"server": server})
+        if grpc_port_file is not None:
+            _write_port_file(grpc_port_file, grpc_port)
     if port_file is not None:
         _write_port_file(port_file, port)
     log.info(
         "server_listening",
-        extra={"url": f"http://{settings.server.host}:{port}", "workers": settings.server.workers},
+        extra={
+            "url": f"http://{host}:{port}",
+            "grpc": f"{host}:{settings.server.grpc_port}" if grpc_sock else None,
+            "workers": settings.server.workers,
+        },
     )
     stopping = False
 
@@ -131,6 +153,8 @@ def serve(settings: Settings, port_file: Path | None = None) -> int:
             workers[i] = _start_worker(config, sock, admin_required)
     _stop(workers, settings.server.graceful_timeout_s)
     sock.close()
+    if grpc_sock is not None:
+        grpc_sock.close()
     log.info("server_stopped", extra={"exit_code": exit_code})
     return exit_code
 

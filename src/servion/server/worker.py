@@ -49,7 +49,22 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
     )
-    return ServionApp(manager, control, limits, __version__)
+    app = ServionApp(
+        manager, control, limits, __version__, graceful_timeout_s=settings.server.graceful_timeout_s
+    )
+    if settings.server.grpc:
+        # Imported only when served: grpc costs each worker about 14 MB.
+        from servion.server.grpc_server import GrpcFrontEnd
+
+        app.front_ends.append(
+            GrpcFrontEnd(
+                app,
+                settings.server.host,
+                settings.server.grpc_port,
+                settings.server.grpc_max_message_bytes,
+            )
+        )
+    return app
 
 
 def run_worker(

@@ -1,0 +1,248 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``).
+
+Runs in every worker process, on the worker's event loop, beside the REST front
+end: the same model manager, validation, batcher and statistics answer both;
+only the codec (``protocol/grpc``) differs. Errors carry the REST message with
+the status code of ``protocol/errors.py``'s table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError, Unauthorized
+from servion.protocol import InferResponse, grpc_code_for
+from servion.protocol.grpc import grpc_service_pb2 as pb
+from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
+from servion.server.app import ServionApp
+from servion.server.inference import admit, outputs_of
+
+log = logging.getLogger("servion.server")
+perf_ns = time.perf_counter_ns
+
+SERVICE = "inference.GRPCInferenceService"
+
+Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
+
+_DATA_TYPE = {
+    "BOOL": pb.TYPE_BOOL,
+    "UINT8": pb.TYPE_UINT8,
+    "UINT16": pb.TYPE_UINT16,
+    "UINT32": pb.TYPE_UINT32,
+    "UINT64": pb.TYPE_UINT64,
+    "INT8": pb.TYPE_INT8,
+    "INT16": pb.TYPE_INT16,
+    "INT32": pb.TYPE_INT32,
+    "INT64": pb.TYPE_INT64,
+    "FP16": pb.TYPE_FP16,
+    "FP32": pb.TYPE_FP32,
+    "FP64": pb.TYPE_FP64,
+    "BYTES": pb.TYPE_STRING,
+}
+
+
+class GrpcFrontEnd:
+    """One worker's gRPC server; several workers share the port with SO_REUSEPORT."""
+
+    def __init__(self, app: ServionApp, host: str, port: int, max_message_bytes: int) -> None:
+        self.app = app
+        self.manager = app.manager
+        self.control = app.control
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 1),
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+            ]
+        )
+        server.add_generic_rpc_handlers((self._handlers(),))
+        address = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        if server.add_insecure_port(address) == 0:
+            raise ConfigError(f"cannot listen for gRPC on {address}")
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls and let running ones finish within ``grace_s``."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        rpc = self._rpc
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "ServerLive": rpc(self._server_live, pb.ServerLiveRequest),
+                "ServerReady": rpc(self._server_ready, pb.ServerReadyRequest),
+                "ModelReady": rpc(self._model_ready, pb.ModelReadyRequest),
+                "ServerMetadata": rpc(self._server_metadata, pb.ServerMetadataRequest),
+                "ModelMetadata": rpc(self._model_metadata, pb.ModelMetadataRequest),
+                "ModelInfer": rpc(self._model_infer, pb.ModelInferRequest),
+                "ModelConfig": rpc(self._model_config, pb.ModelConfigRequest),
+                "ModelStatistics": rpc(self._model_statistics, pb.ModelStatisticsRequest),
+                "RepositoryIndex": rpc(self._repository_index, pb.RepositoryIndexRequest),
+                "RepositoryModelLoad": rpc(self._load, pb.RepositoryModelLoadRequest),
+                "RepositoryModelUnload": rpc(self._unload, pb.RepositoryModelUnloadRequest),
+            },
+        )
+
+    def _rpc(self, method: Handler, request_type: type[Message]) -> grpc.RpcMethodHandler:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            try:
+                return await method(request, context)
+            except ServionError as exc:
+                if isinstance(exc, Overloaded):
+                    seconds = max(1, int(exc.retry_after + 0.999))
+                    context.set_trailing_metadata((("retry-after", str(seconds)),))
+                code = getattr(grpc.StatusCode, grpc_code_for(exc))
+                await context.abort(code, exc.message)
+            except Exception:
+                request_id = uuid.uuid4().hex[:16]
+                log.exception("grpc_request_failed", extra={"request_id": request_id})
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+                )
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=request_type.FromString,
+            response_serializer=lambda message: message.SerializeToString(),
+        )
+
+    # -- health and metadata ---------------------------------------------------------
+
+    async def _server_live(self, _: pb.ServerLiveRequest, __: Any) -> Message:
+        return pb.ServerLiveResponse(live=True)
+
+    async def _server_ready(self, _: pb.ServerReadyRequest, __: Any) -> Message:
+        return pb.ServerReadyResponse(ready=self.manager.ready and not self.app.draining)
+
+    async def _model_ready(self, request: pb.ModelReadyRequest, _: Any) -> Message:
+        try:
+            self.manager.resolve(request.name, request.version or None)
+        except ServionError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def _server_metadata(self, _: pb.ServerMetadataRequest, __: Any) -> Message:
+        meta = self.app.server_metadata
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def _model_metadata(self, request: pb.ModelMetadataRequest, _: Any) -> Message:
+        model = self.manager.resolve(request.name, request.version or None)
+        meta = model.metadata(self.manager.served[model.name])
+        return json_format.ParseDict(meta, pb.ModelMetadataResponse())
+
+    async def _model_config(self, request: pb.ModelConfigRequest, _: Any) -> Message:
+        model = self.manager.resolve(request.name, request.version or None)
+        batched = model.batched
+        # Triton's dims leave out the batch dimension when the model batches.
+        skip = 1 if batched else 0
+        config = pb.ModelConfig(
+            name=model.name,
+            platform=model.runtime.platform,
+            backend=model.meta.format,
+            max_batch_size=model.max_batch_size if batched else 0,
+            input=[
+                pb.ModelInput(name=s.name, data_type=_DATA_TYPE[s.datatype], dims=s.shape[skip:])
+                for s in model.signature.inputs
+            ],
+            output=[
+                pb.ModelOutput(name=s.name, data_type=_DATA_TYPE[s.datatype], dims=s.shape[skip:])
+                for s in model.signature.outputs
+            ],
+        )
+        if batched and model.batcher.config.dynamic:
+            cfg = model.batcher.config
+            config.dynamic_batching.CopyFrom(
+                pb.ModelDynamicBatching(
+                    preferred_batch_size=list(cfg.preferred_batch_sizes),
+                    max_queue_delay_microseconds=cfg.max_queue_delay_us,
+                    default_priority_level=cfg.default_priority,
+                    default_queue_policy=pb.ModelQueuePolicy(
+                        default_timeout_microseconds=cfg.default_timeout_us,
+                        max_queue_size=cfg.max_queue_size,
+                    ),
+                )
+            )
+        return pb.ModelConfigResponse(config=config)
+
+    async def _model_statistics(self, request: pb.ModelStatisticsRequest, _: Any) -> Message:
+        stats = await self.control.stats(request.name or None, request.version or None)
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    # -- model repository --------------------------------------------------------------
+
+    async def _repository_index(self, request: pb.RepositoryIndexRequest, _: Any) -> Message:
+        entries = self.control.index_entries(request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries]
+        )
+
+    async def _load(self, request: pb.RepositoryModelLoadRequest, context: Any) -> Message:
+        self._require_admin(context)
+        await self.control.load(_model_name(request.model_name))
+        return pb.RepositoryModelLoadResponse()
+
+    async def _unload(self, request: pb.RepositoryModelUnloadRequest, context: Any) -> Message:
+        self._require_admin(context)
+        await self.control.unload(_model_name(request.model_name))
+        return pb.RepositoryModelUnloadResponse()
+
+    def _require_admin(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        if not self.control.admin_required:
+            return
+        metadata = dict(context.invocation_metadata() or ())
+        auth = metadata.get("authorization")
+        if auth is None:
+            raise Unauthorized(
+                "this operation needs an admin token: metadata authorization: Bearer TOKEN"
+            )
+        value = auth.encode() if isinstance(auth, str) else auth
+        if not self.control.check_token(value):
+            raise Unauthorized("the admin token is not valid")
+
+    # -- inference ---------------------------------------------------------------------
+
+    async def _model_infer(self, request: pb.ModelInferRequest, _: Any) -> Message:
+        t0 = perf_ns()
+        model = self.manager.resolve(request.model_name, request.model_version or None)
+        try:
+            decoded = decode_model_infer(request, self.app.limits)
+            job = admit(model, decoded)
+            t1 = perf_ns()
+            answer = model.batcher.submit_nowait(*job)
+            results, t_queue, t_infer = answer if isinstance(answer, tuple) else await answer
+            t2 = perf_ns()
+            outputs = outputs_of(model, job.wanted, results)
+            response = InferResponse(model.name, model.version, decoded.id, outputs)
+            message = encode_model_infer(response, decoded.outputs)
+        except ServionError:
+            model.stats.record_failure(perf_ns() - t0)
+            raise
+        model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
+        return message
+
+
+def _model_name(name: str) -> str:
+    if not name:
+        raise InvalidInput("model_name is empty")
+    return name
