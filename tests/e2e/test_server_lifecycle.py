@@ -48,8 +48,9 @@ def test_binds_loopback_by_default(
     listening = [
         c.laddr for p in tree for c in p.net_connections() if c.status == psutil.CONN_LISTEN
     ]
-    assert listening and {a.ip for a in listening} == {"127.0.0.1"}
-    assert {a.port for a in listening} == {server.port}
+    # gRPC's listener is dual-stack: 127.0.0.1 appears as ::ffff:127.0.0.1.
+    assert listening and {a.ip.removeprefix("::ffff:") for a in listening} == {"127.0.0.1"}
+    assert {a.port for a in listening} == {server.port, server.grpc_port}
 
 
 def test_workers_agree_on_unload_and_stats(

@@ -66,8 +66,9 @@ class InferTarget:
         )
 
 
-def build_body(metadata: JSON, binary: bool) -> RequestBody:
-    """One row of each input in a model's V2 metadata (dynamic dimensions become 1).
+def build_body(metadata: JSON, binary: bool, batch_size: int = 1) -> RequestBody:
+    """``batch_size`` rows of each input in a model's V2 metadata (other dynamic
+    dimensions become 1).
 
     >>> meta = {"inputs": [{"name": "x", "datatype": "INT32", "shape": [-1, 2]}], "outputs": []}
     >>> build_body(meta, binary=False).content[:40]
@@ -82,7 +83,7 @@ def build_body(metadata: JSON, binary: bool) -> RequestBody:
             raise InvalidInput(f"input {quoted(spec.name)} has unknown datatype {spec.datatype}")
         if not binary and spec.datatype in _NO_JSON_FORM:
             raise InvalidInput(f"input {quoted(spec.name)} is {spec.datatype}: use --binary")
-    arrays = sample_inputs(signature, batch_size=1, seed=0)
+    arrays = sample_inputs(signature, batch_size=batch_size, seed=0)
     specs = {spec.name: spec.datatype for spec in signature.inputs}
     return _binary_body(arrays, specs) if binary else _json_body(arrays, specs)
 
@@ -104,7 +105,7 @@ def _data(arr: Array) -> Any:
 
 
 def _binary_body(arrays: dict[str, Array], datatypes: dict[str, str]) -> RequestBody:
-    raws = {name: _raw(arr, datatypes[name]) for name, arr in arrays.items()}
+    raws = {name: raw_bytes(arr, datatypes[name]) for name, arr in arrays.items()}
     inputs = [
         {
             "name": name,
@@ -119,7 +120,7 @@ def _binary_body(arrays: dict[str, Array], datatypes: dict[str, str]) -> Request
     return RequestBody(header + b"".join(raws.values()), BINARY_TYPE, len(header))
 
 
-def _raw(arr: Array, datatype: str) -> bytes:
+def raw_bytes(arr: Array, datatype: str) -> bytes:
     """Row-major little-endian bytes; BYTES elements get a 4-byte length prefix."""
     if datatype == "BYTES":
         items = [bytes(v) for v in arr.reshape(-1)]
@@ -147,7 +148,12 @@ def body_from_file(path: Path, binary: bool) -> RequestBody:
 
 
 def prepare_target(
-    url: str, model: str, binary: bool, body_file: Path | None, timeout_s: float = 10.0
+    url: str,
+    model: str,
+    binary: bool,
+    body_file: Path | None,
+    timeout_s: float = 10.0,
+    batch_size: int = 1,
 ) -> InferTarget:
     """Read the model's metadata (unless a body is given), build the body, and probe it.
 
@@ -162,7 +168,7 @@ def prepare_target(
         status, reply = _call(endpoint, encode_request(endpoint, "GET", meta_path), timeout_s)
         if status != 200:
             raise RuntimeFailure(f"metadata of model {quoted(model)}: {_describe(status, reply)}")
-        body = build_body(orjson.loads(reply), binary)
+        body = build_body(orjson.loads(reply), binary, batch_size)
     target = InferTarget(endpoint, model, body)
     status, reply = _call(endpoint, target.request_bytes(), timeout_s)
     if status != 200:

@@ -36,6 +36,13 @@ _POSITIVE = click.FloatRange(0, min_open=True)
 @click.option("--duration", type=_POSITIVE, default=10.0, show_default=True, help="Seconds.")
 @click.option("--binary", is_flag=True, help="Send tensors with the binary extension.")
 @click.option(
+    "--batch-size",
+    type=click.IntRange(1, 1_000_000),
+    default=1,
+    show_default=True,
+    help="Rows per request (the body built from the model's metadata).",
+)
+@click.option(
     "--body",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Send this body instead of one built from the model's metadata.",
@@ -58,6 +65,7 @@ def bench(
     rate: float | None,
     duration: float,
     binary: bool,
+    batch_size: int,
     body: Path | None,
     engine: Engine,
     timeout: float,
@@ -66,20 +74,34 @@ def bench(
     slo_error_rate: float | None,
     as_json: bool,
 ) -> None:
-    """Load URL (e.g. http://127.0.0.1:8080) with inference requests; check the SLO."""
+    """Load URL (http://127.0.0.1:8080, or grpc://127.0.0.1:8081 for gRPC) with
+    inference requests; check the SLO."""
     if concurrency is not None and rate is not None:
         raise click.UsageError("give --concurrency or --rate, not both")
     spec = LoadSpec(concurrency, rate, duration, timeout, engine)
     slo = Slo.for_run(rate, slo_p99_ms, slo_rps, slo_error_rate)
+    grpc = url.startswith("grpc://")
+    if grpc and (rate is not None or binary or body is not None or engine != "auto"):
+        raise click.UsageError(
+            "gRPC runs closed loop with raw tensors: drop --rate, --binary, --body, --engine"
+        )
     try:
-        target = prepare_target(url, model, binary, body, timeout)
-        result = run_load(target, spec)
+        if grpc:
+            from servion.bench import _grpc_engine
+
+            grpc_target = _grpc_engine.prepare_grpc_target(url, model, batch_size, timeout)
+            where = grpc_target.url
+            result = _grpc_engine.run(grpc_target, spec.connections, duration, timeout)
+        else:
+            target = prepare_target(url, model, binary, body, timeout, batch_size)
+            where = target.url
+            result = run_load(target, spec)
     except RuntimeFailure as exc:  # the server failed, not the arguments
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
     verdict = check_slo(result, slo)
     if as_json:
-        echo_json({"model": model, "url": target.url, **result.to_dict(), "slo": verdict.to_dict()})
+        echo_json({"model": model, "url": where, **result.to_dict(), "slo": verdict.to_dict()})
     else:
         _print(result, verdict)
     sys.exit(0 if verdict.met else 1)
