@@ -141,3 +141,49 @@ def test_bad_arguments_exit_2(
 def test_bad_url_exits_2(tmp_path: Path) -> None:
     done = cli(tmp_path, "bench", "https://example.invalid", "--model", "tabular")
     assert done.returncode == 2 and "plain HTTP only" in done.stderr
+
+
+def test_batch_size_and_grpc(tmp_path: Path, server: RunningServer) -> None:
+    before = inferences(server)
+    code, out = bench(
+        tmp_path, server, "--engine", "python", "--batch-size", "16", "--duration", "1", *EASY_SLO
+    )
+    assert code == 0, out
+    assert inferences(server) - before == 16 * (out["requests"] + 1)
+    done = cli(
+        tmp_path,
+        "bench",
+        f"grpc://{server.grpc_url}",
+        *("--model", "tabular", "--json", "--batch-size", "64", "--concurrency", "8"),
+        *("--duration", "1.5", *EASY_SLO),
+    )
+    assert done.returncode == 0, done.stderr
+    grpc_out = json.loads(done.stdout)
+    assert grpc_out["engine"] == "grpc" and grpc_out["error_count"] == 0
+    assert grpc_out["requests"] > 20 and grpc_out["slo"]["met"] is True
+    assert 0 < grpc_out["latency_ms"]["p50"] <= grpc_out["latency_ms"]["p99"]
+
+
+@pytest.mark.parametrize(
+    ("url", "args", "code", "words"),
+    [
+        ("grpc://nohost", (), 2, "grpc://HOST:PORT"),
+        ("grpc://127.0.0.1:1", ("--rate", "5"), 2, "closed loop"),
+        ("grpc://127.0.0.1:1", ("--timeout", "1"), 1, "metadata of model"),
+    ],
+    ids=["no-port", "rate", "nothing-listening"],
+)
+def test_grpc_refusals(
+    tmp_path: Path, url: str, args: tuple[str, ...], code: int, words: str
+) -> None:
+    done = cli(tmp_path, "bench", url, "--model", "tabular", "--duration", "1", *args)
+    assert done.returncode == code, (done.stdout, done.stderr)
+    assert words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_grpc_unknown_model_gives_the_servers_message(
+    tmp_path: Path, server: RunningServer
+) -> None:
+    done = cli(tmp_path, "bench", f"grpc://{server.grpc_url}", "--model", "nope")
+    assert done.returncode == 1
+    assert "NOT_FOUND" in done.stderr and "unknown model 'nope'" in done.stderr
