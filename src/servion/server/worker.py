@@ -7,8 +7,6 @@ import socket
 import sys
 from types import FrameType
 
-import uvicorn
-
 from servion._version import __version__
 from servion.batching import BatchingConfig
 from servion.config import Settings
@@ -20,18 +18,6 @@ from servion.server.app import ServionApp
 from servion.server.control import Control
 from servion.server.manager import ModelManager
 from servion.server.supervisor import bind
-
-
-class _DrainingServer(uvicorn.Server):
-    """Turns readiness false the moment a stop is asked for, before the listener closes."""
-
-    def __init__(self, config: uvicorn.Config, app: ServionApp) -> None:
-        super().__init__(config)
-        self.servion_app = app
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self.servion_app.draining = True
-        super().handle_exit(sig, frame)
 
 
 def build_app(settings: Settings, admin_required: bool) -> ServionApp:
@@ -81,6 +67,20 @@ def run_worker(
             keep_alive_s=settings.server.keep_alive_s,
         )
         sys.exit(code)
+    _run_uvicorn(app, settings, sock)
+
+
+def _run_uvicorn(app: ServionApp, settings: Settings, sock: socket.socket) -> None:
+    # Imported only when chosen: uvicorn costs each worker about 3 MB.
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """Turns readiness false the moment a stop is asked for, before the listener closes."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.draining = True
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(
         app,
         loop="uvloop",
@@ -97,7 +97,7 @@ def run_worker(
         timeout_keep_alive=int(max(1, settings.server.keep_alive_s)),
         h11_max_incomplete_event_size=64 * 1024,
     )
-    _DrainingServer(config, app).run(sockets=[sock])
+    DrainingServer(config).run(sockets=[sock])
 
 
 def main(argv: list[str] | None = None) -> None:
