@@ -99,9 +99,7 @@ def server(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     srv = start_server(
         home,
         tmp_path_factory.mktemp("grpc-run"),
-        "--workers",
-        "2",
-        env={"SERVION_SERVER_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT)},
+        *("--workers", "2", "--grpc-max-message-bytes", str(MESSAGE_LIMIT)),
     )
     yield srv
     srv.stop()

@@ -48,6 +48,12 @@ def server_options(func: Any) -> Any:
             help="Serve the Open Inference Protocol over gRPC too (default on).",
         ),
         click.option(
+            "--grpc-max-message-bytes",
+            type=click.IntRange(1024, 2**31 - 1),
+            default=None,
+            help="Largest gRPC message either way (default 64 MiB).",
+        ),
+        click.option(
             "--grpc-port-file",
             type=click.Path(path_type=Path),
             default=None,
