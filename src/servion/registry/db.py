@@ -75,6 +75,41 @@ worker_state = sa.Table(
 )
 
 
+# Deployments: every deploy or rollback appends a revision; ``endpoints`` points
+# at the one serving. Rollbacks are new revisions too, so history only grows.
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+endpoint_revisions = sa.Table(
+    "endpoint_revisions",
+    metadata,
+    sa.Column("endpoint", sa.String(64), primary_key=True),
+    sa.Column("revision", sa.Integer, primary_key=True),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("source_revision", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+# Admin API tokens: only a SHA-256 of each token is kept.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+)
+
+
 def _create_v1(conn: Connection) -> None:
     for table in (models, model_versions):
         table.create(conn, checkfirst=True)
@@ -92,7 +127,17 @@ def _add_batching_v3(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE models ADD COLUMN batching JSON"))
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_create_v1, _create_v2, _add_batching_v3)
+def _create_deployments_v4(conn: Connection) -> None:
+    for table in (endpoints, endpoint_revisions, tokens):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _create_v1,
+    _create_v2,
+    _add_batching_v3,
+    _create_deployments_v4,
+)
 
 
 def utcnow() -> str:

@@ -11,14 +11,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from servion.deploy import PIN_HEADER
 from servion.errors import (
     InvalidInput,
     ModelNotFound,
     ServionError,
-    Unauthorized,
     quoted,
 )
 from servion.protocol import (
@@ -31,6 +31,8 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
+from servion.routing import Route
+from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
     EMPTY_HEADERS,
@@ -59,6 +61,7 @@ Answer = Response | Awaitable[Response]
 """A response now, or something to await for it (a queued inference, a control call)."""
 
 OCTET_STREAM = b"application/octet-stream"
+PIN_HEADER_BYTES = PIN_HEADER.encode()
 
 
 def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
@@ -115,6 +118,7 @@ class ServionApp:
             "version": server_version,
             "extensions": EXTENSIONS,
         }
+        self.admin = AdminApi(control, manager, self._guard)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -181,6 +185,11 @@ class ServionApp:
             return self._v1(req, parts[2:])
         raise _NoRoute
 
+    async def _then(
+        self, answer: Awaitable[Response], step: Callable[[Response], Response]
+    ) -> Response:
+        return step(await answer)
+
     async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
         try:
             return await work
@@ -191,9 +200,23 @@ class ServionApp:
 
     def _model(self, req: Request, name: str, version: str | None, action: str) -> Answer:
         if action == "infer" and req.method == "POST":
+            if self.control.inference_auth:
+                self.control.authorize(req.header(b"authorization"), "viewer")
+            if version is None:
+                router = self.manager.endpoints.get(name)
+                if router is not None:
+                    route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
+                    try:
+                        model = self.manager.resolve(route.model, route.version)
+                    except ServionError:
+                        route.stats.record(0.0, ok=False)
+                        raise
+                    return self._infer(req, model, route)
             return self._infer(req, self.manager.resolve(name, version))
         if req.method != "GET":
             raise _NoRoute
+        if version is None and name in self.manager.endpoints:
+            return self._endpoint_info(name, action)
         if action == "":
             model = self.manager.resolve(name, version)
             return json_response(200, model.metadata(self.manager.served[name]))
@@ -206,8 +229,31 @@ class ServionApp:
             return json_response(200, self._config(self.manager.resolve(name, version)))
         raise _NoRoute
 
-    def _infer(self, req: Request, model: LoadedModel) -> Answer:
+    def _endpoint_info(self, name: str, action: str) -> Answer:
+        router = self.manager.endpoints[name]
+        models = [self.manager.resolve(r.model, r.version) for r in router.routes]
+        if action == "ready":
+            return json_response(200, {"name": name, "ready": True})
+        if action == "":
+            meta = models[0].metadata([r.label for r in router.routes])
+            return json_response(200, {**meta, "name": name})
+        if action == "config":
+            return json_response(200, {**self._config(models[0]), "name": name})
+        raise _NoRoute
+
+    def _infer(self, req: Request, model: LoadedModel, route: Route | None = None) -> Answer:
         t0 = perf_ns()
+        if route is not None:
+            arm = route.stats
+
+            def tally(response: Response) -> Response:
+                arm.record((perf_ns() - t0) / 1e6, response[0] < 400)
+                return response
+
+            result = self._infer(req, model)
+            if isinstance(result, tuple):
+                return tally(result)
+            return self._then(result, tally)
         try:
             header_length = parse_header_length(
                 _text(req.header(b"inference-header-content-length"))
@@ -299,11 +345,16 @@ class ServionApp:
             return json_response(200, self.control.index(req.body_within(64 * 1024)))
         if len(rest) == 4 and rest[:2] == ["repository", "models"] and req.method == "POST":
             if rest[3] == "load":
-                self._require_admin(req)
+                self.control.authorize(req.header(b"authorization"), "deployer")
                 return self._guard(self._load(rest[2]), req)
             if rest[3] == "unload":
-                self._require_admin(req)
+                self.control.authorize(req.header(b"authorization"), "deployer")
                 return self._guard(self._unload(rest[2]), req)
+        if rest and rest[0] == "admin":
+            try:
+                return self.admin.handle(req, rest[1:])
+            except NoAdminRoute:
+                raise _NoRoute from None
         raise _NoRoute
 
     def _v1(self, req: Request, rest: list[str]) -> Answer:
@@ -324,15 +375,6 @@ class ServionApp:
 
     async def _predict_v1(self, model: LoadedModel, body: bytes) -> Response:
         return 200, await predict_v1(model, body, self.limits), JSON_HEADERS
-
-    def _require_admin(self, req: Request) -> None:
-        if not self.control.admin_required:
-            return
-        auth = req.header(b"authorization")
-        if auth is None:
-            raise Unauthorized("this operation needs an admin token: Authorization: Bearer TOKEN")
-        if not self.control.check_token(auth):
-            raise Unauthorized("the admin token is not valid")
 
     def _config(self, model: LoadedModel) -> dict[str, Any]:
         return {

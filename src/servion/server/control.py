@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 import orjson
 
-from servion.errors import InvalidInput, ModelNotFound, ModelNotReady
+from servion.deploy import DeploymentSpec
+from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
+from servion.routing import merge_arm_stats
 from servion.server.manager import ModelManager
 from servion.server.stats import merge, to_triton
+from servion.server.tokens import RANK, TokenTable
 
 log = logging.getLogger("servion.server")
 
@@ -44,8 +47,10 @@ class Control:
         self.manager = manager
         self.sync_interval_s = sync_interval_s
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
-        self._token = admin_token.encode() if admin_token else None
+        self.tokens = TokenTable(admin_token)
         self.admin_required = admin_required or admin_token is not None
+        self.inference_auth = False
+        """Inference needs a token too (any role) when set."""
         self._task: asyncio.Task[None] | None = None
         self.supervisor_pid: int | None = None
         """The process that started this worker; its disappearance stops the worker."""
@@ -54,7 +59,7 @@ class Control:
 
     async def startup(self) -> None:
         """Load what the registry says to serve, report, and start following it."""
-        await self.manager.reconcile()
+        await self._reconcile()
         await asyncio.to_thread(self._report)
         self._task = asyncio.create_task(self._sync_loop())
 
@@ -81,18 +86,48 @@ class Control:
                 generation = await asyncio.to_thread(self.registry.generation)
                 changed = generation != self.manager.generation
                 if changed:
-                    await self.manager.reconcile()
+                    await self._reconcile()
                 if changed or loop.time() - last_report >= REPORT_EVERY_S:
                     await asyncio.to_thread(self._report)
                     last_report = loop.time()
             except Exception:  # keep serving what is loaded; try again next tick
                 log.exception("registry_sync_failed")
 
+    async def _reconcile(self) -> None:
+        await asyncio.to_thread(self.tokens.refresh, self.registry)
+        await self.manager.reconcile()
+
     def _report(self) -> None:
-        self.registry.report_worker(self.worker_id, self.manager.generation, self._own_stats())
+        report = {"models": self._own_stats(), "endpoints": self._own_arms()}
+        self.registry.report_worker(self.worker_id, self.manager.generation, report)
 
     def _own_stats(self) -> dict[str, Any]:
         return {f"{m.name}:{m.version}": m.stats.to_dict() for m in self.manager.models.values()}
+
+    def _own_arms(self) -> dict[str, Any]:
+        return {name: router.stats() for name, router in self.manager.endpoints.items()}
+
+    # -- authorization -----------------------------------------------------------
+
+    @property
+    def auth_required(self) -> bool:
+        return self.admin_required or self.tokens.any
+
+    def authorize(self, authorization: bytes | None, role: str) -> str:
+        """The caller's principal if it holds ``role`` (401 / 403 otherwise)."""
+        if not self.auth_required:
+            return "anonymous"
+        if authorization is None:
+            raise Unauthorized(
+                f"this operation needs a token with the {role} role: Authorization: Bearer TOKEN"
+            )
+        found = self.tokens.identify(authorization)
+        if found is None:
+            raise Unauthorized("the token is not valid")
+        have, principal = found
+        if RANK[have] < RANK[role]:
+            raise Forbidden(f"this operation needs the {role} role; the token has {have}")
+        return principal
 
     # -- statistics --------------------------------------------------------------
 
@@ -102,10 +137,10 @@ class Control:
             raise ModelNotFound(name)
         reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
         parts: dict[str, list[dict[str, Any]]] = {}
-        for worker_id, _, stats in reports:
+        for worker_id, _, report in reports:
             if worker_id == self.worker_id:
                 continue
-            for key, value in stats.items():
+            for key, value in report.get("models", {}).items():
                 parts.setdefault(key, []).append(value)
         for key, value in self._own_stats().items():
             parts.setdefault(key, []).append(value)
@@ -144,7 +179,7 @@ class Control:
     async def load(self, name: str) -> None:
         """Load a model (versions per its policy) in every worker; 400 if it fails."""
         await asyncio.to_thread(self.registry.set_loaded, name, True)
-        await self._converge()
+        await self.converge()
         failed = [s for s in self.manager.states if s.name == name and s.failed]
         if failed:
             raise ModelNotReady(name, failed[0].version, failed[0].reason)
@@ -152,9 +187,10 @@ class Control:
     async def unload(self, name: str) -> None:
         """Unload every version of a model in every worker."""
         await asyncio.to_thread(self.registry.set_loaded, name, False)
-        await self._converge()
+        await self.converge()
 
-    async def _converge(self) -> None:
+    async def converge(self) -> None:
+        """Apply the registry here, then wait until every live worker has applied it."""
         await self.manager.reconcile()
         await asyncio.to_thread(self._report)
         target = self.manager.generation
@@ -167,10 +203,60 @@ class Control:
             await asyncio.sleep(self.sync_interval_s / 2)
         log.warning("workers_not_converged", extra={"generation": target})
 
-    def check_token(self, authorization: bytes) -> bool:
-        scheme, _, token = authorization.partition(b" ")
-        return (
-            self._token is not None
-            and scheme.lower() == b"bearer"
-            and hmac.compare_digest(token.strip(), self._token)
-        )
+    # -- deployments -----------------------------------------------------------------
+
+    async def deploy(self, spec: DeploymentSpec, user: str) -> dict[str, Any]:
+        """Record a revision, apply it in every worker, and answer once all serve it.
+
+        If an arm fails to load, the previous revision is restored (as a new
+        revision) and the deploy is refused: a failed deploy leaves the old one serving.
+        """
+        deployments = self.manager.deployments
+        started = time.perf_counter()
+        revision = await asyncio.to_thread(deployments.deploy, spec, user)
+        await self.converge()
+        failed = [
+            s
+            for s in self.manager.states
+            if s.failed and any(a.model == s.name and a.version == s.version for a in spec.models)
+        ]
+        if failed:
+            reason = f"{failed[0].name}:{failed[0].version} failed to load: {failed[0].reason}"
+            if revision.revision > 1:
+                await asyncio.to_thread(deployments.rollback, spec.endpoint, None, user)
+            else:
+                await asyncio.to_thread(deployments.undeploy, spec.endpoint)
+            await self.converge()
+            raise ModelNotReady(spec.endpoint, None, f"deploy refused: {reason}")
+        return {
+            **revision.to_dict(),
+            "applied_ms": round((time.perf_counter() - started) * 1e3, 1),
+        }
+
+    async def rollback(self, endpoint: str, to: int | None, user: str) -> dict[str, Any]:
+        """Serve an earlier revision again; answer when every worker does."""
+        started = time.perf_counter()
+        deployments = self.manager.deployments
+        revision = await asyncio.to_thread(deployments.rollback, endpoint, to, user)
+        await self.converge()
+        return {
+            **revision.to_dict(),
+            "applied_ms": round((time.perf_counter() - started) * 1e3, 1),
+        }
+
+    async def endpoint_report(self, endpoint: str) -> dict[str, Any]:
+        """Requests, errors and latency per arm, summed over every live worker."""
+        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for worker_id, _, report in reports:
+            if worker_id != self.worker_id:
+                for arm, value in report.get("endpoints", {}).get(endpoint, {}).items():
+                    parts.setdefault(arm, []).append(value)
+        for arm, value in self._own_arms().get(endpoint, {}).items():
+            parts.setdefault(arm, []).append(value)
+        arms = []
+        for arm in current.spec.models:
+            merged = merge_arm_stats(parts.get(arm.label, []))
+            arms.append({"arm": arm.label, "weight": arm.weight, **merged})
+        return {"endpoint": endpoint, "revision": current.revision, "arms": arms}

@@ -18,12 +18,14 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError, Unauthorized
+from servion.deploy import PIN_HEADER
+from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError
 from servion.protocol import InferResponse, grpc_code_for
 from servion.protocol.grpc import grpc_service_pb2 as pb
 from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
 from servion.server.app import ServionApp
 from servion.server.inference import admit, outputs_of
+from servion.server.loaded import LoadedModel
 
 log = logging.getLogger("servion.server")
 perf_ns = time.perf_counter_ns
@@ -208,23 +210,31 @@ class GrpcFrontEnd:
         return pb.RepositoryModelUnloadResponse()
 
     def _require_admin(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        if not self.control.admin_required:
-            return
-        metadata = dict(context.invocation_metadata() or ())
-        auth = metadata.get("authorization")
-        if auth is None:
-            raise Unauthorized(
-                "this operation needs an admin token: metadata authorization: Bearer TOKEN"
-            )
-        value = auth.encode() if isinstance(auth, str) else auth
-        if not self.control.check_token(value):
-            raise Unauthorized("the admin token is not valid")
+        self.control.authorize(_metadata(context, b"authorization"), "deployer")
 
     # -- inference ---------------------------------------------------------------------
 
-    async def _model_infer(self, request: pb.ModelInferRequest, _: Any) -> Message:
+    async def _model_infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
         t0 = perf_ns()
-        model = self.manager.resolve(request.model_name, request.model_version or None)
+        if self.control.inference_auth:
+            self.control.authorize(_metadata(context, b"authorization"), "viewer")
+        router = None if request.model_version else self.manager.endpoints.get(request.model_name)
+        if router is None:
+            model = self.manager.resolve(request.model_name, request.model_version or None)
+            return await self._infer(request, model, t0)
+        route = router.choose(
+            lambda name: _metadata(context, name), _metadata(context, PIN_HEADER.encode())
+        )
+        ok = False
+        try:
+            model = self.manager.resolve(route.model, route.version)
+            answer = await self._infer(request, model, t0)
+            ok = True
+            return answer
+        finally:
+            route.stats.record((perf_ns() - t0) / 1e6, ok)
+
+    async def _infer(self, request: pb.ModelInferRequest, model: LoadedModel, t0: int) -> Message:
         try:
             decoded = decode_model_infer(request, self.app.limits)
             job = admit(model, decoded)
@@ -240,6 +250,15 @@ class GrpcFrontEnd:
             raise
         model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
         return message
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], name: bytes) -> bytes | None:
+    """One invocation metadata value (gRPC keys are lower case)."""
+    key = name.decode()
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v.encode() if isinstance(v, str) else bytes(v)
+    return None
 
 
 def _model_name(name: str) -> str:

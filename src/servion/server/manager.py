@@ -15,8 +15,10 @@ import logging
 from dataclasses import dataclass
 
 from servion.batching import BatchingConfig
+from servion.deploy import Deployments, Revision
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
+from servion.routing import ArmStats, EndpointRouter, Route
 from servion.server.loaded import LoadedModel
 
 log = logging.getLogger("servion.server")
@@ -51,6 +53,9 @@ class ModelManager:
         self.served: dict[str, list[str]] = {}
         self.failures: dict[Key, str] = {}
         self.states: list[ModelState] = []
+        self.endpoints: dict[str, EndpointRouter] = {}
+        """Deployed endpoints by name, each at its current revision."""
+        self.deployments = Deployments(registry)
         self.generation = -1
         self._all_loaded = False
         self._lock = asyncio.Lock()
@@ -98,7 +103,17 @@ class ModelManager:
             versions = await asyncio.to_thread(self.registry.list_versions)
             policies = await asyncio.to_thread(self.registry.policies)
             configs = await asyncio.to_thread(self._configs)
+            serving = await asyncio.to_thread(self.deployments.serving)
             wanted = self._wanted(versions, policies)
+            # Versions behind an endpoint are served whatever their policy, and so
+            # are those of the revision before, so that a rollback loads nothing.
+            by_key = {(mv.name, mv.version): mv for mv in versions}
+            for current, previous in serving:
+                for revision in (current, previous):
+                    for arm in revision.spec.models if revision else ():
+                        mv = by_key.get((arm.model, arm.version))
+                        if mv is not None:
+                            wanted[(arm.model, arm.version)] = mv
             models = {
                 k: m.rebatched(configs.get(k[0], self.batching))
                 if m.config != configs.get(k[0], self.batching)
@@ -112,7 +127,7 @@ class ModelManager:
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
-            self._swap(models)
+            self._swap(models, self._routers([current for current, _ in serving]))
             self._all_loaded = all(k in models for k in wanted)
             # Loaded models live until the next change: keep them out of the
             # collector's full passes, which would stall requests for milliseconds.
@@ -193,7 +208,25 @@ class ModelManager:
         log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
         return LoadedModel(mv, runtime, config)
 
-    def _swap(self, models: dict[Key, LoadedModel]) -> None:
+    def _routers(self, revisions: list[Revision]) -> dict[str, EndpointRouter]:
+        """A router per endpoint; an arm's counters survive a new revision."""
+        kept: dict[tuple[str, str], ArmStats] = {
+            (name, route.label): route.stats
+            for name, router in self.endpoints.items()
+            for route in router.routes
+        }
+        routers = {}
+        for rev in revisions:
+            spec = rev.spec
+            routes = [
+                Route(a.model, a.version, a.weight, kept.get((spec.endpoint, a.label), ArmStats()))
+                for a in spec.models
+            ]
+            sticky = spec.sticky.header if spec.sticky else None
+            routers[spec.endpoint] = EndpointRouter(spec.endpoint, rev.revision, routes, sticky)
+        return routers
+
+    def _swap(self, models: dict[Key, LoadedModel], endpoints: dict[str, EndpointRouter]) -> None:
         gone = [m for k, m in self.models.items() if k not in models]
         latest: dict[str, LoadedModel] = {}
         served: dict[str, list[str]] = {}
@@ -201,6 +234,7 @@ class ModelManager:
             latest[model.name] = model
             served.setdefault(model.name, []).append(model.version)
         self.models, self.latest, self.served = models, latest, served
+        self.endpoints = endpoints
         # Inference runs on the event loop between two awaits, and so does
         # this swap: no request can be inside a runtime being unloaded.
         for model in gone:

@@ -1,0 +1,162 @@
+"""The deployment spec: what an endpoint serves and how traffic is split.
+
+Written as YAML (or JSON), checked here with a message per problem that names
+the field (``models[1].weight: must be at most 100``), and published as a JSON
+Schema (``servion deploy --schema``) for editors and CI.
+
+```yaml
+endpoint: fraud
+environment: production
+description: "v1.3.0 on 10 % of users"
+models:
+  - model: fraud
+    version: v1.2.0
+    weight: 90
+  - model: fraud
+    version: v1.3.0
+    weight: 10
+sticky:
+  header: x-user-id
+```
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from servion.errors import InvalidInput
+from servion.registry.naming import NAME_RE, VERSION_RE
+
+_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
+PIN_HEADER = "x-servion-version"
+"""Clients pin an arm with this header (``v1.3.0`` or ``model:v1.3.0``): a feature flag."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Arm(_Strict):
+    """One model version behind the endpoint and its share of the traffic."""
+
+    model: str = Field(description="A registered model name.")
+    version: str = Field(description="One of its registered versions, vMAJOR.MINOR.PATCH.")
+    weight: float = Field(
+        default=100.0,
+        ge=0,
+        le=100,
+        description="Percent of requests this arm answers; the weights sum to 100.",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if not NAME_RE.fullmatch(value):
+            raise ValueError("must be 3-64 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if not VERSION_RE.fullmatch(value):
+            raise ValueError("must be vMAJOR.MINOR.PATCH, e.g. v1.0.0")
+        return value
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}:{self.version}"
+
+
+class Sticky(_Strict):
+    """Route each value of a request header to the same arm (consistent hashing)."""
+
+    header: str = Field(description="Header whose value keeps a caller on one arm.")
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not _HEADER_RE.fullmatch(value):
+            raise ValueError("must be an HTTP header name (letters, digits, '-')")
+        return value.lower()
+
+
+class DeploymentSpec(_Strict):
+    """One endpoint: the model versions it serves and how requests are split among them."""
+
+    endpoint: str = Field(description="Name clients call: /v2/models/{endpoint}/infer.")
+    environment: Literal["dev", "staging", "production"] = "dev"
+    description: str = Field(default="", max_length=500)
+    models: list[Arm] = Field(min_length=1, max_length=16)
+    sticky: Sticky | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not NAME_RE.fullmatch(value):
+            raise ValueError("must be 3-64 letters, digits, '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _arms(self) -> DeploymentSpec:
+        seen: set[str] = set()
+        for arm in self.models:
+            if arm.label in seen:
+                raise ValueError(f"models: {arm.label} appears more than once")
+            seen.add(arm.label)
+        total = sum(arm.weight for arm in self.models)
+        if abs(total - 100.0) > 1e-6:
+            raise ValueError(f"models: the weights sum to {total:g}, not 100")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def to_yaml(self) -> str:
+        return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def parse_spec(text: str | bytes, source: str = "spec") -> DeploymentSpec:
+    """Parse and check a YAML or JSON spec; ``InvalidInput`` lists every problem found."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise InvalidInput(f"{source}: {problem}{where}") from None
+    return spec_from_dict(raw, source)
+
+
+def spec_from_dict(raw: Any, source: str = "spec") -> DeploymentSpec:
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{source}: a deployment spec is a mapping (endpoint:, models:, ...)")
+    try:
+        return DeploymentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInput(f"{source}: " + "; ".join(_problems(exc))) from None
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False):
+        path = ""
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        problems.append(f"{path}: {message}" if path else message)
+    return problems
+
+
+def json_schema() -> str:
+    """The spec's JSON Schema, as published in docs/deployment-spec.schema.json."""
+    schema = DeploymentSpec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://servion.dev/schemas/deployment-spec.json"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,200 @@
+"""Endpoint revisions in the registry's database.
+
+A deploy appends a revision and points the endpoint at it; a rollback appends a
+revision that copies an earlier one's spec. Both bump the registry's
+generation, so every worker applies the change on its next sync (0.2 s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from servion.deploy.spec import DeploymentSpec, spec_from_dict
+from servion.errors import InvalidInput, ModelNotFound, quoted
+from servion.registry import ModelRegistry
+from servion.registry import db as tables
+
+
+class EndpointNotFound(ModelNotFound):
+    """No endpoint of that name is deployed."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.message = f"unknown endpoint {quoted(name)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """One recorded state of an endpoint."""
+
+    endpoint: str
+    revision: int
+    spec: DeploymentSpec
+    action: str
+    """``deploy`` or ``rollback``."""
+    source_revision: int | None
+    """For a rollback: the revision whose spec it restored."""
+    created_at: str
+    created_by: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "revision": self.revision,
+            "action": self.action,
+            "source_revision": self.source_revision,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "spec": self.spec.to_dict(),
+        }
+
+
+def _revision(row: Any) -> Revision:
+    return Revision(
+        row.endpoint,
+        int(row.revision),
+        spec_from_dict(row.spec, f"revision {row.revision}"),
+        row.action,
+        row.source_revision,
+        row.created_at,
+        row.created_by,
+    )
+
+
+class Deployments:
+    """Deploy, roll back and read endpoint revisions."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.engine = registry.engine
+
+    def check(self, spec: DeploymentSpec) -> None:
+        """Every arm names a registered model version (400 naming the arm otherwise)."""
+        registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
+        for index, arm in enumerate(spec.models):
+            if (arm.model, arm.version) not in registered:
+                raise InvalidInput(
+                    f"models[{index}]: {quoted(arm.label)} is not a registered model version"
+                )
+
+    def deploy(self, spec: DeploymentSpec, user: str) -> Revision:
+        """Record ``spec`` as the endpoint's next revision and serve it."""
+        self.check(spec)
+        return self._append(spec, "deploy", None, user)
+
+    def rollback(self, endpoint: str, to: int | None, user: str) -> Revision:
+        """Serve an earlier revision's spec again (default: the one before the current)."""
+        current = self.current(endpoint)
+        target = to if to is not None else current.revision - 1
+        if target < 1:
+            raise InvalidInput(
+                f"endpoint {quoted(endpoint)} has no revision before {current.revision}"
+            )
+        if target == current.revision:
+            raise InvalidInput(f"endpoint {quoted(endpoint)} is already serving revision {target}")
+        old = self.get(endpoint, target)
+        self.check(old.spec)  # its versions may have been deleted since
+        return self._append(old.spec, "rollback", old.revision, user)
+
+    def _append(self, spec: DeploymentSpec, action: str, source: int | None, user: str) -> Revision:
+        now = tables.utcnow()
+        rev = tables.endpoint_revisions
+        with self.engine.begin() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(rev.c.revision)).where(rev.c.endpoint == spec.endpoint)
+            ).scalar()
+            number = int(last or 0) + 1
+            conn.execute(
+                rev.insert().values(
+                    endpoint=spec.endpoint,
+                    revision=number,
+                    spec=spec.to_dict(),
+                    action=action,
+                    source_revision=source,
+                    created_at=now,
+                    created_by=user,
+                )
+            )
+            ep = tables.endpoints
+            moved = conn.execute(
+                ep.update().where(ep.c.name == spec.endpoint).values(revision=number)
+            )
+            if moved.rowcount == 0:
+                conn.execute(
+                    ep.insert().values(name=spec.endpoint, revision=number, created_at=now)
+                )
+            ModelRegistry._bump(conn)
+        return Revision(spec.endpoint, number, spec, action, source, now, user)
+
+    def undeploy(self, endpoint: str) -> None:
+        """Stop serving the endpoint (its history is kept)."""
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                tables.endpoints.delete().where(tables.endpoints.c.name == endpoint)
+            )
+            if gone.rowcount == 0:
+                raise EndpointNotFound(endpoint)
+            ModelRegistry._bump(conn)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(tables.endpoints.c.name).order_by("name")).all()
+        return [r.name for r in rows]
+
+    def current(self, endpoint: str) -> Revision:
+        ep, rev = tables.endpoints, tables.endpoint_revisions
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(rev)
+                .join(ep, (ep.c.name == rev.c.endpoint) & (ep.c.revision == rev.c.revision))
+                .where(ep.c.name == endpoint)
+            ).first()
+        if row is None:
+            raise EndpointNotFound(endpoint)
+        return _revision(row)
+
+    def all_current(self) -> list[Revision]:
+        ep, rev = tables.endpoints, tables.endpoint_revisions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(rev)
+                .join(ep, (ep.c.name == rev.c.endpoint) & (ep.c.revision == rev.c.revision))
+                .order_by(rev.c.endpoint)
+            ).all()
+        return [_revision(r) for r in rows]
+
+    def get(self, endpoint: str, revision: int) -> Revision:
+        rev = tables.endpoint_revisions
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(rev).where((rev.c.endpoint == endpoint) & (rev.c.revision == revision))
+            ).first()
+        if row is None:
+            if not self.history(endpoint):
+                raise EndpointNotFound(endpoint)
+            raise InvalidInput(f"endpoint {quoted(endpoint)} has no revision {revision}")
+        return _revision(row)
+
+    def history(self, endpoint: str) -> list[Revision]:
+        rev = tables.endpoint_revisions
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(rev).where(rev.c.endpoint == endpoint).order_by(rev.c.revision)
+            ).all()
+        return [_revision(r) for r in rows]
+
+    def serving(self) -> list[tuple[Revision, Revision | None]]:
+        """Each deployed endpoint's current revision and the one before it, which
+        workers keep loaded so that a rollback needs no model load."""
+        out = []
+        for current in self.all_current():
+            previous = None
+            if current.revision > 1:
+                previous = self.get(current.endpoint, current.revision - 1)
+            out.append((current, previous))
+        return out

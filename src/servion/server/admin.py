@@ -1,0 +1,146 @@
+"""The admin API: deployments over HTTP, behind role-checked bearer tokens.
+
+| verb | path | role |
+|---|---|---|
+| GET | /v2/admin/endpoints | viewer |
+| POST | /v2/admin/endpoints (body: a deployment spec, YAML or JSON) | deployer |
+| GET | /v2/admin/endpoints/{e} | viewer |
+| DELETE | /v2/admin/endpoints/{e} | deployer |
+| GET | /v2/admin/endpoints/{e}/history | viewer |
+| GET | /v2/admin/endpoints/{e}/revisions/{n} | viewer |
+| POST | /v2/admin/endpoints/{e}/rollback (body: {"to": n} or empty) | deployer |
+| GET | /v2/admin/endpoints/{e}/report | viewer |
+| GET | /v2/admin/schema | viewer |
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from servion.deploy import DeploymentSpec, Revision, json_schema, parse_spec
+from servion.errors import InvalidInput
+from servion.server.control import Control
+from servion.server.http import JSON_HEADERS, Request, Response, json_response
+from servion.server.manager import ModelManager
+
+MAX_SPEC_BYTES = 256 * 1024
+
+Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
+
+
+class NoAdminRoute(Exception):
+    pass
+
+
+class AdminApi:
+    def __init__(self, control: Control, manager: ModelManager, guard: Guard) -> None:
+        self.control = control
+        self.manager = manager
+        self.guard = guard
+
+    def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
+        """``rest``: the path after ``/v2/admin``."""
+        method = req.method
+        auth = req.header(b"authorization")
+        if rest == ["schema"] and method == "GET":
+            self.control.authorize(auth, "viewer")
+            return 200, json_schema().encode(), JSON_HEADERS
+        if not rest or rest[0] != "endpoints":
+            raise NoAdminRoute
+        if len(rest) == 1:
+            if method == "GET":
+                self.control.authorize(auth, "viewer")
+                return self.guard(self._status(None), req)
+            if method == "POST":
+                user = self.control.authorize(auth, "deployer")
+                spec = parse_spec(req.body_within(MAX_SPEC_BYTES), "spec")
+                return self.guard(self._deploy(spec, user), req)
+            raise NoAdminRoute
+        endpoint = rest[1]
+        tail = rest[2:]
+        if not tail:
+            if method == "GET":
+                self.control.authorize(auth, "viewer")
+                return self.guard(self._status(endpoint), req)
+            if method == "DELETE":
+                self.control.authorize(auth, "deployer")
+                return self.guard(self._undeploy(endpoint), req)
+        elif tail == ["history"] and method == "GET":
+            self.control.authorize(auth, "viewer")
+            return self.guard(self._history(endpoint), req)
+        elif len(tail) == 2 and tail[0] == "revisions" and method == "GET":
+            self.control.authorize(auth, "viewer")
+            return self.guard(self._revision(endpoint, _revision_number(tail[1])), req)
+        elif tail == ["rollback"] and method == "POST":
+            user = self.control.authorize(auth, "deployer")
+            to = _rollback_target(req.body_within(4096))
+            return self.guard(self._rollback(endpoint, to, user), req)
+        elif tail == ["report"] and method == "GET":
+            self.control.authorize(auth, "viewer")
+            return self.guard(self._report(endpoint), req)
+        raise NoAdminRoute
+
+    async def _deploy(self, spec: DeploymentSpec, user: str) -> Response:
+        return json_response(200, await self.control.deploy(spec, user))
+
+    async def _rollback(self, endpoint: str, to: int | None, user: str) -> Response:
+        return json_response(200, await self.control.rollback(endpoint, to, user))
+
+    async def _undeploy(self, endpoint: str) -> Response:
+        await asyncio.to_thread(self.manager.deployments.undeploy, endpoint)
+        await self.control.converge()
+        return json_response(200, {"endpoint": endpoint, "deployed": False})
+
+    async def _status(self, endpoint: str | None) -> Response:
+        deployments = self.manager.deployments
+        if endpoint is None:
+            revisions = await asyncio.to_thread(deployments.all_current)
+            return json_response(200, {"endpoints": [self._state(r) for r in revisions]})
+        revision = await asyncio.to_thread(deployments.current, endpoint)
+        return json_response(200, self._state(revision))
+
+    def _state(self, revision: Revision) -> dict[str, Any]:
+        router = self.manager.endpoints.get(revision.endpoint)
+        applied = router is not None and router.revision == revision.revision
+        ready = applied and all(
+            (arm.model, arm.version) in self.manager.models for arm in revision.spec.models
+        )
+        return {**revision.to_dict(), "ready": ready}
+
+    async def _history(self, endpoint: str) -> Response:
+        history = await asyncio.to_thread(self.manager.deployments.history, endpoint)
+        if not history:
+            await asyncio.to_thread(self.manager.deployments.current, endpoint)  # 404
+        return json_response(
+            200, {"endpoint": endpoint, "revisions": [r.to_dict() for r in history]}
+        )
+
+    async def _revision(self, endpoint: str, number: int) -> Response:
+        revision = await asyncio.to_thread(self.manager.deployments.get, endpoint, number)
+        return json_response(200, revision.to_dict())
+
+    async def _report(self, endpoint: str) -> Response:
+        return json_response(200, await self.control.endpoint_report(endpoint))
+
+
+def _revision_number(text: str) -> int:
+    if not text.isdigit() or len(text) > 9:
+        raise InvalidInput(f"a revision is a positive integer, got {text[:20]!r}")
+    return int(text)
+
+
+def _rollback_target(body: bytes) -> int | None:
+    if not body.strip():
+        return None
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}") from None
+    to = payload.get("to") if isinstance(payload, dict) else "?"
+    if to is not None and (type(to) is not int or to < 1):
+        raise InvalidInput('the rollback request must be {"to": REVISION} with REVISION >= 1')
+    return to
