@@ -18,12 +18,20 @@ from servion._version import __version__
 
 # command name -> (module, attribute)
 COMMANDS = {
+    "ab": ("servion.cli.deploy", "ab"),
     "bench": ("servion.cli.bench", "bench"),
+    "deploy": ("servion.cli.deploy", "deploy"),
+    "diff": ("servion.cli.deploy", "diff"),
+    "history": ("servion.cli.deploy", "history"),
     "models": ("servion.cli.models", "models"),
     "profile": ("servion.cli.profile", "profile"),
     "quickstart": ("servion.cli.quickstart", "quickstart"),
     "register": ("servion.cli.register", "register"),
+    "rollback": ("servion.cli.deploy", "rollback"),
     "serve": ("servion.cli.serve", "serve"),
+    "status": ("servion.cli.deploy", "status"),
+    "tokens": ("servion.cli.tokens", "tokens"),
+    "undeploy": ("servion.cli.deploy", "undeploy"),
 }
 
 

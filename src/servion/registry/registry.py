@@ -317,9 +317,18 @@ class ModelRegistry:
     # -- changes workers must apply ----------------------------------------
 
     def delete(self, name: str, version: str) -> ModelVersion:
-        """Remove a version; its artifact goes too unless another version shares it."""
+        """Remove a version; its artifact goes too unless another version shares it.
+
+        A version that a deployed endpoint serves, or would restore on rollback,
+        cannot be deleted.
+        """
         found = self.get(name, version)
         with self.engine.begin() as conn:
+            for endpoint, revision in self._endpoint_uses(conn, name, version):
+                raise ValidationFailed(
+                    f"{name}:{version} is used by endpoint {quoted(endpoint)} (revision"
+                    f" {revision}): deploy a spec without it, or undeploy the endpoint, first"
+                )
             conn.execute(
                 db.model_versions.delete().where(
                     db.model_versions.c.name == name, db.model_versions.c.version == version
@@ -333,6 +342,23 @@ class ModelRegistry:
             self._bump(conn)
         self._forget_artifact(found.sha256)
         return found
+
+    @staticmethod
+    def _endpoint_uses(conn: sa.Connection, name: str, version: str) -> list[tuple[str, int]]:
+        """(endpoint, revision) of current and previous revisions that serve name:version."""
+        ep, rev = db.endpoints, db.endpoint_revisions
+        rows = conn.execute(
+            sa.select(rev.c.endpoint, rev.c.revision, rev.c.spec).join(
+                ep,
+                (ep.c.name == rev.c.endpoint)
+                & ((rev.c.revision == ep.c.revision) | (rev.c.revision == ep.c.revision - 1)),
+            )
+        ).all()
+        return [
+            (r.endpoint, int(r.revision))
+            for r in rows
+            if any(a.get("model") == name and a.get("version") == version for a in r.spec["models"])
+        ]
 
     def set_loaded(self, name: str, loaded: bool) -> None:
         """Ask every worker to load (or unload) a model."""

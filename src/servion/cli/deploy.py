@@ -1,0 +1,277 @@
+"""Deployment commands, spoken to a running server's admin API.
+
+``servion deploy SPEC``, ``status``, ``history``, ``diff``, ``rollback``,
+``undeploy`` and ``ab report`` talk HTTP to ``--url`` (``$SERVION_URL``,
+default http://127.0.0.1:8080) with ``--token`` (``$SERVION_TOKEN``). A refusal by
+the server (4xx) exits 2 with its message; an unreachable server exits 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import orjson
+import yaml
+
+from servion.cli.common import echo_json, refusals_exit_2, table
+from servion.errors import InvalidInput, printable
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class Refused(InvalidInput):
+    """The server answered 4xx."""
+
+
+def server_options(func: F) -> F:
+    func = click.option(
+        "--token",
+        envvar="SERVION_TOKEN",
+        default=None,
+        help="Bearer token ($SERVION_TOKEN).",
+    )(func)
+    func = click.option(
+        "--url",
+        envvar="SERVION_URL",
+        default=DEFAULT_URL,
+        show_default=True,
+        help="Server to talk to ($SERVION_URL).",
+    )(func)
+    return func
+
+
+def call(url: str, token: str | None, method: str, path: str, body: bytes | None = None) -> Any:
+    """One admin API call; the decoded JSON answer."""
+    request = urllib.request.Request(url.rstrip("/") + path, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        request.add_header("Content-Type", "application/yaml")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return orjson.loads(reply.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        message = _error_text(exc.read())
+        if exc.code < 500:
+            raise Refused(f"HTTP {exc.code}: {message}") from None
+        click.echo(f"error: the server failed: HTTP {exc.code}: {message}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        click.echo(f"error: cannot reach {url}: {reason}", err=True)
+        sys.exit(1)
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        value = orjson.loads(raw).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        value = None
+    return printable(value if isinstance(value, str) else raw[:300].decode("utf-8", "replace"))
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.option("--schema", is_flag=True, help="Print the spec's JSON Schema and exit.")
+@click.option("--check", is_flag=True, help="Only check the spec (no server needed).")
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def deploy(
+    spec: Path | None, schema: bool, check: bool, as_json: bool, url: str, token: str | None
+) -> None:
+    """Apply a deployment spec (YAML) to the running server as a new revision."""
+    from servion.deploy import json_schema, parse_spec
+
+    if schema:
+        click.echo(json_schema(), nl=False)
+        return
+    if spec is None:
+        raise click.UsageError("give a SPEC file (or --schema)")
+    try:
+        text = spec.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {spec}: {exc.strerror}") from None
+    parsed = parse_spec(text, spec.name)
+    if check:
+        click.echo(f"{spec.name}: valid spec for endpoint {parsed.endpoint!r}")
+        return
+    answer = call(url, token, "POST", "/v2/admin/endpoints", text)
+    if as_json:
+        echo_json(answer)
+        return
+    click.echo(
+        f"endpoint {answer['endpoint']} revision {answer['revision']} serving in every worker"
+        f" ({answer['applied_ms']:.0f} ms)"
+    )
+
+
+@click.command()
+@click.argument("endpoint", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def status(endpoint: str | None, as_json: bool, url: str, token: str | None) -> None:
+    """Deployed endpoints: current revision, arms and readiness."""
+    path = "/v2/admin/endpoints" + (f"/{endpoint}" if endpoint else "")
+    answer = call(url, token, "GET", path)
+    states = [answer] if endpoint else answer["endpoints"]
+    if as_json:
+        echo_json(answer)
+        return
+    rows = [
+        (
+            s["endpoint"],
+            s["revision"],
+            s["spec"].get("environment", "dev"),
+            ", ".join(f"{a['model']}:{a['version']} {a['weight']:g}%" for a in s["spec"]["models"]),
+            "yes" if s["ready"] else "no",
+            s["created_at"],
+        )
+        for s in states
+    ]
+    click.echo(table(("ENDPOINT", "REVISION", "ENV", "ARMS", "READY", "SINCE"), rows))
+
+
+@click.command()
+@click.argument("endpoint")
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def history(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
+    """Every revision of an endpoint, oldest first."""
+    answer = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/history")
+    if as_json:
+        echo_json(answer)
+        return
+    rows = [
+        (
+            r["revision"],
+            r["action"] + (f" to {r['source_revision']}" if r["source_revision"] else ""),
+            ", ".join(f"{a['model']}:{a['version']} {a['weight']:g}%" for a in r["spec"]["models"]),
+            r["created_by"],
+            r["created_at"],
+        )
+        for r in answer["revisions"]
+    ]
+    click.echo(table(("REVISION", "ACTION", "ARMS", "BY", "AT"), rows))
+
+
+@click.command()
+@click.argument("endpoint")
+@click.option("--from", "from_", type=click.IntRange(1), help="Older revision (default: previous).")
+@click.option("--to", type=click.IntRange(1), help="Newer revision (default: current).")
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Compare the current revision with this spec file instead.",
+)
+@server_options
+@refusals_exit_2
+def diff(
+    endpoint: str,
+    from_: int | None,
+    to: int | None,
+    spec: Path | None,
+    url: str,
+    token: str | None,
+) -> None:
+    """Show what changed between two revisions (or a spec file and the current one)."""
+    from servion.deploy import parse_spec
+
+    current = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}")
+    new_rev = to or current["revision"]
+    new = current if new_rev == current["revision"] else _revision(url, token, endpoint, new_rev)
+    if spec is not None:
+        old, new = new, {"revision": spec.name, "spec": parse_spec(spec.read_bytes()).to_dict()}
+    else:
+        old_rev = from_ or new_rev - 1
+        if old_rev < 1:
+            raise InvalidInput(f"endpoint {endpoint!r} has only revision {new_rev}")
+        old = _revision(url, token, endpoint, old_rev)
+    lines = difflib.unified_diff(
+        yaml.safe_dump(old["spec"], sort_keys=False).splitlines(keepends=True),
+        yaml.safe_dump(new["spec"], sort_keys=False).splitlines(keepends=True),
+        fromfile=f"{endpoint} revision {old['revision']}",
+        tofile=f"{endpoint} revision {new['revision']}" if spec is None else f"{new['revision']}",
+    )
+    text = "".join(lines)
+    click.echo(text if text else "no differences", nl=not text)
+
+
+def _revision(url: str, token: str | None, endpoint: str, number: int) -> Any:
+    return call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/revisions/{number}")
+
+
+@click.command()
+@click.argument("endpoint")
+@click.option("--to", type=click.IntRange(1), help="Revision to restore (default: previous).")
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def rollback(endpoint: str, to: int | None, as_json: bool, url: str, token: str | None) -> None:
+    """Serve an earlier revision again (as a new revision); returns once every worker does."""
+    body = orjson.dumps({"to": to}) if to is not None else b""
+    answer = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/rollback", body)
+    if as_json:
+        echo_json(answer)
+        return
+    click.echo(
+        f"endpoint {endpoint} rolled back to revision {answer['source_revision']}"
+        f" (now revision {answer['revision']}), serving in every worker"
+        f" after {answer['applied_ms']:.0f} ms"
+    )
+
+
+@click.command()
+@click.argument("endpoint")
+@server_options
+@refusals_exit_2
+def undeploy(endpoint: str, url: str, token: str | None) -> None:
+    """Stop serving an endpoint (its history is kept)."""
+    call(url, token, "DELETE", f"/v2/admin/endpoints/{endpoint}")
+    click.echo(f"endpoint {endpoint} is no longer served")
+
+
+@click.group()
+def ab() -> None:
+    """A/B comparisons between an endpoint's arms."""
+
+
+@ab.command("report")
+@click.argument("endpoint")
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def ab_report(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
+    """Requests, errors and latency (p50/p99) per arm, over every worker."""
+    answer = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/report")
+    if as_json:
+        echo_json(answer)
+        return
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    rows = [
+        (
+            a["arm"],
+            f"{a['weight']:g}%",
+            a["requests"],
+            a["errors"],
+            f"{100 * a['error_rate']:.2f}%",
+            ms(a["p50_ms"]),
+            ms(a["p99_ms"]),
+        )
+        for a in answer["arms"]
+    ]
+    click.echo(f"endpoint {endpoint}, revision {answer['revision']}")
+    click.echo(table(("ARM", "WEIGHT", "REQUESTS", "ERRORS", "ERROR %", "P50 MS", "P99 MS"), rows))
