@@ -85,6 +85,8 @@ class ServerSettings(BaseSettings):
     """HTTP front end: servion's own (httptools) or uvicorn running the ASGI app."""
     keep_alive_s: float = Field(default=5.0, gt=0)
     """Idle keep-alive connections are closed after this many seconds."""
+    inference_auth: bool = False
+    """Inference needs a bearer token too (any role; see ``servion tokens``)."""
     grpc: bool = True
     """Serve the Open Inference Protocol over gRPC as well, on ``grpc_port``."""
     grpc_port: int = Field(default=8081, ge=0, le=65535)

@@ -34,7 +34,7 @@ class Revision:
     revision: int
     spec: DeploymentSpec
     action: str
-    """``deploy`` or ``rollback``."""
+    """``deploy``, ``rollback``, or ``failed`` (a deploy whose arms did not load)."""
     source_revision: int | None
     """For a rollback: the revision whose spec it restored."""
     created_at: str
@@ -86,9 +86,10 @@ class Deployments:
         return self._append(spec, "deploy", None, user)
 
     def rollback(self, endpoint: str, to: int | None, user: str) -> Revision:
-        """Serve an earlier revision's spec again (default: the one before the current)."""
+        """Serve an earlier revision's spec again (default: the last good one before the
+        current)."""
         current = self.current(endpoint)
-        target = to if to is not None else current.revision - 1
+        target = to if to is not None else self._previous_good(endpoint, current.revision)
         if target < 1:
             raise InvalidInput(
                 f"endpoint {quoted(endpoint)} has no revision before {current.revision}"
@@ -128,6 +129,28 @@ class Deployments:
                 )
             ModelRegistry._bump(conn)
         return Revision(spec.endpoint, number, spec, action, source, now, user)
+
+    def mark_failed(self, endpoint: str, revision: int) -> None:
+        """Record that a revision never served (an arm failed to load)."""
+        rev = tables.endpoint_revisions
+        with self.engine.begin() as conn:
+            conn.execute(
+                rev.update()
+                .where((rev.c.endpoint == endpoint) & (rev.c.revision == revision))
+                .values(action="failed")
+            )
+
+    def _previous_good(self, endpoint: str, before: int) -> int:
+        rev = tables.endpoint_revisions
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(sa.func.max(rev.c.revision)).where(
+                    (rev.c.endpoint == endpoint)
+                    & (rev.c.revision < before)
+                    & (rev.c.action != "failed")
+                )
+            ).scalar()
+        return int(found or 0)
 
     def undeploy(self, endpoint: str) -> None:
         """Stop serving the endpoint (its history is kept)."""
@@ -193,8 +216,7 @@ class Deployments:
         workers keep loaded so that a rollback needs no model load."""
         out = []
         for current in self.all_current():
-            previous = None
-            if current.revision > 1:
-                previous = self.get(current.endpoint, current.revision - 1)
+            number = self._previous_good(current.endpoint, current.revision)
+            previous = self.get(current.endpoint, number) if number else None
             out.append((current, previous))
         return out

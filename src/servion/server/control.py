@@ -222,6 +222,7 @@ class Control:
         ]
         if failed:
             reason = f"{failed[0].name}:{failed[0].version} failed to load: {failed[0].reason}"
+            await asyncio.to_thread(deployments.mark_failed, spec.endpoint, revision.revision)
             if revision.revision > 1:
                 await asyncio.to_thread(deployments.rollback, spec.endpoint, None, user)
             else:

@@ -108,12 +108,15 @@ class ModelManager:
             # Versions behind an endpoint are served whatever their policy, and so
             # are those of the revision before, so that a rollback loads nothing.
             by_key = {(mv.name, mv.version): mv for mv in versions}
+            required = set(wanted)
             for current, previous in serving:
                 for revision in (current, previous):
                     for arm in revision.spec.models if revision else ():
                         mv = by_key.get((arm.model, arm.version))
                         if mv is not None:
                             wanted[(arm.model, arm.version)] = mv
+                            if revision is current:
+                                required.add((arm.model, arm.version))
             models = {
                 k: m.rebatched(configs.get(k[0], self.batching))
                 if m.config != configs.get(k[0], self.batching)
@@ -128,7 +131,8 @@ class ModelManager:
                     if loaded is not None:
                         models[key] = loaded
             self._swap(models, self._routers([current for current, _ in serving]))
-            self._all_loaded = all(k in models for k in wanted)
+            # Readiness waits for what is served, not for the rollback standby.
+            self._all_loaded = all(k in models for k in required)
             # Loaded models live until the next change: keep them out of the
             # collector's full passes, which would stall requests for milliseconds.
             gc.freeze()

@@ -35,6 +35,7 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         max_body_bytes=settings.server.max_body_bytes,
         max_json_depth=settings.server.max_json_depth,
     )
+    control.inference_auth = settings.server.inference_auth
     app = ServionApp(
         manager, control, limits, __version__, graceful_timeout_s=settings.server.graceful_timeout_s
     )
