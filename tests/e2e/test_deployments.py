@@ -333,3 +333,111 @@ def test_inference_can_require_a_token(home: Path, tokens: dict[str, str], tmp_p
         assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 200
     finally:
         srv.stop()
+
+
+SHADOW_MODEL = """
+import time
+
+import numpy as np
+
+
+class Shadow:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+    ]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        x = inputs["X"]
+        if MODE == "fail" and x[0, 0] == np.float32(0.25):
+            raise RuntimeError("shadow model failure")
+        if MODE == "slow" and x[0, 0] == np.float32(0.25):
+            time.sleep(0.3)
+        n = len(x)
+        return {"label": np.zeros(n, np.int64), "probabilities": np.zeros((n, 2), np.float32)}
+"""
+
+
+@pytest.fixture(scope="module")
+def shadow_server(
+    tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels
+) -> Iterator[tuple[RunningServer, dict[str, str]]]:
+    tmp = tmp_path_factory.mktemp("shadow")
+    settings = Settings.load(home=tmp / "home")
+    registry = ModelRegistry(settings)
+    register(registry, "tabular", tabular.onnx, "v1.0.0")
+    register(registry, "tabular", tabular.onnx, "v1.1.0")
+    for mode in ("slow", "fail"):
+        path = tmp / f"{mode}.py"
+        path.write_text(f"MODE = {mode!r}\n" + SHADOW_MODEL)
+        register(registry, f"shadow-{mode}", path, trust_code=True)
+    token = create_token(registry, "deployer", "shadow-bot")[1]
+    registry.close()
+    srv = start_server(settings.home, tmp, "--workers", "1")
+    yield srv, {"deployer": token, "viewer": token}
+    srv.stop()
+
+
+def test_shadows_never_slow_or_change_the_answer(
+    shadow_server: tuple[RunningServer, dict[str, str]], tabular: TabularModels
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "shadowed",
+            "models": [{"model": "tabular", "version": "v1.0.0"}],
+            "shadows": [
+                {"model": "shadow-slow", "version": "v1.0.0"},
+                {"model": "shadow-fail", "version": "v1.0.0"},
+                {"model": "tabular", "version": "v1.1.0", "sample": 0.5},
+            ],
+        }
+    )
+    deploy(server, tokens, text)
+    expected = tabular.pipeline.predict_proba(np.array([ROW], np.float32))  # type: ignore[attr-defined]
+    slowest = 0.0
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(200):
+            started = time.perf_counter()
+            reply = client.post("/v2/models/shadowed/infer", json=BODY)
+            slowest = max(slowest, time.perf_counter() - started)
+            assert answered_by(reply) == "v1.0.0"
+            probabilities = reply.json()["outputs"][1]["data"]
+            np.testing.assert_allclose(probabilities, expected.ravel(), rtol=1e-5, atol=1e-6)
+    # The slow shadow sleeps 0.3 s per copy, the failing one raises: neither is
+    # waited for (200 answers in a fraction of the time one slow copy takes... each).
+    assert slowest < 0.25
+    time.sleep(1.5)
+    report = admin(server, tokens["viewer"], "GET", "/endpoints/shadowed/report").json()
+    shadows = {s["shadow"]: s for s in report["shadows"]}
+    same = shadows["tabular:v1.1.0"]
+    assert 60 < same["requests"] < 140  # sample 0.5 of 200
+    assert same["agreement"] == 1.0 and same["mean_max_abs_diff"] == 0.0
+    assert same["errors"] == 0 and same["dropped"] == 0
+    failing = shadows["shadow-fail:v1.0.0"]
+    assert failing["errors"] == 200 and failing["requests"] == 0
+    slow = shadows["shadow-slow:v1.0.0"]
+    # One thread per shadow: most slow copies are dropped once 64 are in flight.
+    assert slow["dropped"] > 0 and slow["requests"] + slow["dropped"] <= 200
+    assert slow["requests"] == 0 or slow["agreement"] == 0.0
+    assert report["arms"][0]["requests"] == 200 and report["arms"][0]["errors"] == 0
+
+
+def test_shadow_spec_checks(shadow_server: tuple[RunningServer, dict[str, str]]) -> None:
+    server, tokens = shadow_server
+    duplicate = json.dumps(
+        {
+            "endpoint": "dup",
+            "models": [{"model": "tabular", "version": "v1.0.0"}],
+            "shadows": [{"model": "tabular", "version": "v1.0.0"}],
+        }
+    )
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", duplicate)
+    assert reply.status_code == 400 and "is already an arm or a shadow" in reply.json()["error"]
+    unknown = duplicate.replace('"shadows": [{"model": "tabular"', '"shadows": [{"model": "nope"')
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", unknown)
+    assert reply.status_code == 400 and "shadows[0]: 'nope:v1.0.0'" in reply.json()["error"]

@@ -275,3 +275,29 @@ def ab_report(endpoint: str, as_json: bool, url: str, token: str | None) -> None
     ]
     click.echo(f"endpoint {endpoint}, revision {answer['revision']}")
     click.echo(table(("ARM", "WEIGHT", "REQUESTS", "ERRORS", "ERROR %", "P50 MS", "P99 MS"), rows))
+    shadows = answer.get("shadows", [])
+    if shadows:
+
+        def share(value: float | None) -> str:
+            return "-" if value is None else f"{100 * value:.1f}%"
+
+        def diff(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3g}"
+
+        click.echo()
+        shadow_rows = [
+            (
+                s["shadow"],
+                f"{100 * s['sample']:g}%",
+                s["requests"],
+                s["errors"],
+                s["dropped"],
+                share(s["agreement"]),
+                diff(s["mean_max_abs_diff"]),
+                ms(s["p50_ms"]),
+                ms(s["p99_ms"]),
+            )
+            for s in shadows
+        ]
+        headers = ("SHADOW", "SAMPLE", "COMPARED", "ERRORS", "DROPPED", "AGREE", "MEAN MAX |Δ|")
+        click.echo(table((*headers, "P50 MS", "P99 MS"), shadow_rows))

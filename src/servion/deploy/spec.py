@@ -17,6 +17,10 @@ models:
     weight: 10
 sticky:
   header: x-user-id
+shadows:
+  - model: fraud
+    version: v2.0.0
+    sample: 0.5
 ```
 """
 
@@ -41,17 +45,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Arm(_Strict):
-    """One model version behind the endpoint and its share of the traffic."""
-
+class _Ref(_Strict):
     model: str = Field(description="A registered model name.")
     version: str = Field(description="One of its registered versions, vMAJOR.MINOR.PATCH.")
-    weight: float = Field(
-        default=100.0,
-        ge=0,
-        le=100,
-        description="Percent of requests this arm answers; the weights sum to 100.",
-    )
 
     @field_validator("model")
     @classmethod
@@ -70,6 +66,28 @@ class Arm(_Strict):
     @property
     def label(self) -> str:
         return f"{self.model}:{self.version}"
+
+
+class Arm(_Ref):
+    """One model version behind the endpoint and its share of the traffic."""
+
+    weight: float = Field(
+        default=100.0,
+        ge=0,
+        le=100,
+        description="Percent of requests this arm answers; the weights sum to 100.",
+    )
+
+
+class Shadow(_Ref):
+    """A model version that receives a copy of live traffic; its answers are only compared."""
+
+    sample: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of requests copied to this shadow (1 = all).",
+    )
 
 
 class Sticky(_Strict):
@@ -93,6 +111,7 @@ class DeploymentSpec(_Strict):
     description: str = Field(default="", max_length=500)
     models: list[Arm] = Field(min_length=1, max_length=16)
     sticky: Sticky | None = None
+    shadows: list[Shadow] = Field(default_factory=list, max_length=8)
 
     @field_validator("endpoint")
     @classmethod
@@ -108,6 +127,10 @@ class DeploymentSpec(_Strict):
             if arm.label in seen:
                 raise ValueError(f"models: {arm.label} appears more than once")
             seen.add(arm.label)
+        for shadow in self.shadows:
+            if shadow.label in seen:
+                raise ValueError(f"shadows: {shadow.label} is already an arm or a shadow")
+            seen.add(shadow.label)
         total = sum(arm.weight for arm in self.models)
         if abs(total - 100.0) > 1e-6:
             raise ValueError(f"models: the weights sum to {total:g}, not 100")

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from servion.deploy.spec import DeploymentSpec, spec_from_dict
+from servion.deploy.spec import Arm, DeploymentSpec, Shadow, spec_from_dict
 from servion.errors import InvalidInput, ModelNotFound, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
@@ -74,10 +74,14 @@ class Deployments:
     def check(self, spec: DeploymentSpec) -> None:
         """Every arm names a registered model version (400 naming the arm otherwise)."""
         registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
-        for index, arm in enumerate(spec.models):
-            if (arm.model, arm.version) not in registered:
+        refs: list[tuple[str, int, Arm | Shadow]] = [
+            ("models", i, a) for i, a in enumerate(spec.models)
+        ]
+        refs += [("shadows", i, s) for i, s in enumerate(spec.shadows)]
+        for field, index, ref in refs:
+            if (ref.model, ref.version) not in registered:
                 raise InvalidInput(
-                    f"models[{index}]: {quoted(arm.label)} is not a registered model version"
+                    f"{field}[{index}]: {quoted(ref.label)} is not a registered model version"
                 )
 
     def deploy(self, spec: DeploymentSpec, user: str) -> Revision:

@@ -357,7 +357,10 @@ class ModelRegistry:
         return [
             (r.endpoint, int(r.revision))
             for r in rows
-            if any(a.get("model") == name and a.get("version") == version for a in r.spec["models"])
+            if any(
+                a.get("model") == name and a.get("version") == version
+                for a in [*r.spec["models"], *r.spec.get("shadows", [])]
+            )
         ]
 
     def set_loaded(self, name: str, loaded: bool) -> None:

@@ -1,5 +1,16 @@
-"""Routing of endpoint requests to model versions."""
+"""Routing of endpoint requests to model versions, and shadow copies of them."""
 
 from servion.routing.router import ArmStats, EndpointRouter, Route, merge_arm_stats, sticky_point
+from servion.routing.shadow import ShadowRoute, ShadowStats, compare, merge_shadow_stats
 
-__all__ = ["ArmStats", "EndpointRouter", "Route", "merge_arm_stats", "sticky_point"]
+__all__ = [
+    "ArmStats",
+    "EndpointRouter",
+    "Route",
+    "ShadowRoute",
+    "ShadowStats",
+    "compare",
+    "merge_arm_stats",
+    "merge_shadow_stats",
+    "sticky_point",
+]

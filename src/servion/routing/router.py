@@ -16,9 +16,12 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from servion.errors import InvalidInput, quoted
+
+if TYPE_CHECKING:
+    from servion.routing.shadow import ShadowRoute
 
 # Latency histogram: log-spaced upper bounds from 50 µs to ~100 s, so per-arm
 # percentiles can be merged across workers by adding counts.
@@ -104,8 +107,10 @@ class EndpointRouter:
         routes: list[Route],
         sticky_header: str | None,
         draw: Callable[[], float] = random.random,
+        shadows: Sequence[ShadowRoute] = (),
     ) -> None:
         self.name = name
+        self.shadows = list(shadows)
         self.revision = revision
         self.routes = routes
         self.sticky_header = sticky_header.encode() if sticky_header else None
@@ -145,4 +150,7 @@ class EndpointRouter:
         return route
 
     def stats(self) -> dict[str, Any]:
-        return {r.label: r.stats.to_dict() for r in self.routes}
+        return {
+            "arms": {r.label: r.stats.to_dict() for r in self.routes},
+            "shadows": {s.label: s.stats.to_dict() for s in self.shadows},
+        }

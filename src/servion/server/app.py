@@ -31,7 +31,7 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
-from servion.routing import Route
+from servion.routing import EndpointRouter, Route
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
@@ -49,6 +49,7 @@ from servion.server.http import (
 from servion.server.inference import Admitted, admit, outputs_of
 from servion.server.loaded import LoadedModel
 from servion.server.manager import ModelManager
+from servion.server.shadow import ShadowRunner
 from servion.server.v1 import predict_v1
 from servion.types import Arrays
 
@@ -119,6 +120,7 @@ class ServionApp:
             "extensions": EXTENSIONS,
         }
         self.admin = AdminApi(control, manager, self._guard)
+        self.shadows = ShadowRunner(manager)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -132,6 +134,7 @@ class ServionApp:
         await asyncio.gather(*(f.stop(grace_s) for f in self.front_ends))
 
     async def shutdown(self) -> None:
+        self.shadows.close()
         await self.control.shutdown()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -211,7 +214,7 @@ class ServionApp:
                     except ServionError:
                         route.stats.record(0.0, ok=False)
                         raise
-                    return self._infer(req, model, route)
+                    return self._infer(req, model, route, router if router.shadows else None)
             return self._infer(req, self.manager.resolve(name, version))
         if req.method != "GET":
             raise _NoRoute
@@ -241,7 +244,13 @@ class ServionApp:
             return json_response(200, {**self._config(models[0]), "name": name})
         raise _NoRoute
 
-    def _infer(self, req: Request, model: LoadedModel, route: Route | None = None) -> Answer:
+    def _infer(
+        self,
+        req: Request,
+        model: LoadedModel,
+        route: Route | None = None,
+        shadowed: EndpointRouter | None = None,
+    ) -> Answer:
         t0 = perf_ns()
         if route is not None:
             arm = route.stats
@@ -250,7 +259,7 @@ class ServionApp:
                 arm.record((perf_ns() - t0) / 1e6, response[0] < 400)
                 return response
 
-            result = self._infer(req, model)
+            result = self._infer(req, model, None, shadowed)
             if isinstance(result, tuple):
                 return tally(result)
             return self._then(result, tally)
@@ -263,7 +272,7 @@ class ServionApp:
             t1 = perf_ns()
             answer = model.batcher.submit_nowait(*job)
             if isinstance(answer, tuple):
-                return self._infer_done(model, request, job, t0, t1, answer)
+                return self._infer_done(model, request, job, t0, t1, answer, shadowed)
         except ServionError:
             model.stats.record_failure(perf_ns() - t0)
             raise
@@ -278,7 +287,9 @@ class ServionApp:
                 out.cancel()
                 return
             try:
-                out.set_result(self._infer_done(model, request, job, t0, t1, done.result()))
+                out.set_result(
+                    self._infer_done(model, request, job, t0, t1, done.result(), shadowed)
+                )
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0)
                 out.set_result(error_response(exc))
@@ -302,8 +313,11 @@ class ServionApp:
         t0: int,
         t1: int,
         answer: tuple[Arrays, int, int],
+        shadowed: EndpointRouter | None = None,
     ) -> Response:
         results, t_queue, t_infer = answer
+        if shadowed is not None:
+            self.shadows.after(shadowed, request, results)
         t2 = perf_ns()
         outputs = outputs_of(model, job.wanted, results)
         response = InferResponse(model.name, model.version, request.id, outputs)

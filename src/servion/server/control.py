@@ -19,7 +19,7 @@ import orjson
 from servion.deploy import DeploymentSpec
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
-from servion.routing import merge_arm_stats
+from servion.routing import merge_arm_stats, merge_shadow_stats
 from servion.server.manager import ModelManager
 from servion.server.stats import merge, to_triton
 from servion.server.tokens import RANK, TokenTable
@@ -249,15 +249,36 @@ class Control:
         """Requests, errors and latency per arm, summed over every live worker."""
         current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
         reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
-        parts: dict[str, list[dict[str, Any]]] = {}
-        for worker_id, _, report in reports:
-            if worker_id != self.worker_id:
-                for arm, value in report.get("endpoints", {}).get(endpoint, {}).items():
-                    parts.setdefault(arm, []).append(value)
-        for arm, value in self._own_arms().get(endpoint, {}).items():
-            parts.setdefault(arm, []).append(value)
-        arms = []
-        for arm in current.spec.models:
-            merged = merge_arm_stats(parts.get(arm.label, []))
-            arms.append({"arm": arm.label, "weight": arm.weight, **merged})
-        return {"endpoint": endpoint, "revision": current.revision, "arms": arms}
+        own = self._own_arms().get(endpoint, {})
+        others = [
+            report.get("endpoints", {}).get(endpoint, {})
+            for worker_id, _, report in reports
+            if worker_id != self.worker_id
+        ]
+        parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for stats in [*others, own]:
+            for kind in ("arms", "shadows"):
+                for label, value in stats.get(kind, {}).items():
+                    parts.setdefault((kind, label), []).append(value)
+        arms = [
+            {
+                "arm": a.label,
+                "weight": a.weight,
+                **merge_arm_stats(parts.get(("arms", a.label), [])),
+            }
+            for a in current.spec.models
+        ]
+        shadows = [
+            {
+                "shadow": s.label,
+                "sample": s.sample,
+                **merge_shadow_stats(parts.get(("shadows", s.label), [])),
+            }
+            for s in current.spec.shadows
+        ]
+        return {
+            "endpoint": endpoint,
+            "revision": current.revision,
+            "arms": arms,
+            "shadows": shadows,
+        }

@@ -23,6 +23,7 @@ from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError
 from servion.protocol import InferResponse, grpc_code_for
 from servion.protocol.grpc import grpc_service_pb2 as pb
 from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
+from servion.routing import EndpointRouter
 from servion.server.app import ServionApp
 from servion.server.inference import admit, outputs_of
 from servion.server.loaded import LoadedModel
@@ -228,13 +229,19 @@ class GrpcFrontEnd:
         ok = False
         try:
             model = self.manager.resolve(route.model, route.version)
-            answer = await self._infer(request, model, t0)
+            answer = await self._infer(request, model, t0, router if router.shadows else None)
             ok = True
             return answer
         finally:
             route.stats.record((perf_ns() - t0) / 1e6, ok)
 
-    async def _infer(self, request: pb.ModelInferRequest, model: LoadedModel, t0: int) -> Message:
+    async def _infer(
+        self,
+        request: pb.ModelInferRequest,
+        model: LoadedModel,
+        t0: int,
+        shadowed: EndpointRouter | None = None,
+    ) -> Message:
         try:
             decoded = decode_model_infer(request, self.app.limits)
             job = admit(model, decoded)
@@ -242,6 +249,8 @@ class GrpcFrontEnd:
             answer = model.batcher.submit_nowait(*job)
             results, t_queue, t_infer = answer if isinstance(answer, tuple) else await answer
             t2 = perf_ns()
+            if shadowed is not None:
+                self.app.shadows.after(shadowed, decoded, results)
             outputs = outputs_of(model, job.wanted, results)
             response = InferResponse(model.name, model.version, decoded.id, outputs)
             message = encode_model_infer(response, decoded.outputs)

@@ -18,7 +18,7 @@ from servion.batching import BatchingConfig
 from servion.deploy import Deployments, Revision
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
-from servion.routing import ArmStats, EndpointRouter, Route
+from servion.routing import ArmStats, EndpointRouter, Route, ShadowRoute, ShadowStats
 from servion.server.loaded import LoadedModel
 
 log = logging.getLogger("servion.server")
@@ -117,6 +117,11 @@ class ModelManager:
                             wanted[(arm.model, arm.version)] = mv
                             if revision is current:
                                 required.add((arm.model, arm.version))
+                # Shadows load too, but an endpoint serves without them.
+                for shadow in current.spec.shadows:
+                    mv = by_key.get((shadow.model, shadow.version))
+                    if mv is not None:
+                        wanted[(shadow.model, shadow.version)] = mv
             models = {
                 k: m.rebatched(configs.get(k[0], self.batching))
                 if m.config != configs.get(k[0], self.batching)
@@ -219,6 +224,11 @@ class ModelManager:
             for name, router in self.endpoints.items()
             for route in router.routes
         }
+        kept_shadows: dict[tuple[str, str], ShadowStats] = {
+            (name, shadow.label): shadow.stats
+            for name, router in self.endpoints.items()
+            for shadow in router.shadows
+        }
         routers = {}
         for rev in revisions:
             spec = rev.spec
@@ -226,8 +236,19 @@ class ModelManager:
                 Route(a.model, a.version, a.weight, kept.get((spec.endpoint, a.label), ArmStats()))
                 for a in spec.models
             ]
+            shadows = [
+                ShadowRoute(
+                    s.model,
+                    s.version,
+                    s.sample,
+                    kept_shadows.get((spec.endpoint, s.label), ShadowStats()),
+                )
+                for s in spec.shadows
+            ]
             sticky = spec.sticky.header if spec.sticky else None
-            routers[spec.endpoint] = EndpointRouter(spec.endpoint, rev.revision, routes, sticky)
+            routers[spec.endpoint] = EndpointRouter(
+                spec.endpoint, rev.revision, routes, sticky, shadows=shadows
+            )
         return routers
 
     def _swap(self, models: dict[Key, LoadedModel], endpoints: dict[str, EndpointRouter]) -> None:
