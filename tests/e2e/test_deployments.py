@@ -335,6 +335,24 @@ def test_inference_can_require_a_token(home: Path, tokens: dict[str, str], tmp_p
         srv.stop()
 
 
+SLOW_MODEL = """
+import time
+
+import numpy as np
+
+
+class Slowpoke:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        time.sleep(0.4)
+        return {"label": np.zeros(len(inputs["X"]), np.int64)}
+"""
+
 SHADOW_MODEL = """
 import time
 
@@ -375,6 +393,11 @@ def shadow_server(
         path = tmp / f"{mode}.py"
         path.write_text(f"MODE = {mode!r}\n" + SHADOW_MODEL)
         register(registry, f"shadow-{mode}", path, trust_code=True)
+    slow = tmp / "slowpoke.py"
+    slow.write_text(SLOW_MODEL)
+    register(registry, "slowpoke", slow, trust_code=True)
+    # Executions in the model's thread, one request each: the event loop stays free.
+    registry.set_batching("slowpoke", {"execution": "thread", "dynamic": False})
     token = create_token(registry, "deployer", "shadow-bot")[1]
     registry.close()
     srv = start_server(settings.home, tmp, "--workers", "1")
@@ -441,3 +464,80 @@ def test_shadow_spec_checks(shadow_server: tuple[RunningServer, dict[str, str]])
     unknown = duplicate.replace('"shadows": [{"model": "tabular"', '"shadows": [{"model": "nope"')
     reply = admin(server, tokens["deployer"], "POST", "/endpoints", unknown)
     assert reply.status_code == 400 and "shadows[0]: 'nope:v1.0.0'" in reply.json()["error"]
+
+
+def test_response_cache(shadow_server: tuple[RunningServer, dict[str, str]]) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "cached",
+            "models": [
+                {"model": "tabular", "version": "v1.0.0", "weight": 100},
+                {"model": "tabular", "version": "v1.1.0", "weight": 0},
+            ],
+            "cache": {"max_entries": 2, "ttl_s": 0.5},
+        }
+    )
+    deploy(server, tokens, text)
+    other = {"inputs": [{**BODY["inputs"][0], "data": [0.5] * 32}]}
+    with httpx.Client(base_url=server.url) as client:
+        first = client.post("/v2/models/cached/infer", json=BODY)
+        repeats = [client.post("/v2/models/cached/infer", json=BODY) for _ in range(9)]
+        assert all(r.content == first.content for r in repeats)
+        pinned = client.post(
+            "/v2/models/cached/infer", json=BODY, headers={"x-servion-version": "v1.1.0"}
+        )
+        assert answered_by(pinned) == "v1.1.0"  # a cached answer never crosses arms
+        assert client.post("/v2/models/cached/infer", json=other).status_code == 200
+        time.sleep(0.7)  # past the TTL
+        assert client.post("/v2/models/cached/infer", json=BODY).content == first.content
+    report = admin(server, tokens["viewer"], "GET", "/endpoints/cached/report").json()
+    assert report["cache"]["hits"] == 9
+    assert report["cache"]["misses"] == 4 and report["cache"]["entries"] == 2
+    assert sum(a["requests"] for a in report["arms"]) == 13
+
+
+def test_bulkhead_limits_one_endpoint_without_slowing_another(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    deploy(
+        server,
+        tokens,
+        json.dumps(
+            {
+                "endpoint": "slow-ep",
+                "models": [{"model": "slowpoke", "version": "v1.0.0"}],
+                "concurrency": {"limit": 2, "queue": 1},
+            }
+        ),
+    )
+    deploy(server, tokens, spec("fast-ep", {"v1.0.0": 100}))
+    statuses: list[int] = []
+    retry_after: list[str] = []
+
+    def call() -> None:
+        reply = httpx.post(f"{server.url}/v2/models/slow-ep/infer", json=BODY, timeout=30)
+        statuses.append(reply.status_code)
+        if reply.status_code == 503:
+            retry_after.append(reply.headers["retry-after"])
+            assert "concurrency limit" in reply.json()["error"]
+
+    callers = [threading.Thread(target=call) for _ in range(6)]
+    for t in callers:
+        t.start()
+    time.sleep(0.15)  # all six have arrived; two run, one waits
+    fast = []
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(10):
+            started = time.perf_counter()
+            assert client.post("/v2/models/fast-ep/infer", json=BODY).status_code == 200
+            fast.append(time.perf_counter() - started)
+    for t in callers:
+        t.join(30)
+    assert sorted(statuses) == [200, 200, 200, 503, 503, 503]
+    assert retry_after == ["1", "1", "1"]
+    # The other endpoint answered while slow-ep was full: no waiting behind it.
+    assert max(fast) < 0.2
+    report = admin(server, tokens["viewer"], "GET", "/endpoints/slow-ep/report").json()
+    assert report["bulkhead"] == {"running": 0, "waiting": 0, "rejected": 3}

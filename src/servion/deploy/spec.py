@@ -21,6 +21,8 @@ shadows:
   - model: fraud
     version: v2.0.0
     sample: 0.5
+cache: {max_entries: 4096, ttl_s: 30}
+concurrency: {limit: 32, queue: 64}
 ```
 """
 
@@ -103,6 +105,22 @@ class Sticky(_Strict):
         return value.lower()
 
 
+class Cache(_Strict):
+    """Answer repeated identical requests from memory (per worker, LRU with a TTL)."""
+
+    max_entries: int = Field(default=1024, ge=1, le=1_000_000)
+    ttl_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds an answer is kept.")
+
+
+class Concurrency(_Strict):
+    """A bulkhead: requests this endpoint may run at once per worker, and wait beyond that."""
+
+    limit: int = Field(ge=1, le=100_000, description="Requests running at once, per worker.")
+    queue: int = Field(
+        default=0, ge=0, le=1_000_000, description="Requests waiting beyond the limit; more: 503."
+    )
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -112,6 +130,8 @@ class DeploymentSpec(_Strict):
     models: list[Arm] = Field(min_length=1, max_length=16)
     sticky: Sticky | None = None
     shadows: list[Shadow] = Field(default_factory=list, max_length=8)
+    cache: Cache | None = None
+    concurrency: Concurrency | None = None
 
     @field_validator("endpoint")
     @classmethod

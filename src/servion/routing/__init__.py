@@ -1,11 +1,14 @@
 """Routing of endpoint requests to model versions, and shadow copies of them."""
 
+from servion.routing.guards import Bulkhead, ResponseCache
 from servion.routing.router import ArmStats, EndpointRouter, Route, merge_arm_stats, sticky_point
 from servion.routing.shadow import ShadowRoute, ShadowStats, compare, merge_shadow_stats
 
 __all__ = [
     "ArmStats",
+    "Bulkhead",
     "EndpointRouter",
+    "ResponseCache",
     "Route",
     "ShadowRoute",
     "ShadowStats",

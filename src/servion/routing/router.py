@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:
+    from servion.routing.guards import Bulkhead, ResponseCache
     from servion.routing.shadow import ShadowRoute
 
 # Latency histogram: log-spaced upper bounds from 50 µs to ~100 s, so per-arm
@@ -108,9 +109,13 @@ class EndpointRouter:
         sticky_header: str | None,
         draw: Callable[[], float] = random.random,
         shadows: Sequence[ShadowRoute] = (),
+        cache: ResponseCache[Any] | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
+        self.cache = cache
+        self.bulkhead = bulkhead
         self.revision = revision
         self.routes = routes
         self.sticky_header = sticky_header.encode() if sticky_header else None
@@ -153,4 +158,6 @@ class EndpointRouter:
         return {
             "arms": {r.label: r.stats.to_dict() for r in self.routes},
             "shadows": {s.label: s.stats.to_dict() for s in self.shadows},
+            "cache": self.cache.to_dict() if self.cache is not None else None,
+            "bulkhead": self.bulkhead.to_dict() if self.bulkhead is not None else None,
         }

@@ -31,7 +31,7 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
-from servion.routing import EndpointRouter, Route
+from servion.routing import Bulkhead, EndpointRouter, ResponseCache, Route
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
@@ -208,13 +208,7 @@ class ServionApp:
             if version is None:
                 router = self.manager.endpoints.get(name)
                 if router is not None:
-                    route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
-                    try:
-                        model = self.manager.resolve(route.model, route.version)
-                    except ServionError:
-                        route.stats.record(0.0, ok=False)
-                        raise
-                    return self._infer(req, model, route, router if router.shadows else None)
+                    return self._endpoint_infer(req, router)
             return self._infer(req, self.manager.resolve(name, version))
         if req.method != "GET":
             raise _NoRoute
@@ -231,6 +225,77 @@ class ServionApp:
         if action == "config":
             return json_response(200, self._config(self.manager.resolve(name, version)))
         raise _NoRoute
+
+    def _endpoint_infer(self, req: Request, router: EndpointRouter) -> Answer:
+        route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
+        try:
+            model = self.manager.resolve(route.model, route.version)
+        except ServionError:
+            route.stats.record(0.0, ok=False)
+            raise
+        cache: ResponseCache[Response] | None = router.cache
+        key = None
+        if cache is not None:
+            # The arm is part of the key: a cached answer never crosses arms.
+            key = (route.label, req.header(b"inference-header-content-length"), req.body)
+            hit = cache.get(key)
+            if hit is not None:
+                route.stats.record(0.0, ok=True)
+                return hit
+        shadowed = router if router.shadows else None
+        bulkhead = router.bulkhead
+        if bulkhead is None:
+            return self._cached(self._infer(req, model, route, shadowed), cache, key)
+        turn = bulkhead.enter()  # 503 when its queue is full too
+        if turn is None:
+            answer = self._infer(req, model, route, shadowed)
+            if isinstance(answer, tuple):
+                bulkhead.leave()
+                return self._cached(answer, cache, key)
+            return self._cached(self._released(answer, bulkhead), cache, key)
+        return self._cached(self._queued(turn, bulkhead, req, model, route, shadowed), cache, key)
+
+    async def _released(self, answer: Awaitable[Response], bulkhead: Bulkhead) -> Response:
+        try:
+            return await answer
+        finally:
+            bulkhead.leave()
+
+    async def _queued(
+        self,
+        turn: asyncio.Future[None],
+        bulkhead: Bulkhead,
+        req: Request,
+        model: LoadedModel,
+        route: Route,
+        shadowed: EndpointRouter | None,
+    ) -> Response:
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                bulkhead.leave()  # the place was handed over just as the caller left
+            raise
+        try:
+            answer = self._infer(req, model, route, shadowed)
+            return answer if isinstance(answer, tuple) else await answer
+        finally:
+            bulkhead.leave()
+
+    def _cached(self, answer: Answer, cache: ResponseCache[Response] | None, key: object) -> Answer:
+        if cache is None:
+            return answer
+        if isinstance(answer, tuple):
+            if answer[0] == 200:
+                cache.put(key, answer)
+            return answer
+        return self._then(answer, lambda r: self._store(cache, key, r))
+
+    @staticmethod
+    def _store(cache: ResponseCache[Response], key: object, response: Response) -> Response:
+        if response[0] == 200:
+            cache.put(key, response)
+        return response
 
     def _endpoint_info(self, name: str, action: str) -> Answer:
         router = self.manager.endpoints[name]

@@ -276,9 +276,17 @@ class Control:
             }
             for s in current.spec.shadows
         ]
+        totals: dict[str, dict[str, int]] = {}
+        for stats in [*others, own]:
+            for kind in ("cache", "bulkhead"):
+                for key, value in (stats.get(kind) or {}).items():
+                    totals.setdefault(kind, {}).setdefault(key, 0)
+                    totals[kind][key] += value
         return {
             "endpoint": endpoint,
             "revision": current.revision,
             "arms": arms,
             "shadows": shadows,
+            "cache": totals.get("cache"),
+            "bulkhead": totals.get("bulkhead"),
         }

@@ -13,12 +13,21 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from servion.batching import BatchingConfig
 from servion.deploy import Deployments, Revision
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
-from servion.routing import ArmStats, EndpointRouter, Route, ShadowRoute, ShadowStats
+from servion.routing import (
+    ArmStats,
+    Bulkhead,
+    EndpointRouter,
+    ResponseCache,
+    Route,
+    ShadowRoute,
+    ShadowStats,
+)
 from servion.server.loaded import LoadedModel
 
 log = logging.getLogger("servion.server")
@@ -246,8 +255,25 @@ class ModelManager:
                 for s in spec.shadows
             ]
             sticky = spec.sticky.header if spec.sticky else None
+            old = self.endpoints.get(spec.endpoint)
+            cache = None
+            if spec.cache is not None:
+                cache = ResponseCache[Any](spec.cache.max_entries, spec.cache.ttl_s)
+            bulkhead = None
+            if spec.concurrency is not None:
+                limit, queue = spec.concurrency.limit, spec.concurrency.queue
+                bulkhead = old.bulkhead if old is not None else None
+                # Keep the one in use (its running count) unless its limits changed.
+                if bulkhead is None or (bulkhead.limit, bulkhead.queue) != (limit, queue):
+                    bulkhead = Bulkhead(spec.endpoint, limit, queue)
             routers[spec.endpoint] = EndpointRouter(
-                spec.endpoint, rev.revision, routes, sticky, shadows=shadows
+                spec.endpoint,
+                rev.revision,
+                routes,
+                sticky,
+                shadows=shadows,
+                cache=cache,
+                bulkhead=bulkhead,
             )
         return routers
 

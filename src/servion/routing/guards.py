@@ -1,0 +1,90 @@
+"""Per-endpoint protections that live in each worker: a response cache and a bulkhead."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict, deque
+from typing import Any, Generic, TypeVar
+
+from servion.errors import Overloaded, quoted
+
+V = TypeVar("V")
+
+
+class ResponseCache(Generic[V]):
+    """LRU with a time to live; counts hits and misses."""
+
+    def __init__(self, max_entries: int, ttl_s: float) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[Any, tuple[float, V]] = OrderedDict()
+
+    def get(self, key: Any) -> V | None:
+        found = self._entries.get(key)
+        if found is not None:
+            expires, value = found
+            if expires > time.monotonic():
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return value
+            del self._entries[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: Any, value: V) -> None:
+        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self._entries)}
+
+
+class Bulkhead:
+    """At most ``limit`` requests of one endpoint run at once; ``queue`` more wait in order."""
+
+    def __init__(self, endpoint: str, limit: int, queue: int) -> None:
+        self.endpoint = endpoint
+        self.limit = limit
+        self.queue = queue
+        self.running = 0
+        self.rejected = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    def enter(self) -> asyncio.Future[None] | None:
+        """None when the request may run now; a future to await when it must queue.
+
+        Raises ``Overloaded`` (503 with Retry-After) when the queue is full too.
+        """
+        if self.running < self.limit:
+            self.running += 1
+            return None
+        if len(self._waiting) >= self.queue:
+            self.rejected += 1
+            raise Overloaded(
+                f"endpoint {quoted(self.endpoint)} has {self.running} requests running and"
+                f" {len(self._waiting)} waiting (its concurrency limit)",
+                retry_after=1.0,
+            )
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        return turn
+
+    def leave(self) -> None:
+        """A running request finished: hand its place to the next waiting one."""
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():  # a caller that went away has a cancelled turn
+                turn.set_result(None)
+                return
+        self.running -= 1
+
+    def to_dict(self) -> dict[str, int]:
+        return {"running": self.running, "waiting": len(self._waiting), "rejected": self.rejected}
