@@ -541,3 +541,123 @@ def test_bulkhead_limits_one_endpoint_without_slowing_another(
     assert max(fast) < 0.2
     report = admin(server, tokens["viewer"], "GET", "/endpoints/slow-ep/report").json()
     assert report["bulkhead"] == {"running": 0, "waiting": 0, "rejected": 3}
+
+
+def infer_at(server: RunningServer, endpoint: str, value: float, **headers: str) -> httpx.Response:
+    body = {"inputs": [{**BODY["inputs"][0], "data": [value] * 32}]}
+    return httpx.post(
+        f"{server.url}/v2/models/{endpoint}/infer", json=body, headers=headers, timeout=30
+    )
+
+
+STATIC = {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [-1]}]}
+
+
+def test_fallback_answers_when_the_arm_fails(
+    shadow_server: tuple[RunningServer, dict[str, str]], tabular: TabularModels
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "fb-ep",
+            "models": [{"model": "shadow-fail", "version": "v1.0.0"}],
+            "fallback": {"model": "tabular", "version": "v1.0.0"},
+        }
+    )
+    deploy(server, tokens, text)
+    rescued = infer_at(server, "fb-ep", 0.25)  # the arm raises on this input
+    assert rescued.status_code == 200, rescued.text
+    doc = rescued.json()
+    assert doc["model_name"] == "tabular" and doc["model_version"] == "v1.0.0"
+    assert doc["parameters"] == {
+        "servion_fallback": True,
+        "servion_fallback_reason": "error",
+        "servion_arm": "shadow-fail:v1.0.0",
+    }
+    expected = tabular.pipeline.predict(np.array([ROW], np.float32))  # type: ignore[attr-defined]
+    assert doc["outputs"][0]["data"] == expected.tolist()
+    normal = infer_at(server, "fb-ep", 0.5).json()
+    assert normal["model_name"] == "shadow-fail" and "parameters" not in normal
+    # A request the arm refuses as malformed is the caller's error, not a reason to fall back.
+    bad = httpx.post(f"{server.url}/v2/models/fb-ep/infer", json={"inputs": []})
+    assert bad.status_code == 400
+
+
+def test_timeouts_answer_504_or_the_fallback(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    slow = {"endpoint": "to-ep", "models": [{"model": "slowpoke", "version": "v1.0.0"}]}
+    deploy(server, tokens, json.dumps({**slow, "timeout_ms": 100}))
+    late = infer_at(server, "to-ep", 0.5)
+    assert late.status_code == 504
+    assert late.json()["error"] == "endpoint 'to-ep' did not answer within 100 ms"
+    patient = infer_at(server, "to-ep", 0.5, **{"x-servion-timeout-ms": "3000"})
+    assert patient.status_code == 200
+    bad = infer_at(server, "to-ep", 0.5, **{"x-servion-timeout-ms": "soon"})
+    assert bad.status_code == 400 and "X-Servion-Timeout-Ms" in bad.json()["error"]
+    deploy(
+        server,
+        tokens,
+        json.dumps({**slow, "endpoint": "to-fb", "timeout_ms": 100, "fallback": STATIC}),
+    )
+    started = time.perf_counter()
+    static = infer_at(server, "to-fb", 0.5)
+    assert time.perf_counter() - started < 0.35  # the slow arm's 0.4 s is not waited for
+    assert static.status_code == 200
+    assert static.json()["outputs"] == STATIC["outputs"]
+    assert static.json()["parameters"]["servion_fallback_reason"] == "timeout"
+
+
+def test_circuit_breaker_opens_and_recovers_through_half_open(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "cb-ep",
+            "models": [{"model": "shadow-fail", "version": "v1.0.0"}],
+            "circuit_breaker": {"error_rate": 0.5, "min_requests": 4, "window_s": 30, "open_s": 1},
+            "fallback": STATIC,
+        }
+    )
+    deploy(server, tokens, text)
+    reasons = [
+        infer_at(server, "cb-ep", 0.25).json()["parameters"]["servion_fallback_reason"]
+        for _ in range(6)
+    ]
+    assert reasons == ["error"] * 4 + ["circuit_open"] * 2
+    # While open, even a request the arm would answer goes to the fallback.
+    assert infer_at(server, "cb-ep", 0.5).json()["parameters"]["servion_fallback_reason"] == (
+        "circuit_open"
+    )
+    time.sleep(1.2)  # half-open: the next request is the probe
+    probe = infer_at(server, "cb-ep", 0.5).json()
+    assert probe["model_name"] == "shadow-fail" and "parameters" not in probe
+    assert infer_at(server, "cb-ep", 0.5).json()["model_name"] == "shadow-fail"  # closed
+    time.sleep(1.2)
+    report = admin(server, tokens["viewer"], "GET", "/endpoints/cb-ep/report").json()
+    assert report["arms"][0]["requests"] == 6  # 4 failures, the probe, one more
+    assert report["breakers"]["shadow-fail:v1.0.0"] == {
+        "state": "closed",
+        "opened": 1,
+        "rejected": 3,
+    }
+    assert report["fallbacks"] == {"error": 4, "circuit_open": 3}
+
+
+def test_fallback_spec_checks(shadow_server: tuple[RunningServer, dict[str, str]]) -> None:
+    server, tokens = shadow_server
+    base = {"endpoint": "fb-bad", "models": [{"model": "tabular", "version": "v1.0.0"}]}
+    cases = [
+        ({"fallback": {"model": "tabular"}}, "version must be vMAJOR.MINOR.PATCH"),
+        ({"fallback": {}}, "give either model and version, or outputs"),
+        ({"fallback": {"model": "nope", "version": "v1.0.0"}}, "fallback: 'nope:v1.0.0'"),
+        ({"timeout_ms": 0}, "timeout_ms: Input should be greater than 0"),
+        ({"circuit_breaker": {"error_rate": 2}}, "circuit_breaker.error_rate"),
+    ]
+    for extra, words in cases:
+        reply = admin(
+            server, tokens["deployer"], "POST", "/endpoints", json.dumps({**base, **extra})
+        )
+        assert reply.status_code == 400 and words in reply.json()["error"], reply.text

@@ -78,6 +78,15 @@ class Deployments:
             ("models", i, a) for i, a in enumerate(spec.models)
         ]
         refs += [("shadows", i, s) for i, s in enumerate(spec.shadows)]
+        fallback = spec.fallback
+        if (
+            fallback is not None
+            and fallback.model is not None
+            and (fallback.model, fallback.version) not in registered
+        ):
+            raise InvalidInput(
+                f"fallback: {quoted(fallback.label)} is not a registered model version"
+            )
         for field, index, ref in refs:
             if (ref.model, ref.version) not in registered:
                 raise InvalidInput(

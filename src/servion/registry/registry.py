@@ -359,7 +359,11 @@ class ModelRegistry:
             for r in rows
             if any(
                 a.get("model") == name and a.get("version") == version
-                for a in [*r.spec["models"], *r.spec.get("shadows", [])]
+                for a in [
+                    *r.spec["models"],
+                    *r.spec.get("shadows", []),
+                    r.spec.get("fallback") or {},
+                ]
             )
         ]
 

@@ -88,3 +88,64 @@ class Bulkhead:
 
     def to_dict(self) -> dict[str, int]:
         return {"running": self.running, "waiting": len(self._waiting), "rejected": self.rejected}
+
+
+class CircuitBreaker:
+    """Closed → open when the recent error rate is too high → half-open after a pause,
+    where one probe decides: success closes it, failure opens it again."""
+
+    def __init__(self, error_rate: float, window_s: float, min_requests: int, open_s: float):
+        self.error_rate = error_rate
+        self.window_s = window_s
+        self.min_requests = min_requests
+        self.open_s = open_s
+        self.state = "closed"
+        self.times_opened = 0
+        self.rejected = 0
+        self._events: deque[tuple[float, bool]] = deque()
+        self._errors = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def settings(self) -> tuple[float, float, int, float]:
+        return self.error_rate, self.window_s, self.min_requests, self.open_s
+
+    def allow(self, now: float) -> bool:
+        """Whether a request may go to the arm now."""
+        if self.state == "open" and now - self._opened_at >= self.open_s:
+            self.state, self._probing = "half_open", False
+        if self.state == "closed":
+            return True
+        if self.state == "half_open" and not self._probing:
+            self._probing = True
+            return True
+        self.rejected += 1
+        return False
+
+    def record(self, ok: bool, now: float) -> None:
+        if self.state == "half_open":
+            if ok:
+                self.state = "closed"
+                self._events.clear()
+                self._errors = 0
+            else:
+                self._open(now)
+            return
+        self._events.append((now, ok))
+        self._errors += not ok
+        while self._events and now - self._events[0][0] > self.window_s:
+            _, was_ok = self._events.popleft()
+            self._errors -= not was_ok
+        count = len(self._events)
+        if count >= self.min_requests and self._errors / count >= self.error_rate:
+            self._open(now)
+
+    def _open(self, now: float) -> None:
+        self.state = "open"
+        self._opened_at = now
+        self._probing = False
+        self.times_opened += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "opened": self.times_opened, "rejected": self.rejected}

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:
-    from servion.routing.guards import Bulkhead, ResponseCache
+    from servion.deploy.spec import Fallback
+    from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache
     from servion.routing.shadow import ShadowRoute
 
 # Latency histogram: log-spaced upper bounds from 50 µs to ~100 s, so per-arm
@@ -111,11 +112,20 @@ class EndpointRouter:
         shadows: Sequence[ShadowRoute] = (),
         cache: ResponseCache[Any] | None = None,
         bulkhead: Bulkhead | None = None,
+        breakers: dict[str, CircuitBreaker] | None = None,
+        fallback: Fallback | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
         self.cache = cache
         self.bulkhead = bulkhead
+        self.breakers = breakers or {}
+        """Per arm label."""
+        self.fallback = fallback
+        self.timeout_s = timeout_s
+        self.fallbacks: dict[str, int] = {}
+        """Answers given by the fallback, by reason (error, timeout, circuit_open)."""
         self.revision = revision
         self.routes = routes
         self.sticky_header = sticky_header.encode() if sticky_header else None
@@ -160,4 +170,6 @@ class EndpointRouter:
             "shadows": {s.label: s.stats.to_dict() for s in self.shadows},
             "cache": self.cache.to_dict() if self.cache is not None else None,
             "bulkhead": self.bulkhead.to_dict() if self.bulkhead is not None else None,
+            "breakers": {label: b.to_dict() for label, b in self.breakers.items()},
+            "fallbacks": dict(self.fallbacks),
         }

@@ -14,10 +14,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import orjson
+
 from servion.deploy import PIN_HEADER
 from servion.errors import (
+    DeadlineExceeded,
     InvalidInput,
     ModelNotFound,
+    ModelNotReady,
     ServionError,
     quoted,
 )
@@ -63,6 +67,20 @@ Answer = Response | Awaitable[Response]
 
 OCTET_STREAM = b"application/octet-stream"
 PIN_HEADER_BYTES = PIN_HEADER.encode()
+TIMEOUT_HEADER = b"x-servion-timeout-ms"
+
+
+def _timeout_s(header: bytes | None, default: float | None) -> float | None:
+    """The request's time budget: its X-Servion-Timeout-Ms, else the endpoint's."""
+    if header is None:
+        return default
+    try:
+        ms = float(header)
+    except ValueError:
+        ms = -1.0
+    if not 0 < ms <= 600_000:
+        raise InvalidInput("X-Servion-Timeout-Ms must be a number of milliseconds in (0, 600000]")
+    return ms / 1e3
 
 
 def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
@@ -228,11 +246,7 @@ class ServionApp:
 
     def _endpoint_infer(self, req: Request, router: EndpointRouter) -> Answer:
         route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
-        try:
-            model = self.manager.resolve(route.model, route.version)
-        except ServionError:
-            route.stats.record(0.0, ok=False)
-            raise
+        timeout_s = _timeout_s(req.header(TIMEOUT_HEADER), router.timeout_s)
         cache: ResponseCache[Response] | None = router.cache
         key = None
         if cache is not None:
@@ -242,18 +256,98 @@ class ServionApp:
             if hit is not None:
                 route.stats.record(0.0, ok=True)
                 return hit
-        shadowed = router if router.shadows else None
         bulkhead = router.bulkhead
         if bulkhead is None:
-            return self._cached(self._infer(req, model, route, shadowed), cache, key)
+            return self._cached(self._arm(req, router, route, timeout_s), cache, key)
         turn = bulkhead.enter()  # 503 when its queue is full too
         if turn is None:
-            answer = self._infer(req, model, route, shadowed)
+            answer = self._arm(req, router, route, timeout_s)
             if isinstance(answer, tuple):
                 bulkhead.leave()
                 return self._cached(answer, cache, key)
             return self._cached(self._released(answer, bulkhead), cache, key)
-        return self._cached(self._queued(turn, bulkhead, req, model, route, shadowed), cache, key)
+        return self._cached(self._queued(turn, bulkhead, req, router, route, timeout_s), cache, key)
+
+    def _arm(
+        self, req: Request, router: EndpointRouter, route: Route, timeout_s: float | None
+    ) -> Answer:
+        """The chosen arm's answer, behind its circuit breaker, timeout and fallback."""
+        breaker = router.breakers.get(route.label)
+        if breaker is not None and not breaker.allow(time.monotonic()):
+            return self._fallback(req, router, route, "circuit_open")
+        try:
+            model = self.manager.resolve(route.model, route.version)
+        except ServionError:
+            route.stats.record(0.0, ok=False)
+            if breaker is not None:
+                breaker.record(False, time.monotonic())
+            if router.fallback is None:
+                raise
+            return self._fallback(req, router, route, "error")
+        answer = self._infer(req, model, route, router if router.shadows else None)
+        if isinstance(answer, tuple):
+            return self._settle(answer, req, router, route)
+        return self._settle_later(answer, timeout_s, req, router, route)
+
+    def _settle(
+        self, response: Response, req: Request, router: EndpointRouter, route: Route
+    ) -> Answer:
+        failed = response[0] >= 500  # the arm's fault; a 4xx is the request's
+        breaker = router.breakers.get(route.label)
+        if breaker is not None:
+            breaker.record(not failed, time.monotonic())
+        if failed and router.fallback is not None:
+            return self._fallback(req, router, route, "error")
+        return response
+
+    async def _settle_later(
+        self,
+        answer: Awaitable[Response],
+        timeout_s: float | None,
+        req: Request,
+        router: EndpointRouter,
+        route: Route,
+    ) -> Response:
+        try:
+            response = await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
+        except TimeoutError:
+            # The request is withdrawn: the batcher skips it if it is still queued.
+            route.stats.record((timeout_s or 0) * 1e3, ok=False)
+            breaker = router.breakers.get(route.label)
+            if breaker is not None:
+                breaker.record(False, time.monotonic())
+            if router.fallback is None:
+                return error_response(
+                    DeadlineExceeded(
+                        f"endpoint {quoted(router.name)} did not answer within"
+                        f" {(timeout_s or 0) * 1e3:g} ms",
+                        waited_s=timeout_s or 0,
+                    )
+                )
+            fallback = self._fallback(req, router, route, "timeout")
+            return fallback if isinstance(fallback, tuple) else await fallback
+        settled = self._settle(response, req, router, route)
+        return settled if isinstance(settled, tuple) else await settled
+
+    def _fallback(self, req: Request, router: EndpointRouter, route: Route, reason: str) -> Answer:
+        fallback = router.fallback
+        if fallback is None:  # only a circuit can be open without one
+            raise ModelNotReady(
+                route.model, route.version, f"its circuit is open on endpoint {router.name}"
+            )
+        router.fallbacks[reason] = router.fallbacks.get(reason, 0) + 1
+        said = {
+            "servion_fallback": True,
+            "servion_fallback_reason": reason,
+            "servion_arm": route.label,
+        }
+        if fallback.outputs is not None:
+            outputs = [o.model_dump() for o in fallback.outputs]
+            body = {"model_name": router.name, "outputs": outputs, "parameters": said}
+            return 200, orjson.dumps(body), JSON_HEADERS
+        assert fallback.model is not None and fallback.version is not None
+        model = self.manager.resolve(fallback.model, fallback.version)
+        return self._infer(req, model, parameters=said)
 
     async def _released(self, answer: Awaitable[Response], bulkhead: Bulkhead) -> Response:
         try:
@@ -266,9 +360,9 @@ class ServionApp:
         turn: asyncio.Future[None],
         bulkhead: Bulkhead,
         req: Request,
-        model: LoadedModel,
+        router: EndpointRouter,
         route: Route,
-        shadowed: EndpointRouter | None,
+        timeout_s: float | None,
     ) -> Response:
         try:
             await turn
@@ -277,7 +371,7 @@ class ServionApp:
                 bulkhead.leave()  # the place was handed over just as the caller left
             raise
         try:
-            answer = self._infer(req, model, route, shadowed)
+            answer = self._arm(req, router, route, timeout_s)
             return answer if isinstance(answer, tuple) else await answer
         finally:
             bulkhead.leave()
@@ -315,6 +409,7 @@ class ServionApp:
         model: LoadedModel,
         route: Route | None = None,
         shadowed: EndpointRouter | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> Answer:
         t0 = perf_ns()
         if route is not None:
@@ -324,7 +419,10 @@ class ServionApp:
                 arm.record((perf_ns() - t0) / 1e6, response[0] < 400)
                 return response
 
-            result = self._infer(req, model, None, shadowed)
+            try:
+                result = self._infer(req, model, None, shadowed, parameters)
+            except ServionError as exc:
+                result = error_response(exc)
             if isinstance(result, tuple):
                 return tally(result)
             return self._then(result, tally)
@@ -337,7 +435,7 @@ class ServionApp:
             t1 = perf_ns()
             answer = model.batcher.submit_nowait(*job)
             if isinstance(answer, tuple):
-                return self._infer_done(model, request, job, t0, t1, answer, shadowed)
+                return self._infer_done(model, request, job, t0, t1, answer, shadowed, parameters)
         except ServionError:
             model.stats.record_failure(perf_ns() - t0)
             raise
@@ -353,7 +451,9 @@ class ServionApp:
                 return
             try:
                 out.set_result(
-                    self._infer_done(model, request, job, t0, t1, done.result(), shadowed)
+                    self._infer_done(
+                        model, request, job, t0, t1, done.result(), shadowed, parameters
+                    )
                 )
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0)
@@ -379,13 +479,14 @@ class ServionApp:
         t1: int,
         answer: tuple[Arrays, int, int],
         shadowed: EndpointRouter | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> Response:
         results, t_queue, t_infer = answer
         if shadowed is not None:
             self.shadows.after(shadowed, request, results)
         t2 = perf_ns()
         outputs = outputs_of(model, job.wanted, results)
-        response = InferResponse(model.name, model.version, request.id, outputs)
+        response = InferResponse(model.name, model.version, request.id, outputs, parameters)
         payload, json_length = encode_infer_response(
             response, request.outputs, request.binary_output_default
         )

@@ -282,6 +282,19 @@ class Control:
                 for key, value in (stats.get(kind) or {}).items():
                     totals.setdefault(kind, {}).setdefault(key, 0)
                     totals[kind][key] += value
+        fallbacks: dict[str, int] = {}
+        breakers: dict[str, dict[str, Any]] = {}
+        for stats in [*others, own]:
+            for reason, count in stats.get("fallbacks", {}).items():
+                fallbacks[reason] = fallbacks.get(reason, 0) + count
+            for label, b in stats.get("breakers", {}).items():
+                merged = breakers.setdefault(label, {"state": "closed", "opened": 0, "rejected": 0})
+                merged["opened"] += b["opened"]
+                merged["rejected"] += b["rejected"]
+                # Each worker has its own breaker: the worst state is the one reported.
+                order = ("closed", "half_open", "open")
+                if order.index(b["state"]) > order.index(merged["state"]):
+                    merged["state"] = b["state"]
         return {
             "endpoint": endpoint,
             "revision": current.revision,
@@ -289,4 +302,6 @@ class Control:
             "shadows": shadows,
             "cache": totals.get("cache"),
             "bulkhead": totals.get("bulkhead"),
+            "breakers": breakers,
+            "fallbacks": fallbacks,
         }

@@ -22,6 +22,7 @@ from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.routing import (
     ArmStats,
     Bulkhead,
+    CircuitBreaker,
     EndpointRouter,
     ResponseCache,
     Route,
@@ -126,7 +127,12 @@ class ModelManager:
                             wanted[(arm.model, arm.version)] = mv
                             if revision is current:
                                 required.add((arm.model, arm.version))
-                # Shadows load too, but an endpoint serves without them.
+                # Shadows and the fallback load too, but an endpoint serves without them.
+                fallback = current.spec.fallback
+                if fallback is not None and fallback.model is not None:
+                    mv = by_key.get((fallback.model, fallback.version or ""))
+                    if mv is not None:
+                        wanted[(mv.name, mv.version)] = mv
                 for shadow in current.spec.shadows:
                     mv = by_key.get((shadow.model, shadow.version))
                     if mv is not None:
@@ -266,6 +272,19 @@ class ModelManager:
                 # Keep the one in use (its running count) unless its limits changed.
                 if bulkhead is None or (bulkhead.limit, bulkhead.queue) != (limit, queue):
                     bulkhead = Bulkhead(spec.endpoint, limit, queue)
+            breakers: dict[str, CircuitBreaker] = {}
+            if spec.circuit_breaker is not None:
+                cb = spec.circuit_breaker
+                wanted = (cb.error_rate, cb.window_s, cb.min_requests, cb.open_s)
+                for arm in spec.models:
+                    found = old.breakers.get(arm.label) if old is not None else None
+                    # An arm keeps its breaker (and its state) across revisions.
+                    breakers[arm.label] = (
+                        found
+                        if found is not None and found.settings == wanted
+                        else CircuitBreaker(*wanted)
+                    )
+            timeout_s = spec.timeout_ms / 1e3 if spec.timeout_ms else None
             routers[spec.endpoint] = EndpointRouter(
                 spec.endpoint,
                 rev.revision,
@@ -274,6 +293,9 @@ class ModelManager:
                 shadows=shadows,
                 cache=cache,
                 bulkhead=bulkhead,
+                breakers=breakers,
+                fallback=spec.fallback,
+                timeout_s=timeout_s,
             )
         return routers
 
