@@ -661,3 +661,162 @@ def test_fallback_spec_checks(shadow_server: tuple[RunningServer, dict[str, str]
             server, tokens["deployer"], "POST", "/endpoints", json.dumps({**base, **extra})
         )
         assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+
+
+class Load:
+    """Requests to one endpoint from a thread until stopped; failures and versions kept."""
+
+    def __init__(self, server: RunningServer, endpoint: str, value: float) -> None:
+        self.server, self.endpoint, self.value = server, endpoint, value
+        self.failures: list[str] = []
+        self.versions: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        body = {"inputs": [{**BODY["inputs"][0], "data": [self.value] * 32}]}
+        with httpx.Client(base_url=self.server.url, timeout=30) as client:
+            while not self._stop.is_set():
+                reply = client.post(f"/v2/models/{self.endpoint}/infer", json=body)
+                if reply.status_code != 200:
+                    self.failures.append(f"{reply.status_code} {reply.text}")
+                else:
+                    self.versions[
+                        f"{reply.json()['model_name']}:{reply.json()['model_version']}"
+                    ] += 1
+                time.sleep(0.002)
+
+
+def wait_for_rollout(
+    server: RunningServer, tokens: dict[str, str], endpoint: str, states: set[str]
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state: dict[str, Any] = admin(
+            server, tokens["viewer"], "GET", f"/endpoints/{endpoint}/rollout"
+        ).json()
+        if state["state"] in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"rollout of {endpoint} still {state}")
+
+
+def canary_spec(endpoint: str, model: str, version: str, **rollout: Any) -> str:
+    doc = {
+        "endpoint": endpoint,
+        "models": [{"model": model, "version": version}],
+        "rollout": {
+            "steps": [25, 50, 100],
+            "interval_s": 1,
+            "gates": {"min_requests": 10},
+            **rollout,
+        },
+    }
+    return json.dumps(doc)
+
+
+def test_a_healthy_canary_promotes_itself_without_a_failed_request(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    deploy(server, tokens, spec("canary-ok", {"v1.0.0": 100}))
+    with Load(server, "canary-ok", 0.5) as load:
+        started = deploy(server, tokens, canary_spec("canary-ok", "tabular", "v1.1.0"))
+        assert started["state"] == "running" and started["canary"] == "tabular:v1.1.0"
+        final = wait_for_rollout(
+            server, tokens, "canary-ok", {"promoted", "rolled_back", "aborted"}
+        )
+        time.sleep(0.5)
+    assert final["state"] == "promoted", final["reason"]
+    assert not load.failures, load.failures[:3]
+    assert set(load.versions) == {"tabular:v1.0.0", "tabular:v1.1.0"}
+    history = admin(server, tokens["viewer"], "GET", "/endpoints/canary-ok/history").json()
+    actions = [r["action"] for r in history["revisions"]]
+    assert actions == ["deploy", "rollout", "rollout", "promote"]
+    weights = [[a["weight"] for a in r["spec"]["models"]] for r in history["revisions"]]
+    assert weights == [[100.0], [75.0, 25.0], [50.0, 50.0], [100.0]]
+    current = admin(server, tokens["viewer"], "GET", "/endpoints/canary-ok").json()
+    assert current["spec"]["models"] == [{"model": "tabular", "version": "v1.1.0", "weight": 100.0}]
+
+
+def test_a_failing_canary_rolls_itself_back(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    deploy(
+        server,
+        tokens,
+        json.dumps(
+            {"endpoint": "canary-bad", "models": [{"model": "tabular", "version": "v1.0.0"}]}
+        ),
+    )
+    with Load(server, "canary-bad", 0.25) as load:  # the canary raises on this input
+        deploy(server, tokens, canary_spec("canary-bad", "shadow-fail", "v1.0.0"))
+        final = wait_for_rollout(
+            server, tokens, "canary-bad", {"promoted", "rolled_back", "aborted"}
+        )
+        time.sleep(0.5)
+        failures_at_end = len(load.failures)
+        time.sleep(0.5)
+    assert final["state"] == "rolled_back", final
+    assert "step 1 at 25 %: canary error rate 100.00 %" in final["reason"]
+    assert failures_at_end > 0 and len(load.failures) == failures_at_end  # none after the rollback
+    history = admin(server, tokens["viewer"], "GET", "/endpoints/canary-bad/history").json()
+    assert [r["action"] for r in history["revisions"]] == ["deploy", "rollout", "rollback"]
+    current = admin(server, tokens["viewer"], "GET", "/endpoints/canary-bad").json()
+    assert current["source_revision"] == 1
+
+
+def test_rollout_pause_resume_abort_and_refusals(
+    shadow_server: tuple[RunningServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, tokens = shadow_server
+    deploy(server, tokens, spec("canary-ctl", {"v1.0.0": 100}))
+    long = canary_spec("canary-ctl", "tabular", "v1.1.0", interval_s=300)
+    deploy(server, tokens, long)
+    wait_for_rollout(server, tokens, "canary-ctl", {"running"})
+    again = admin(server, tokens["deployer"], "POST", "/endpoints", long)
+    assert again.status_code == 400 and "has a rollout running" in again.json()["error"]
+    flags = ("--url", server.url, "--token", tokens["deployer"])
+    paused = cli(tmp_path, "rollout", "pause", "canary-ctl", *flags)
+    assert paused.returncode == 0 and "rollout of tabular:v1.1.0 paused" in paused.stdout
+    status = cli(tmp_path, "rollout", "status", "canary-ctl", *flags)
+    assert "paused, step 1/3 (25 %)" in status.stdout, status.stdout
+    assert cli(tmp_path, "rollout", "resume", "canary-ctl", *flags).returncode == 0
+    aborted = cli(tmp_path, "rollout", "abort", "canary-ctl", *flags)
+    assert aborted.returncode == 0 and "aborted" in aborted.stdout
+    current = admin(server, tokens["viewer"], "GET", "/endpoints/canary-ctl").json()
+    assert current["action"] == "rollback" and current["source_revision"] == 1
+    twice = cli(tmp_path, "rollout", "abort", "canary-ctl", *flags)
+    assert twice.returncode == 2 and "already aborted" in twice.stderr
+    for text, words in (
+        (canary_spec("never-deployed", "tabular", "v1.1.0"), "is not deployed"),
+        (canary_spec("canary-ctl", "tabular", "v1.0.0"), "already serves endpoint"),
+        (
+            canary_spec("canary-ctl", "tabular", "v1.1.0", steps=[50, 25, 100]),
+            "steps must increase",
+        ),
+        (canary_spec("canary-ctl", "tabular", "v1.1.0", steps=[10, 50]), "last step must be 100"),
+    ):
+        reply = admin(server, tokens["deployer"], "POST", "/endpoints", text)
+        assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+    two_arms = json.dumps(
+        {
+            "endpoint": "canary-ctl",
+            "models": [
+                {"model": "tabular", "version": "v1.0.0", "weight": 50},
+                {"model": "tabular", "version": "v1.1.0", "weight": 50},
+            ],
+            "rollout": {},
+        }
+    )
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", two_arms)
+    assert reply.status_code == 400 and "names exactly one model version" in reply.json()["error"]

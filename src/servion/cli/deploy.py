@@ -108,6 +108,13 @@ def deploy(
     if as_json:
         echo_json(answer)
         return
+    if "state" in answer:  # a canary: the server moves traffic step by step
+        steps = ", ".join(f"{p:g}%" for p in answer["steps"])
+        click.echo(
+            f"canary rollout of {answer['canary']} on endpoint {answer['endpoint']} started:"
+            f" steps {steps}; follow it with: servion rollout status {answer['endpoint']}"
+        )
+        return
     click.echo(
         f"endpoint {answer['endpoint']} revision {answer['revision']} serving in every worker"
         f" ({answer['applied_ms']:.0f} ms)"
@@ -301,3 +308,55 @@ def ab_report(endpoint: str, as_json: bool, url: str, token: str | None) -> None
         ]
         headers = ("SHADOW", "SAMPLE", "COMPARED", "ERRORS", "DROPPED", "AGREE", "MEAN MAX |Δ|")
         click.echo(table((*headers, "P50 MS", "P99 MS"), shadow_rows))
+
+
+@click.group()
+def rollout() -> None:
+    """Follow and steer a canary rollout (started by deploying a spec with rollout:)."""
+
+
+def _rollout_line(answer: dict[str, Any]) -> str:
+    return (
+        f"endpoint {answer['endpoint']}: rollout of {answer['canary']} {answer['state']},"
+        f" step {answer['step'] + 1}/{len(answer['steps'])} ({answer['percent']:g} %)"
+        + (f"; {answer['reason']}" if answer["reason"] else "")
+    )
+
+
+@rollout.command("status")
+@click.argument("endpoint")
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def rollout_status(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
+    """State, step and last reason of the endpoint's rollout."""
+    answer = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/rollout")
+    if as_json:
+        echo_json(answer)
+    else:
+        click.echo(_rollout_line(answer))
+
+
+def _rollout_action(verb: str) -> click.Command:
+    @click.argument("endpoint")
+    @click.option("--json", "as_json", is_flag=True)
+    @server_options
+    @refusals_exit_2
+    def command(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
+        answer = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/rollout/{verb}", b"")
+        if as_json:
+            echo_json(answer)
+        else:
+            click.echo(_rollout_line(answer))
+
+    docs = {
+        "pause": "Hold the rollout at its current step (the step's clock stops).",
+        "resume": "Carry on from the current step.",
+        "abort": "Stop the rollout and restore the stable revision now.",
+    }
+    command.__doc__ = docs[verb]
+    return rollout.command(verb)(command)
+
+
+for _verb in ("pause", "resume", "abort"):
+    _rollout_action(_verb)

@@ -28,6 +28,7 @@ COMMANDS = {
     "quickstart": ("servion.cli.quickstart", "quickstart"),
     "register": ("servion.cli.register", "register"),
     "rollback": ("servion.cli.deploy", "rollback"),
+    "rollout": ("servion.cli.deploy", "rollout"),
     "serve": ("servion.cli.serve", "serve"),
     "status": ("servion.cli.deploy", "status"),
     "tokens": ("servion.cli.tokens", "tokens"),

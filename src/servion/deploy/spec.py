@@ -28,6 +28,7 @@ concurrency: {limit: 32, queue: 64}
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from typing import Any, Literal
@@ -178,6 +179,57 @@ class CircuitBreaker(_Strict):
     )
 
 
+class Gates(_Strict):
+    """What a canary must show at each step, against the stable version, to go on."""
+
+    max_error_rate_increase: float = Field(
+        default=0.01, ge=0, le=1, description="Canary error rate minus stable's, at most."
+    )
+    max_p99_ratio: float = Field(
+        default=1.5, gt=0, le=1000, description="Canary p99 over stable p99, at most."
+    )
+    p99_slack_ms: float = Field(
+        default=1.0,
+        ge=0,
+        le=60_000,
+        description="p99 differences under this are noise, whatever the ratio.",
+    )
+    min_requests: int = Field(
+        default=50, ge=1, le=10_000_000, description="Canary requests needed to judge a step."
+    )
+
+
+class Rollout(_Strict):
+    """Move traffic to this spec's version in steps, judging each one (a canary)."""
+
+    strategy: Literal["canary"] = "canary"
+    steps: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
+        min_length=1,
+        max_length=20,
+        description="Canary percentages, increasing, ending at 100.",
+    )
+    interval_s: float = Field(default=60.0, gt=0, le=86_400, description="Time at each step.")
+    max_wait_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=86_400,
+        description="Longest a step may wait for min_requests before the rollout is aborted.",
+    )
+    gates: Gates = Field(default_factory=Gates)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v <= 100 for v in value):
+            raise ValueError("each step is a percentage in (0, 100]")
+        if any(b <= a for a, b in itertools.pairwise(value)):
+            raise ValueError("steps must increase")
+        if value[-1] != 100:
+            raise ValueError("the last step must be 100")
+        return value
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -197,6 +249,7 @@ class DeploymentSpec(_Strict):
     )
     fallback: Fallback | None = None
     circuit_breaker: CircuitBreaker | None = None
+    rollout: Rollout | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -216,6 +269,8 @@ class DeploymentSpec(_Strict):
             if shadow.label in seen:
                 raise ValueError(f"shadows: {shadow.label} is already an arm or a shadow")
             seen.add(shadow.label)
+        if self.rollout is not None and len(self.models) != 1:
+            raise ValueError("rollout: a canary spec names exactly one model version in models")
         total = sum(arm.weight for arm in self.models)
         if abs(total - 100.0) > 1e-6:
             raise ValueError(f"models: the weights sum to {total:g}, not 100")

@@ -96,7 +96,7 @@ class Deployments:
     def deploy(self, spec: DeploymentSpec, user: str) -> Revision:
         """Record ``spec`` as the endpoint's next revision and serve it."""
         self.check(spec)
-        return self._append(spec, "deploy", None, user)
+        return self.append(spec, "deploy", None, user)
 
     def rollback(self, endpoint: str, to: int | None, user: str) -> Revision:
         """Serve an earlier revision's spec again (default: the last good one before the
@@ -111,9 +111,10 @@ class Deployments:
             raise InvalidInput(f"endpoint {quoted(endpoint)} is already serving revision {target}")
         old = self.get(endpoint, target)
         self.check(old.spec)  # its versions may have been deleted since
-        return self._append(old.spec, "rollback", old.revision, user)
+        return self.append(old.spec, "rollback", old.revision, user)
 
-    def _append(self, spec: DeploymentSpec, action: str, source: int | None, user: str) -> Revision:
+    def append(self, spec: DeploymentSpec, action: str, source: int | None, user: str) -> Revision:
+        """Record ``spec`` as the endpoint's next revision (``action`` says why) and serve it."""
         now = tables.utcnow()
         rev = tables.endpoint_revisions
         with self.engine.begin() as conn:

@@ -110,6 +110,22 @@ tokens = sa.Table(
 )
 
 
+# One row per endpoint with a canary rollout, kept after it ends (its outcome).
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("endpoint", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("base_revision", sa.Integer, nullable=False),
+    sa.Column("step", sa.Integer, nullable=False),
+    sa.Column("step_started_at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+)
+
+
 def _create_v1(conn: Connection) -> None:
     for table in (models, model_versions):
         table.create(conn, checkfirst=True)
@@ -132,11 +148,16 @@ def _create_deployments_v4(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _create_rollouts_v5(conn: Connection) -> None:
+    rollouts.create(conn, checkfirst=True)
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _add_batching_v3,
     _create_deployments_v4,
+    _create_rollouts_v5,
 )
 
 

@@ -10,6 +10,8 @@
 | GET | /v2/admin/endpoints/{e}/revisions/{n} | viewer |
 | POST | /v2/admin/endpoints/{e}/rollback (body: {"to": n} or empty) | deployer |
 | GET | /v2/admin/endpoints/{e}/report | viewer |
+| GET | /v2/admin/endpoints/{e}/rollout | viewer |
+| POST | /v2/admin/endpoints/{e}/rollout/{pause,resume,abort} | deployer |
 | GET | /v2/admin/schema | viewer |
 """
 
@@ -26,6 +28,7 @@ from servion.errors import InvalidInput
 from servion.server.control import Control
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
 from servion.server.manager import ModelManager
+from servion.server.rollouts import RolloutDriver
 
 MAX_SPEC_BYTES = 256 * 1024
 
@@ -41,6 +44,7 @@ class AdminApi:
         self.control = control
         self.manager = manager
         self.guard = guard
+        self.rollouts = RolloutDriver(control)
 
     def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
         """``rest``: the path after ``/v2/admin``."""
@@ -58,6 +62,8 @@ class AdminApi:
             if method == "POST":
                 user = self.control.authorize(auth, "deployer")
                 spec = parse_spec(req.body_within(MAX_SPEC_BYTES), "spec")
+                if spec.rollout is not None:
+                    return self.guard(self._json(self.rollouts.start(spec, user)), req)
                 return self.guard(self._deploy(spec, user), req)
             raise NoAdminRoute
         endpoint = rest[1]
@@ -79,10 +85,24 @@ class AdminApi:
             user = self.control.authorize(auth, "deployer")
             to = _rollback_target(req.body_within(4096))
             return self.guard(self._rollback(endpoint, to, user), req)
+        elif tail == ["rollout"] and method == "GET":
+            self.control.authorize(auth, "viewer")
+            return self.guard(self._json(self.rollouts.status(endpoint)), req)
+        elif len(tail) == 2 and tail[0] == "rollout" and method == "POST":
+            user = self.control.authorize(auth, "deployer")
+            if tail[1] == "pause":
+                return self.guard(self._json(self.rollouts.pause(endpoint)), req)
+            if tail[1] == "resume":
+                return self.guard(self._json(self.rollouts.resume(endpoint, user)), req)
+            if tail[1] == "abort":
+                return self.guard(self._json(self.rollouts.abort(endpoint, user)), req)
         elif tail == ["report"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return self.guard(self._report(endpoint), req)
         raise NoAdminRoute
+
+    async def _json(self, work: Awaitable[dict[str, Any]]) -> Response:
+        return json_response(200, await work)
 
     async def _deploy(self, spec: DeploymentSpec, user: str) -> Response:
         return json_response(200, await self.control.deploy(spec, user))

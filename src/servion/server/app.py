@@ -153,6 +153,7 @@ class ServionApp:
 
     async def shutdown(self) -> None:
         self.shadows.close()
+        self.admin.rollouts.close()
         await self.control.shutdown()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -1,0 +1,200 @@
+"""Canary rollouts: the steps, the gates, and the rollout's state in the registry DB.
+
+A canary spec names one model version (the canary) and a ``rollout``. Against
+the endpoint's current revision (the stable one) each step is recorded as a
+revision in which the canary gets the step's share and the stable arms share
+the rest in their old proportions. After ``interval_s`` at a step, with at
+least ``gates.min_requests`` canary requests seen during it, the canary's error
+rate and p99 are compared with the stable arms' over the same step: if a gate
+fails the stable revision is restored; at the last step (100 %) the spec itself
+becomes the revision (``promote``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from servion.deploy.spec import Arm, DeploymentSpec, Gates, spec_from_dict
+from servion.errors import InvalidInput, quoted
+from servion.registry import ModelRegistry
+from servion.registry import db as tables
+from servion.routing.router import BUCKETS_MS, percentile
+
+ACTIVE = ("running", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutState:
+    endpoint: str
+    state: str
+    """``running``, ``paused``, ``promoted``, ``rolled_back`` or ``aborted``."""
+    spec: DeploymentSpec
+    base_revision: int
+    step: int
+    """Index into ``spec.rollout.steps`` of the step being served (-1: not started)."""
+    step_started_at: float
+    reason: str
+    updated_at: str
+    created_by: str
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    def to_dict(self) -> dict[str, Any]:
+        assert self.spec.rollout is not None
+        steps = self.spec.rollout.steps
+        return {
+            "endpoint": self.endpoint,
+            "state": self.state,
+            "canary": self.spec.models[0].label,
+            "steps": steps,
+            "step": self.step,
+            "percent": steps[self.step] if 0 <= self.step < len(steps) else 0,
+            "base_revision": self.base_revision,
+            "reason": self.reason,
+            "updated_at": self.updated_at,
+            "created_by": self.created_by,
+        }
+
+
+def step_spec(stable: DeploymentSpec, canary: DeploymentSpec, percent: float) -> DeploymentSpec:
+    """The endpoint at one step: the canary at ``percent``, the stable arms scaled into the rest."""
+    if percent >= 100:
+        return canary
+    arm = canary.models[0]
+    rest = (100.0 - percent) / 100.0
+    arms = [Arm(model=a.model, version=a.version, weight=a.weight * rest) for a in stable.models]
+    arms.append(Arm(model=arm.model, version=arm.version, weight=percent))
+    # The rounding of the scaled weights must not break the sum-to-100 rule.
+    drift = 100.0 - sum(a.weight for a in arms)
+    arms[0] = Arm(model=arms[0].model, version=arms[0].version, weight=arms[0].weight + drift)
+    doc = {**canary.to_dict(), "models": [a.model_dump() for a in arms]}
+    doc.pop("rollout", None)
+    return spec_from_dict(doc, "rollout step")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    go_on: bool
+    reason: str
+
+
+def judge(canary: dict[str, Any], stable: dict[str, Any], gates: Gates) -> Verdict:
+    """Compare the canary's counts during a step with the stable arms' (both
+    ``{"requests", "errors", "latency"}`` deltas)."""
+    c_req, s_req = canary["requests"], stable["requests"]
+    c_rate = canary["errors"] / c_req if c_req else 0.0
+    s_rate = stable["errors"] / s_req if s_req else 0.0
+    if c_rate - s_rate > gates.max_error_rate_increase:
+        return Verdict(
+            False,
+            f"canary error rate {100 * c_rate:.2f} % vs stable {100 * s_rate:.2f} %"
+            f" (allowed +{100 * gates.max_error_rate_increase:.2f} points)",
+        )
+    c_p99 = percentile(canary["latency"], 0.99)
+    s_p99 = percentile(stable["latency"], 0.99)
+    if (
+        c_p99 is not None
+        and s_p99 is not None
+        and c_p99 > gates.max_p99_ratio * s_p99 + gates.p99_slack_ms
+    ):
+        return Verdict(
+            False,
+            f"canary p99 {c_p99:.2f} ms vs stable {s_p99:.2f} ms"
+            f" (allowed {gates.max_p99_ratio:g}x + {gates.p99_slack_ms:g} ms)",
+        )
+    return Verdict(True, f"error rate {100 * c_rate:.2f} %, p99 {_ms(c_p99)} (stable {_ms(s_p99)})")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f} ms"
+
+
+def delta(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    if before is None:
+        return now
+    return {
+        "requests": now["requests"] - before["requests"],
+        "errors": now["errors"] - before["errors"],
+        "latency": [a - b for a, b in zip(now["latency"], before["latency"], strict=True)],
+    }
+
+
+def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    latency = [0] * (len(BUCKETS_MS) + 1)
+    for p in parts:
+        for i, count in enumerate(p["latency"]):
+            latency[i] += count
+    return {
+        "requests": sum(p["requests"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "latency": latency,
+    }
+
+
+class Rollouts:
+    """Rollout rows: one per endpoint, the latest rollout's state."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.engine = registry.engine
+
+    def start(self, spec: DeploymentSpec, base_revision: int, user: str) -> RolloutState:
+        existing = self.find(spec.endpoint)
+        if existing is not None and existing.active:
+            raise InvalidInput(
+                f"endpoint {quoted(spec.endpoint)} has a rollout {existing.state}: resume or"
+                " abort it first (servion rollout)"
+            )
+        values = {
+            "state": "running",
+            "spec": spec.to_dict(),
+            "base_revision": base_revision,
+            "step": -1,
+            "step_started_at": time.time(),
+            "reason": "",
+            "updated_at": tables.utcnow(),
+            "created_by": user,
+        }
+        t = tables.rollouts
+        with self.engine.begin() as conn:
+            if existing is None:
+                conn.execute(t.insert().values(endpoint=spec.endpoint, **values))
+            else:
+                conn.execute(t.update().where(t.c.endpoint == spec.endpoint).values(**values))
+        found = self.find(spec.endpoint)
+        assert found is not None
+        return found
+
+    def find(self, endpoint: str) -> RolloutState | None:
+        t = tables.rollouts
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.endpoint == endpoint)).first()
+        if row is None:
+            return None
+        return RolloutState(
+            row.endpoint,
+            row.state,
+            spec_from_dict(row.spec, "rollout"),
+            int(row.base_revision),
+            int(row.step),
+            float(row.step_started_at),
+            row.reason,
+            row.updated_at,
+            row.created_by,
+        )
+
+    def update(self, endpoint: str, **values: Any) -> None:
+        t = tables.rollouts
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.update()
+                .where(t.c.endpoint == endpoint)
+                .values(updated_at=tables.utcnow(), **values)
+            )

@@ -1,0 +1,235 @@
+"""Drives canary rollouts: one task per rollout, in the worker that accepted it.
+
+Each step is written as a revision, which every worker applies as it applies any
+deploy; the task then watches the per-arm counters of all workers (through
+their reports) and judges the step. Its state is in the registry, so ``pause``,
+``resume`` and ``abort`` work through any worker; ``abort`` restores the stable
+revision itself, so it works even if the driving worker has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from servion.deploy import DeploymentSpec, EndpointNotFound
+from servion.deploy.rollout import (
+    Rollouts,
+    RolloutState,
+    Verdict,
+    combine,
+    delta,
+    judge,
+    step_spec,
+)
+from servion.deploy.spec import Rollout
+from servion.errors import InvalidInput, quoted
+from servion.routing.router import BUCKETS_MS
+from servion.server.control import WORKER_TTL_S, Control
+
+log = logging.getLogger("servion.server")
+
+TICK_S = 0.25
+
+
+class RolloutDriver:
+    def __init__(self, control: Control) -> None:
+        self.control = control
+        self.deployments = control.manager.deployments
+        self.rollouts = Rollouts(control.registry)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, spec: DeploymentSpec, user: str) -> dict[str, Any]:
+        """Check a canary spec against the endpoint and start moving traffic."""
+        endpoint = spec.endpoint
+        existing = await asyncio.to_thread(self.rollouts.find, endpoint)
+        if existing is not None and existing.active:
+            raise InvalidInput(
+                f"endpoint {quoted(endpoint)} has a rollout {existing.state}: resume or"
+                " abort it first (servion rollout)"
+            )
+        await asyncio.to_thread(self.deployments.check, spec)
+        try:
+            current = await asyncio.to_thread(self.deployments.current, endpoint)
+        except EndpointNotFound:
+            raise InvalidInput(
+                f"endpoint {quoted(endpoint)} is not deployed: a canary needs a stable"
+                " revision to compare with (deploy it once without rollout)"
+            ) from None
+        canary = spec.models[0]
+        if any(a.label == canary.label for a in current.spec.models):
+            raise InvalidInput(
+                f"rollout: {quoted(canary.label)} already serves endpoint {quoted(endpoint)}"
+            )
+        state = await asyncio.to_thread(self.rollouts.start, spec, current.revision, user)
+        self._tasks[endpoint] = asyncio.create_task(self._drive(endpoint, user))
+        return state.to_dict()
+
+    async def status(self, endpoint: str) -> dict[str, Any]:
+        state = await asyncio.to_thread(self.rollouts.find, endpoint)
+        if state is None:
+            raise InvalidInput(f"endpoint {quoted(endpoint)} has no rollout")
+        return state.to_dict()
+
+    async def pause(self, endpoint: str) -> dict[str, Any]:
+        return await self._move(endpoint, "running", "paused")
+
+    async def resume(self, endpoint: str, user: str) -> dict[str, Any]:
+        answer = await self._move(endpoint, "paused", "running")
+        task = self._tasks.get(endpoint)
+        if task is None or task.done():  # the worker that drove it is gone: drive it here
+            self._tasks[endpoint] = asyncio.create_task(self._drive(endpoint, user))
+        return answer
+
+    async def abort(self, endpoint: str, user: str) -> dict[str, Any]:
+        state = await self._need(endpoint)
+        if not state.active:
+            raise InvalidInput(f"the rollout of {quoted(endpoint)} is already {state.state}")
+        await asyncio.to_thread(
+            self.rollouts.update, endpoint, state="aborted", reason=f"aborted by {user}"
+        )
+        await self._restore(state, user)
+        return (await self._need(endpoint)).to_dict()
+
+    async def _move(self, endpoint: str, from_state: str, to_state: str) -> dict[str, Any]:
+        state = await self._need(endpoint)
+        if state.state != from_state:
+            raise InvalidInput(
+                f"the rollout of {quoted(endpoint)} is {state.state}, not {from_state}"
+            )
+        await asyncio.to_thread(self.rollouts.update, endpoint, state=to_state)
+        return (await self._need(endpoint)).to_dict()
+
+    async def _need(self, endpoint: str) -> RolloutState:
+        state = await asyncio.to_thread(self.rollouts.find, endpoint)
+        if state is None:
+            raise InvalidInput(f"endpoint {quoted(endpoint)} has no rollout")
+        return state
+
+    async def _restore(self, state: RolloutState, user: str) -> None:
+        current = await asyncio.to_thread(self.deployments.current, state.endpoint)
+        if current.revision != state.base_revision:
+            await asyncio.to_thread(
+                self.deployments.rollback, state.endpoint, state.base_revision, user
+            )
+            await self.control.converge()
+
+    def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+
+    # -- the driver --------------------------------------------------------------------
+
+    async def _drive(self, endpoint: str, user: str) -> None:
+        try:
+            await self._steps(endpoint, user)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("rollout_failed", extra={"endpoint": endpoint})
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self.rollouts.update, endpoint, state="aborted", reason="the driver failed"
+                )
+
+    async def _steps(self, endpoint: str, user: str) -> None:
+        state = await self._need(endpoint)
+        rollout = state.spec.rollout
+        assert rollout is not None
+        base = await asyncio.to_thread(self.deployments.get, endpoint, state.base_revision)
+        canary_label = state.spec.models[0].label
+        stable_labels = [a.label for a in base.spec.models]
+        for index in range(max(state.step, 0), len(rollout.steps)):
+            percent = rollout.steps[index]
+            state = await self._need(endpoint)
+            if not state.active:
+                return
+            if index != state.step:
+                spec = step_spec(base.spec, state.spec, percent)
+                action = "promote" if percent >= 100 else "rollout"
+                await asyncio.to_thread(self.deployments.append, spec, action, None, user)
+                await self.control.converge()
+                await asyncio.to_thread(
+                    self.rollouts.update,
+                    endpoint,
+                    step=index,
+                    step_started_at=time.time(),
+                    reason=f"step {index + 1}/{len(rollout.steps)}: canary at {percent:g} %",
+                )
+            if percent >= 100:
+                await asyncio.to_thread(
+                    self.rollouts.update,
+                    endpoint,
+                    state="promoted",
+                    reason=f"{canary_label} serves all traffic",
+                )
+                log.info("rollout_promoted", extra={"endpoint": endpoint, "canary": canary_label})
+                return
+            verdict = await self._watch(endpoint, canary_label, stable_labels, rollout)
+            if verdict is None:
+                return  # aborted or paused-and-gone; the state says which
+            if not verdict.go_on:
+                await asyncio.to_thread(
+                    self.rollouts.update,
+                    endpoint,
+                    state="rolled_back",
+                    reason=f"step {index + 1} at {percent:g} %: {verdict.reason}",
+                )
+                await self._restore(await self._need(endpoint), user)
+                log.warning(
+                    "rollout_rolled_back", extra={"endpoint": endpoint, "reason": verdict.reason}
+                )
+                return
+
+    async def _watch(
+        self, endpoint: str, canary: str, stable: list[str], rollout: Rollout
+    ) -> Verdict | None:
+        """Wait out one step and judge it; None when the rollout stopped meanwhile."""
+        # Counters from other workers arrive within a second: start from a settled view.
+        await asyncio.sleep(1.0)
+        before = await self._totals(endpoint)
+        started = time.monotonic()
+        paused_for = 0.0
+        while True:
+            await asyncio.sleep(TICK_S)
+            state = await self._need(endpoint)
+            if state.state == "paused":
+                paused_for += TICK_S
+                continue
+            if state.state != "running":
+                return None
+            elapsed = time.monotonic() - started - paused_for
+            if elapsed < rollout.interval_s:
+                continue
+            now = await self._totals(endpoint)
+            seen = delta(now.get(canary, _EMPTY), before.get(canary))
+            if seen["requests"] >= rollout.gates.min_requests:
+                stable_now = combine([now.get(s, _EMPTY) for s in stable])
+                stable_before = combine([before.get(s, _EMPTY) for s in stable])
+                return judge(seen, delta(stable_now, stable_before), rollout.gates)
+            if elapsed >= rollout.max_wait_s:
+                return Verdict(
+                    False,
+                    f"only {seen['requests']} canary requests in {elapsed:.0f} s"
+                    f" (the gate needs {rollout.gates.min_requests})",
+                )
+
+    async def _totals(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        """Cumulative per-arm counters over every live worker."""
+        reports = await asyncio.to_thread(self.control.registry.worker_reports, WORKER_TTL_S)
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for worker_id, _, report in reports:
+            if worker_id == self.control.worker_id:
+                continue
+            arms = report.get("endpoints", {}).get(endpoint, {}).get("arms", {})
+            for label, value in arms.items():
+                parts.setdefault(label, []).append(value)
+        for label, value in self.control._own_arms().get(endpoint, {}).get("arms", {}).items():
+            parts.setdefault(label, []).append(value)
+        return {label: combine(values) for label, values in parts.items()}
+
+
+_EMPTY: dict[str, Any] = {"requests": 0, "errors": 0, "latency": [0] * (len(BUCKETS_MS) + 1)}

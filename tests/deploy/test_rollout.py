@@ -1,0 +1,62 @@
+"""Canary steps and gates on their own."""
+
+from __future__ import annotations
+
+import bisect
+
+from servion.deploy import parse_spec
+from servion.deploy.rollout import combine, delta, judge, step_spec
+from servion.deploy.spec import Gates
+from servion.routing.router import BUCKETS_MS
+
+
+def counts(requests: int, errors: int, latency_ms: float) -> dict[str, object]:
+    latency = [0] * (len(BUCKETS_MS) + 1)
+    latency[bisect.bisect_left(BUCKETS_MS, latency_ms)] = requests
+    return {"requests": requests, "errors": errors, "latency": latency}
+
+
+STABLE = parse_spec(
+    "endpoint: ep1\nmodels: [{model: m1m, version: v1.0.0, weight: 60},"
+    " {model: m1m, version: v1.1.0, weight: 40}]\nsticky: {header: x-user}"
+)
+CANARY = parse_spec(
+    "endpoint: ep1\nmodels: [{model: m1m, version: v2.0.0}]\n"
+    "rollout: {steps: [10, 50, 100], interval_s: 5}"
+)
+
+
+def test_steps_scale_the_stable_arms_and_keep_the_rest_of_the_spec() -> None:
+    step = step_spec(STABLE, CANARY, 10)
+    assert [(a.label, round(a.weight, 6)) for a in step.models] == [
+        ("m1m:v1.0.0", 54.0),
+        ("m1m:v1.1.0", 36.0),
+        ("m1m:v2.0.0", 10.0),
+    ]
+    assert step.rollout is None  # a step is a plain revision
+    assert step_spec(STABLE, CANARY, 100) == CANARY
+    odd = step_spec(STABLE, CANARY, 33.3)
+    assert abs(sum(a.weight for a in odd.models) - 100) < 1e-9
+
+
+def test_gates() -> None:
+    gates = Gates(max_error_rate_increase=0.01, max_p99_ratio=1.5, p99_slack_ms=1.0)
+    ok = judge(counts(100, 1, 5.0), counts(1000, 5, 5.0), gates)
+    assert ok.go_on, ok.reason
+    errors = judge(counts(100, 10, 5.0), counts(1000, 5, 5.0), gates)
+    assert not errors.go_on and "canary error rate 10.00 % vs stable 0.50 %" in errors.reason
+    slow = judge(counts(100, 0, 40.0), counts(1000, 0, 5.0), gates)
+    assert not slow.go_on and "canary p99" in slow.reason
+    # Sub-millisecond differences are noise even at a large ratio.
+    assert judge(counts(100, 0, 0.3), counts(1000, 0, 0.1), gates).go_on
+    # No stable traffic during the step: only the error gate can judge.
+    assert judge(counts(100, 0, 50.0), counts(0, 0, 1.0), gates).go_on
+
+
+def test_deltas_and_sums() -> None:
+    before = counts(10, 1, 2.0)
+    now = combine([counts(30, 2, 2.0), counts(5, 0, 2.0)])
+    seen = delta(now, before)
+    assert seen["requests"] == 25 and seen["errors"] == 1
+    assert sum(seen["latency"]) == 25  # type: ignore[arg-type]
+    assert delta(now, None) == now
