@@ -398,6 +398,9 @@ def shadow_server(
     register(registry, "slowpoke", slow, trust_code=True)
     # Executions in the model's thread, one request each: the event loop stays free.
     registry.set_batching("slowpoke", {"execution": "thread", "dynamic": False})
+    checked = tmp / "checked.py"
+    checked.write_text("MODE = 'checked'\n" + SHADOW_MODEL)
+    register(registry, "checked", checked, trust_code=True)
     token = create_token(registry, "deployer", "shadow-bot")[1]
     registry.close()
     srv = start_server(settings.home, tmp, "--workers", "1")
@@ -820,3 +823,34 @@ def test_rollout_pause_resume_abort_and_refusals(
     )
     reply = admin(server, tokens["deployer"], "POST", "/endpoints", two_arms)
     assert reply.status_code == 400 and "names exactly one model version" in reply.json()["error"]
+
+
+def test_verify_checks_checksums_smoke_and_a_short_bench(
+    shadow_server: tuple[RunningServer, dict[str, str]], tmp_path: Path
+) -> None:
+    server, tokens = shadow_server
+    deploy(
+        server,
+        tokens,
+        json.dumps({"endpoint": "verified", "models": [{"model": "checked", "version": "v1.0.0"}]}),
+    )
+    flags = ("--url", server.url, "--token", tokens["deployer"], "--duration", "1")
+    good = cli(tmp_path, "verify", "verified", *flags, "--json")
+    assert good.returncode == 0, good.stdout + good.stderr
+    report = json.loads(good.stdout)
+    assert report["ok"] is True and report["arms"][0]["checksum"] == "ok"
+    assert report["arms"][0]["smoke"] == "ok" and report["bench"]["errors"] == 0
+    assert report["bench"]["rps"] > 10
+    home = server_home(server)
+    registry = ModelRegistry(Settings.load(home=home))
+    try:
+        mv = registry.get("checked", "v1.0.0")
+        artifact = registry.settings.artifacts_dir / mv.artifact
+    finally:
+        registry.close()
+    target = artifact if artifact.is_file() else next(p for p in artifact.rglob("*.py"))
+    target.chmod(0o644)
+    target.write_text(target.read_text() + "\n# changed on disk\n")
+    bad = cli(tmp_path, "verify", "verified", *flags)
+    assert bad.returncode == 1
+    assert "modified after registration" in bad.stdout and "NOT verified" in bad.stdout

@@ -360,3 +360,49 @@ def _rollout_action(verb: str) -> click.Command:
 
 for _verb in ("pause", "resume", "abort"):
     _rollout_action(_verb)
+
+
+@click.command()
+@click.argument("endpoint")
+@click.option("--duration", type=click.FloatRange(0.5, 600), default=3.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@server_options
+@refusals_exit_2
+def verify(endpoint: str, duration: float, as_json: bool, url: str, token: str | None) -> None:
+    """Check an endpoint after a change: artifact checksums, a smoke inference per arm,
+    and a short load run through the endpoint. Exit 1 when something is wrong."""
+    from servion.bench import LoadSpec, prepare_target, run_load
+    from servion.errors import RuntimeFailure
+
+    checks = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/verify", b"")
+    bench: dict[str, Any]
+    try:
+        target = prepare_target(url, endpoint, False, None, 10.0)
+        result = run_load(target, LoadSpec(concurrency=8, duration_s=duration))
+        bench = {
+            "rps": round(result.rps, 1),
+            "p50_ms": round(result.latency.p50_ms, 3),
+            "p99_ms": round(result.latency.p99_ms, 3),
+            "errors": result.error_count,
+        }
+    except RuntimeFailure as exc:
+        bench = {"error": exc.message}
+    ok = bool(checks["ok"]) and "error" not in bench and bench["errors"] == 0
+    if as_json:
+        echo_json({**checks, "bench": bench, "ok": ok})
+    else:
+        rows = [
+            (c["arm"], c["checksum"], c["smoke"], c.get("smoke_ms", "-")) for c in checks["arms"]
+        ]
+        click.echo(f"endpoint {endpoint}, revision {checks['revision']}")
+        click.echo(table(("ARM", "CHECKSUM", "SMOKE", "SMOKE MS"), rows))
+        if "error" in bench:
+            click.echo(f"bench: {bench['error']}")
+        else:
+            click.echo(
+                f"bench ({duration:g} s, 8 connections): {bench['rps']:,.0f} req/s,"
+                f" p50 {bench['p50_ms']:.2f} ms, p99 {bench['p99_ms']:.2f} ms,"
+                f" {bench['errors']} errors"
+            )
+        click.echo("verified" if ok else "NOT verified")
+    sys.exit(0 if ok else 1)

@@ -33,6 +33,7 @@ COMMANDS = {
     "status": ("servion.cli.deploy", "status"),
     "tokens": ("servion.cli.tokens", "tokens"),
     "undeploy": ("servion.cli.deploy", "undeploy"),
+    "verify": ("servion.cli.deploy", "verify"),
 }
 
 

@@ -10,6 +10,7 @@
 | GET | /v2/admin/endpoints/{e}/revisions/{n} | viewer |
 | POST | /v2/admin/endpoints/{e}/rollback (body: {"to": n} or empty) | deployer |
 | GET | /v2/admin/endpoints/{e}/report | viewer |
+| POST | /v2/admin/endpoints/{e}/verify | viewer |
 | GET | /v2/admin/endpoints/{e}/rollout | viewer |
 | POST | /v2/admin/endpoints/{e}/rollout/{pause,resume,abort} | deployer |
 | GET | /v2/admin/schema | viewer |
@@ -18,13 +19,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from servion.deploy import DeploymentSpec, Revision, json_schema, parse_spec
-from servion.errors import InvalidInput
+from servion.errors import InvalidInput, ServionError
+from servion.runtime import sample_inputs
 from servion.server.control import Control
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
 from servion.server.manager import ModelManager
@@ -96,6 +99,9 @@ class AdminApi:
                 return self.guard(self._json(self.rollouts.resume(endpoint, user)), req)
             if tail[1] == "abort":
                 return self.guard(self._json(self.rollouts.abort(endpoint, user)), req)
+        elif tail == ["verify"] and method == "POST":
+            self.control.authorize(auth, "viewer")
+            return self.guard(self._verify(endpoint), req)
         elif tail == ["report"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return self.guard(self._report(endpoint), req)
@@ -142,6 +148,37 @@ class AdminApi:
     async def _revision(self, endpoint: str, number: int) -> Response:
         revision = await asyncio.to_thread(self.manager.deployments.get, endpoint, number)
         return json_response(200, revision.to_dict())
+
+    async def _verify(self, endpoint: str) -> Response:
+        """Per arm of the current revision: the artifact's checksum, re-read from disk, and
+        a smoke inference on inputs made from its signature, timed."""
+        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        registry = self.control.registry
+        checks = []
+        for arm in current.spec.models:
+            check: dict[str, Any] = {"arm": arm.label, "checksum": "ok", "smoke": "ok"}
+            try:
+                mv = await asyncio.to_thread(registry.get, arm.model, arm.version)
+                await asyncio.to_thread(registry.store.verify, mv.artifact, mv.sha256, mv.label)
+            except ServionError as exc:
+                check["checksum"] = exc.message
+            try:
+                model = self.manager.resolve(arm.model, arm.version)
+                inputs = sample_inputs(model.signature, batch_size=1, seed=0)
+                started = time.perf_counter()
+                outputs, _, _ = await model.batcher.submit(inputs, 1, None)
+                check["smoke_ms"] = round((time.perf_counter() - started) * 1e3, 3)
+                missing = [n for n in model.output_order if n not in outputs]
+                if missing:
+                    check["smoke"] = f"outputs missing: {missing}"
+            except ServionError as exc:
+                check["smoke"] = exc.message
+            checks.append(check)
+        passed = all(c["checksum"] == "ok" and c["smoke"] == "ok" for c in checks)
+        return json_response(
+            200,
+            {"endpoint": endpoint, "revision": current.revision, "ok": passed, "arms": checks},
+        )
 
     async def _report(self, endpoint: str) -> Response:
         return json_response(200, await self.control.endpoint_report(endpoint))
