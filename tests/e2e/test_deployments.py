@@ -652,7 +652,7 @@ def test_circuit_breaker_opens_and_recovers_through_half_open(
 def test_fallback_spec_checks(shadow_server: tuple[RunningServer, dict[str, str]]) -> None:
     server, tokens = shadow_server
     base = {"endpoint": "fb-bad", "models": [{"model": "tabular", "version": "v1.0.0"}]}
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"fallback": {"model": "tabular"}}, "version must be vMAJOR.MINOR.PATCH"),
         ({"fallback": {}}, "give either model and version, or outputs"),
         ({"fallback": {"model": "nope", "version": "v1.0.0"}}, "fallback: 'nope:v1.0.0'"),
