@@ -353,6 +353,26 @@ class Slowpoke:
         return {"label": np.zeros(len(inputs["X"]), np.int64)}
 """
 
+UNSURE_MODEL = """
+import numpy as np
+
+
+class Unsure:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [
+        {"name": "label", "datatype": "INT64", "shape": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
+    ]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        sure = inputs["X"][:, 0] > 0
+        probabilities = np.where(sure[:, None], [[0.99, 0.01]], [[0.5, 0.5]]).astype(np.float32)
+        return {"label": np.where(sure, 0, 1).astype(np.int64), "probabilities": probabilities}
+"""
+
 SHADOW_MODEL = """
 import time
 
@@ -398,6 +418,9 @@ def shadow_server(
     register(registry, "slowpoke", slow, trust_code=True)
     # Executions in the model's thread, one request each: the event loop stays free.
     registry.set_batching("slowpoke", {"execution": "thread", "dynamic": False})
+    unsure = tmp / "unsure.py"
+    unsure.write_text(UNSURE_MODEL)
+    register(registry, "unsure", unsure, trust_code=True)
     checked = tmp / "checked.py"
     checked.write_text("MODE = 'checked'\n" + SHADOW_MODEL)
     register(registry, "checked", checked, trust_code=True)
@@ -854,3 +877,92 @@ def test_verify_checks_checksums_smoke_and_a_short_bench(
     bad = cli(tmp_path, "verify", "verified", *flags)
     assert bad.returncode == 1
     assert "modified after registration" in bad.stdout and "NOT verified" in bad.stdout
+
+
+def test_cascade_asks_the_big_model_only_for_unsure_rows(
+    shadow_server: tuple[RunningServer, dict[str, str]], tabular: TabularModels
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "cascade-ep",
+            "models": [{"model": "unsure", "version": "v1.0.0"}],
+            "cascade": {
+                "output": "probabilities",
+                "min_confidence": 0.9,
+                "then": [{"model": "tabular", "version": "v1.0.0"}],
+            },
+        }
+    )
+    deploy(server, tokens, text)
+    x = np.ascontiguousarray(tabular.x[:40])
+    sure = x[:, 0] > 0
+    body = {
+        "inputs": [{"name": "X", "datatype": "FP32", "shape": [40, 32], "data": x.ravel().tolist()}]
+    }
+    reply = httpx.post(f"{server.url}/v2/models/cascade-ep/infer", json=body)
+    assert reply.status_code == 200, reply.text
+    doc = reply.json()
+    labels = np.array(doc["outputs"][0]["data"])
+    probabilities = np.array(doc["outputs"][1]["data"]).reshape(40, 2)
+    big_labels = tabular.pipeline.predict(x)  # type: ignore[attr-defined]
+    big_probabilities = tabular.pipeline.predict_proba(x)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(labels[sure], 0)
+    np.testing.assert_allclose(probabilities[sure], [[0.99, 0.01]] * int(sure.sum()), rtol=1e-6)
+    np.testing.assert_array_equal(labels[~sure], big_labels[~sure])
+    np.testing.assert_allclose(probabilities[~sure], big_probabilities[~sure], rtol=1e-5, atol=1e-6)
+    unsure_rows = int((~sure).sum())
+    assert doc["parameters"]["servion_cascade"] == (
+        f"unsure:v1.0.0={40 - unsure_rows},tabular:v1.0.0={unsure_rows}"
+    )
+    time.sleep(1.2)
+    report = admin(server, tokens["viewer"], "GET", "/endpoints/cascade-ep/report").json()
+    assert report["arms"][0]["requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("cascade", "words"),
+    [
+        (
+            {
+                "output": "scores",
+                "min_confidence": 0.9,
+                "then": [{"model": "tabular", "version": "v1.0.0"}],
+            },
+            "has no output 'scores'",
+        ),
+        (
+            {
+                "output": "probabilities",
+                "min_confidence": 0.9,
+                "then": [
+                    {"model": "tabular", "version": "v1.0.0"},
+                    {"model": "tabular", "version": "v1.1.0"},
+                ],
+            },
+            "needs min_confidence (it is not the last)",
+        ),
+        (
+            {
+                "output": "probabilities",
+                "min_confidence": 0.9,
+                "then": [{"model": "nope", "version": "v1.0.0"}],
+            },
+            "cascade.then[0]: 'nope:v1.0.0' is not a registered",
+        ),
+    ],
+    ids=["no-output", "middle-threshold", "unregistered"],
+)
+def test_cascade_spec_checks(
+    shadow_server: tuple[RunningServer, dict[str, str]], cascade: dict[str, Any], words: str
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "cascade-bad",
+            "models": [{"model": "unsure", "version": "v1.0.0"}],
+            "cascade": cascade,
+        }
+    )
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", text)
+    assert reply.status_code == 400 and words in reply.json()["error"], reply.text

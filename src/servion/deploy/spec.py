@@ -230,6 +230,38 @@ class Rollout(_Strict):
         return value
 
 
+class Stage(_Ref):
+    """A model version a cascade escalates to."""
+
+    min_confidence: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Rows this stage answers with less confidence go on (the last stage: none).",
+    )
+
+
+class Cascade(_Strict):
+    """Rows the chosen arm answers with low confidence are asked again of bigger models."""
+
+    output: str = Field(
+        min_length=1,
+        max_length=256,
+        description="Output whose largest value in a row is that row's confidence.",
+    )
+    min_confidence: float = Field(gt=0, le=1, description="The arm's own threshold.")
+    then: list[Stage] = Field(min_length=1, max_length=8)
+
+    @model_validator(mode="after")
+    def _last_takes_all(self) -> Cascade:
+        for stage in self.then[:-1]:
+            if stage.min_confidence is None:
+                raise ValueError(f"then: {stage.label} needs min_confidence (it is not the last)")
+        if self.then[-1].min_confidence is not None:
+            raise ValueError("then: the last stage answers every row it gets: no min_confidence")
+        return self
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -250,6 +282,7 @@ class DeploymentSpec(_Strict):
     fallback: Fallback | None = None
     circuit_breaker: CircuitBreaker | None = None
     rollout: Rollout | None = None
+    cascade: Cascade | None = None
 
     @field_validator("endpoint")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from servion.deploy.spec import Arm, DeploymentSpec, Shadow, spec_from_dict
+from servion.deploy.spec import Arm, DeploymentSpec, Shadow, Stage, spec_from_dict
 from servion.errors import InvalidInput, ModelNotFound, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
@@ -72,12 +72,15 @@ class Deployments:
         self.engine = registry.engine
 
     def check(self, spec: DeploymentSpec) -> None:
-        """Every arm names a registered model version (400 naming the arm otherwise)."""
+        """Every version the spec names is registered, and a cascade's output exists
+        (400 naming the field otherwise)."""
         registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
-        refs: list[tuple[str, int, Arm | Shadow]] = [
+        refs: list[tuple[str, int, Arm | Shadow | Stage]] = [
             ("models", i, a) for i, a in enumerate(spec.models)
         ]
         refs += [("shadows", i, s) for i, s in enumerate(spec.shadows)]
+        if spec.cascade is not None:
+            refs += [("cascade.then", i, s) for i, s in enumerate(spec.cascade.then)]
         fallback = spec.fallback
         if (
             fallback is not None
@@ -91,6 +94,27 @@ class Deployments:
             if (ref.model, ref.version) not in registered:
                 raise InvalidInput(
                     f"{field}[{index}]: {quoted(ref.label)} is not a registered model version"
+                )
+        self._check_cascade(spec)
+
+    def _check_cascade(self, spec: DeploymentSpec) -> None:
+        """Every arm and stage must produce the confidence output, batch-first."""
+        cascade = spec.cascade
+        if cascade is None:
+            return
+        refs: list[tuple[str, Arm | Stage]] = [("models", a) for a in spec.models]
+        refs += [("cascade.then", s) for s in cascade.then]
+        for field, ref in refs:
+            signature = self.registry.get(ref.model, ref.version).signature
+            names = [o.name for o in signature.outputs]
+            if cascade.output not in names:
+                raise InvalidInput(
+                    f"{field}: {quoted(ref.label)} has no output {quoted(cascade.output)}"
+                    f" (it has {', '.join(names)})"
+                )
+            if not signature.batched:
+                raise InvalidInput(
+                    f"{field}: {quoted(ref.label)} has no batch dimension: a cascade splits rows"
                 )
 
     def deploy(self, spec: DeploymentSpec, user: str) -> Revision:

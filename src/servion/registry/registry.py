@@ -362,6 +362,7 @@ class ModelRegistry:
                 for a in [
                     *r.spec["models"],
                     *r.spec.get("shadows", []),
+                    *(r.spec.get("cascade") or {}).get("then", []),
                     r.spec.get("fallback") or {},
                 ]
             )

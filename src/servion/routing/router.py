@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:
-    from servion.deploy.spec import Fallback
+    from servion.deploy.spec import Cascade, Fallback
     from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache
     from servion.routing.shadow import ShadowRoute
 
@@ -115,6 +115,7 @@ class EndpointRouter:
         breakers: dict[str, CircuitBreaker] | None = None,
         fallback: Fallback | None = None,
         timeout_s: float | None = None,
+        cascade: Cascade | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
@@ -124,6 +125,9 @@ class EndpointRouter:
         """Per arm label."""
         self.fallback = fallback
         self.timeout_s = timeout_s
+        self.cascade = cascade
+        self.cascade_rows: dict[str, int] = {}
+        """Rows answered by each cascade stage (the arms count as the first)."""
         self.fallbacks: dict[str, int] = {}
         """Answers given by the fallback, by reason (error, timeout, circuit_open)."""
         self.revision = revision
@@ -172,4 +176,5 @@ class EndpointRouter:
             "bulkhead": self.bulkhead.to_dict() if self.bulkhead is not None else None,
             "breakers": {label: b.to_dict() for label, b in self.breakers.items()},
             "fallbacks": dict(self.fallbacks),
+            "cascade": dict(self.cascade_rows),
         }

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import numpy as np
 import orjson
 
 from servion.deploy import PIN_HEADER
@@ -22,10 +23,13 @@ from servion.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    RuntimeFailure,
     ServionError,
     quoted,
 )
 from servion.protocol import (
+    InferInput,
+    InferOutput,
     InferRequest,
     InferResponse,
     Limits,
@@ -285,10 +289,79 @@ class ServionApp:
             if router.fallback is None:
                 raise
             return self._fallback(req, router, route, "error")
-        answer = self._infer(req, model, route, router if router.shadows else None)
+        if router.cascade is not None:
+            answer: Answer = self._guard(self._cascade(req, router, route, model), req)
+        else:
+            answer = self._infer(req, model, route, router if router.shadows else None)
         if isinstance(answer, tuple):
             return self._settle(answer, req, router, route)
         return self._settle_later(answer, timeout_s, req, router, route)
+
+    async def _cascade(
+        self, req: Request, router: EndpointRouter, route: Route, first: LoadedModel
+    ) -> Response:
+        """The arm answers every row; rows it is unsure of go to the next stage, and so on.
+
+        Confidence is the largest value of the cascade's output in a row. Each caller
+        gets its rows back in order, each row from the stage that was sure enough.
+        """
+        cascade = router.cascade
+        assert cascade is not None
+        started = perf_ns()
+        ok = False
+        try:
+            header_length = parse_header_length(
+                _text(req.header(b"inference-header-content-length"))
+            )
+            request = decode_infer_request(req.body, header_length, self.limits)
+            job = admit(first, request)
+            results, _, _ = await first.batcher.submit(*job)
+            merged = {name: np.array(results[name]) for name in first.output_order}
+            answered = {route.label: job.rows}
+            pending = np.flatnonzero(_confidence(merged, cascade.output) < cascade.min_confidence)
+            for stage in cascade.then:
+                if pending.size == 0:
+                    break
+                model = self.manager.resolve(stage.model, stage.version)
+                inputs = [
+                    InferInput(
+                        i.name, i.datatype, (int(pending.size), *i.shape[1:]), i.data[pending]
+                    )
+                    for i in request.inputs
+                ]
+                arrays, rows = model.validate(inputs)
+                again, _, _ = await model.batcher.submit(arrays, rows, None)
+                for name in merged:
+                    if name not in again:
+                        raise RuntimeFailure(
+                            f"cascade stage {stage.label} did not produce output {quoted(name)}"
+                        )
+                    merged[name][pending] = np.asarray(again[name])
+                answered[route.label] -= int(pending.size)
+                answered[stage.label] = answered.get(stage.label, 0) + int(pending.size)
+                if stage.min_confidence is None:
+                    break
+                confidence = _confidence({n: merged[n][pending] for n in merged}, cascade.output)
+                pending = pending[confidence < stage.min_confidence]
+            for label, count in answered.items():
+                router.cascade_rows[label] = router.cascade_rows.get(label, 0) + count
+            names = job.wanted or first.output_order
+            outputs = [InferOutput.of(n, merged[n]) for n in names]
+            said = {"servion_cascade": ",".join(f"{k}={v}" for k, v in answered.items())}
+            response = InferResponse(first.name, first.version, request.id, outputs, said)
+            payload, json_length = encode_infer_response(
+                response, request.outputs, request.binary_output_default
+            )
+            ok = True
+        finally:
+            route.stats.record((perf_ns() - started) / 1e6, ok)
+        if json_length is None:
+            return 200, payload, JSON_HEADERS
+        headers = [
+            (b"content-type", OCTET_STREAM),
+            (b"inference-header-content-length", str(json_length).encode()),
+        ]
+        return 200, payload, headers
 
     def _settle(
         self, response: Response, req: Request, router: EndpointRouter, route: Route
@@ -569,6 +642,12 @@ class ServionApp:
             "output": [s.to_dict() for s in model.signature.outputs],
             "sha256": model.meta.sha256,
         }
+
+
+def _confidence(outputs: dict[str, Any], name: str) -> Any:
+    """Per row, the largest value of output ``name`` (one value per row for 1-D outputs)."""
+    values = np.asarray(outputs[name], dtype=np.float64)
+    return values.reshape(len(values), -1).max(axis=1)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -133,6 +133,13 @@ class ModelManager:
                     mv = by_key.get((fallback.model, fallback.version or ""))
                     if mv is not None:
                         wanted[(mv.name, mv.version)] = mv
+                if current.spec.cascade is not None:
+                    # Cascade stages answer requests: they gate readiness like arms.
+                    for stage in current.spec.cascade.then:
+                        mv = by_key.get((stage.model, stage.version))
+                        if mv is not None:
+                            wanted[(mv.name, mv.version)] = mv
+                            required.add((mv.name, mv.version))
                 for shadow in current.spec.shadows:
                     mv = by_key.get((shadow.model, shadow.version))
                     if mv is not None:
@@ -296,6 +303,7 @@ class ModelManager:
                 breakers=breakers,
                 fallback=spec.fallback,
                 timeout_s=timeout_s,
+                cascade=spec.cascade,
             )
         return routers
 
