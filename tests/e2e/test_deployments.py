@@ -353,6 +353,27 @@ class Slowpoke:
         return {"label": np.zeros(len(inputs["X"]), np.int64)}
 """
 
+FLAKY_MODEL = """
+import itertools
+
+import numpy as np
+
+CALLS = itertools.count(1)
+
+
+class Flaky:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        if inputs["X"][0, 0] == np.float32(0.25) and next(CALLS) % 2:
+            raise RuntimeError("every other call fails")
+        return {"label": np.zeros(len(inputs["X"]), np.int64)}
+"""
+
 UNSURE_MODEL = """
 import numpy as np
 
@@ -418,6 +439,9 @@ def shadow_server(
     register(registry, "slowpoke", slow, trust_code=True)
     # Executions in the model's thread, one request each: the event loop stays free.
     registry.set_batching("slowpoke", {"execution": "thread", "dynamic": False})
+    flaky = tmp / "flaky.py"
+    flaky.write_text(FLAKY_MODEL)
+    register(registry, "flaky", flaky, trust_code=True)
     unsure = tmp / "unsure.py"
     unsure.write_text(UNSURE_MODEL)
     register(registry, "unsure", unsure, trust_code=True)
@@ -966,3 +990,25 @@ def test_cascade_spec_checks(
     )
     reply = admin(server, tokens["deployer"], "POST", "/endpoints", text)
     assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+
+
+def test_retries_within_a_budget(shadow_server: tuple[RunningServer, dict[str, str]]) -> None:
+    server, tokens = shadow_server
+    for name, budget in (("flaky-ep", 1.0), ("flaky-tight", 0.01)):
+        text = json.dumps(
+            {
+                "endpoint": name,
+                "models": [{"model": "flaky", "version": "v1.0.0"}],
+                "retries": {"attempts": 1, "budget": budget},
+            }
+        )
+        deploy(server, tokens, text)
+    generous = [infer_at(server, "flaky-ep", 0.25).status_code for _ in range(20)]
+    assert generous == [200] * 20  # every failure was retried, and the retry succeeded
+    tight = [infer_at(server, "flaky-tight", 0.25).status_code for _ in range(40)]
+    assert tight.count(500) >= 5  # once the budget is spent, failures come through
+    time.sleep(1.2)
+    loose = admin(server, tokens["viewer"], "GET", "/endpoints/flaky-ep/report").json()
+    assert loose["retries"]["retried"] >= 10 and loose["retries"]["refused"] == 0
+    strict = admin(server, tokens["viewer"], "GET", "/endpoints/flaky-tight/report").json()
+    assert strict["retries"]["retried"] <= 11 and strict["retries"]["refused"] >= 5

@@ -262,6 +262,18 @@ class Cascade(_Strict):
         return self
 
 
+class Retries(_Strict):
+    """Ask again when an arm fails (5xx), within a budget so that retries cannot pile up."""
+
+    attempts: int = Field(default=1, ge=1, le=5, description="Extra tries per request.")
+    budget: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Retries at most this share of the endpoint's recent requests.",
+    )
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -283,6 +295,7 @@ class DeploymentSpec(_Strict):
     circuit_breaker: CircuitBreaker | None = None
     rollout: Rollout | None = None
     cascade: Cascade | None = None
+    retries: Retries | None = None
 
     @field_validator("endpoint")
     @classmethod

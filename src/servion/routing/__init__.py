@@ -1,6 +1,6 @@
 """Routing of endpoint requests to model versions, and shadow copies of them."""
 
-from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache
+from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
 from servion.routing.router import ArmStats, EndpointRouter, Route, merge_arm_stats, sticky_point
 from servion.routing.shadow import ShadowRoute, ShadowStats, compare, merge_shadow_stats
 
@@ -10,6 +10,7 @@ __all__ = [
     "CircuitBreaker",
     "EndpointRouter",
     "ResponseCache",
+    "RetryBudget",
     "Route",
     "ShadowRoute",
     "ShadowStats",

@@ -149,3 +149,30 @@ class CircuitBreaker:
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "opened": self.times_opened, "rejected": self.rejected}
+
+
+class RetryBudget:
+    """Retries allowed as a share of recent requests (a token bucket refilled by requests)."""
+
+    def __init__(self, attempts: int, share: float, floor: float = 10.0) -> None:
+        self.attempts = attempts
+        self.share = share
+        self._tokens = floor
+        self._cap = max(floor, 100.0 * share)
+        self.retried = 0
+        self.refused = 0
+
+    def request(self) -> None:
+        """Count one request: it earns ``share`` of a retry."""
+        self._tokens = min(self._cap, self._tokens + self.share)
+
+    def take(self) -> bool:
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self.retried += 1
+            return True
+        self.refused += 1
+        return False
+
+    def to_dict(self) -> dict[str, int]:
+        return {"retried": self.retried, "refused": self.refused}

@@ -22,7 +22,7 @@ from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:
     from servion.deploy.spec import Cascade, Fallback
-    from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache
+    from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
     from servion.routing.shadow import ShadowRoute
 
 # Latency histogram: log-spaced upper bounds from 50 µs to ~100 s, so per-arm
@@ -116,6 +116,7 @@ class EndpointRouter:
         fallback: Fallback | None = None,
         timeout_s: float | None = None,
         cascade: Cascade | None = None,
+        retries: RetryBudget | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
@@ -126,6 +127,7 @@ class EndpointRouter:
         self.fallback = fallback
         self.timeout_s = timeout_s
         self.cascade = cascade
+        self.retries = retries
         self.cascade_rows: dict[str, int] = {}
         """Rows answered by each cascade stage (the arms count as the first)."""
         self.fallbacks: dict[str, int] = {}
@@ -177,4 +179,5 @@ class EndpointRouter:
             "breakers": {label: b.to_dict() for label, b in self.breakers.items()},
             "fallbacks": dict(self.fallbacks),
             "cascade": dict(self.cascade_rows),
+            "retries": self.retries.to_dict() if self.retries is not None else None,
         }

@@ -252,6 +252,8 @@ class ServionApp:
     def _endpoint_infer(self, req: Request, router: EndpointRouter) -> Answer:
         route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
         timeout_s = _timeout_s(req.header(TIMEOUT_HEADER), router.timeout_s)
+        if router.retries is not None:
+            router.retries.request()
         cache: ResponseCache[Response] | None = router.cache
         key = None
         if cache is not None:
@@ -274,7 +276,12 @@ class ServionApp:
         return self._cached(self._queued(turn, bulkhead, req, router, route, timeout_s), cache, key)
 
     def _arm(
-        self, req: Request, router: EndpointRouter, route: Route, timeout_s: float | None
+        self,
+        req: Request,
+        router: EndpointRouter,
+        route: Route,
+        timeout_s: float | None,
+        attempt: int = 0,
     ) -> Answer:
         """The chosen arm's answer, behind its circuit breaker, timeout and fallback."""
         breaker = router.breakers.get(route.label)
@@ -294,8 +301,8 @@ class ServionApp:
         else:
             answer = self._infer(req, model, route, router if router.shadows else None)
         if isinstance(answer, tuple):
-            return self._settle(answer, req, router, route)
-        return self._settle_later(answer, timeout_s, req, router, route)
+            return self._settle(answer, req, router, route, timeout_s, attempt)
+        return self._settle_later(answer, timeout_s, req, router, route, attempt)
 
     async def _cascade(
         self, req: Request, router: EndpointRouter, route: Route, first: LoadedModel
@@ -364,12 +371,21 @@ class ServionApp:
         return 200, payload, headers
 
     def _settle(
-        self, response: Response, req: Request, router: EndpointRouter, route: Route
+        self,
+        response: Response,
+        req: Request,
+        router: EndpointRouter,
+        route: Route,
+        timeout_s: float | None,
+        attempt: int,
     ) -> Answer:
         failed = response[0] >= 500  # the arm's fault; a 4xx is the request's
         breaker = router.breakers.get(route.label)
         if breaker is not None:
             breaker.record(not failed, time.monotonic())
+        retries = router.retries
+        if failed and retries is not None and attempt < retries.attempts and retries.take():
+            return self._arm(req, router, route, timeout_s, attempt + 1)
         if failed and router.fallback is not None:
             return self._fallback(req, router, route, "error")
         return response
@@ -381,6 +397,7 @@ class ServionApp:
         req: Request,
         router: EndpointRouter,
         route: Route,
+        attempt: int,
     ) -> Response:
         try:
             response = await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
@@ -400,7 +417,7 @@ class ServionApp:
                 )
             fallback = self._fallback(req, router, route, "timeout")
             return fallback if isinstance(fallback, tuple) else await fallback
-        settled = self._settle(response, req, router, route)
+        settled = self._settle(response, req, router, route, timeout_s, attempt)
         return settled if isinstance(settled, tuple) else await settled
 
     def _fallback(self, req: Request, router: EndpointRouter, route: Route, reason: str) -> Answer:

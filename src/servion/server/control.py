@@ -278,13 +278,16 @@ class Control:
         ]
         totals: dict[str, dict[str, int]] = {}
         for stats in [*others, own]:
-            for kind in ("cache", "bulkhead"):
+            for kind in ("cache", "bulkhead", "retries"):
                 for key, value in (stats.get(kind) or {}).items():
                     totals.setdefault(kind, {}).setdefault(key, 0)
                     totals[kind][key] += value
         fallbacks: dict[str, int] = {}
+        cascade_rows: dict[str, int] = {}
         breakers: dict[str, dict[str, Any]] = {}
         for stats in [*others, own]:
+            for label, rows in stats.get("cascade", {}).items():
+                cascade_rows[label] = cascade_rows.get(label, 0) + rows
             for reason, count in stats.get("fallbacks", {}).items():
                 fallbacks[reason] = fallbacks.get(reason, 0) + count
             for label, b in stats.get("breakers", {}).items():
@@ -302,6 +305,8 @@ class Control:
             "shadows": shadows,
             "cache": totals.get("cache"),
             "bulkhead": totals.get("bulkhead"),
+            "retries": totals.get("retries"),
             "breakers": breakers,
             "fallbacks": fallbacks,
+            "cascade": cascade_rows,
         }

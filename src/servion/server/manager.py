@@ -25,6 +25,7 @@ from servion.routing import (
     CircuitBreaker,
     EndpointRouter,
     ResponseCache,
+    RetryBudget,
     Route,
     ShadowRoute,
     ShadowStats,
@@ -292,6 +293,15 @@ class ModelManager:
                         else CircuitBreaker(*wanted)
                     )
             timeout_s = spec.timeout_ms / 1e3 if spec.timeout_ms else None
+            retries = None
+            if spec.retries is not None:
+                retries = old.retries if old is not None else None
+                # The budget carries over a new revision with the same settings.
+                if retries is None or (retries.attempts, retries.share) != (
+                    spec.retries.attempts,
+                    spec.retries.budget,
+                ):
+                    retries = RetryBudget(spec.retries.attempts, spec.retries.budget)
             routers[spec.endpoint] = EndpointRouter(
                 spec.endpoint,
                 rev.revision,
@@ -304,6 +314,7 @@ class ModelManager:
                 fallback=spec.fallback,
                 timeout_s=timeout_s,
                 cascade=spec.cascade,
+                retries=retries,
             )
         return routers
 
