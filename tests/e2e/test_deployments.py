@@ -250,7 +250,7 @@ def test_failed_deploy_leaves_the_previous_revision_serving(
         ("endpoint: [", 400, "spec: "),
         (spec("bad-version", {"v9.9.9": 100}), 400, "'tabular:v9.9.9' is not a registered"),
         ('{"endpoint": "x", "models": []}', 400, "endpoint: must be"),
-        ("{}", 400, "models: Field required"),
+        ("{}", 400, "endpoint: Field required"),
         ("x" * 300_000, 413, "limit"),
     ],
     ids=["yaml", "unregistered", "fields", "empty", "too-large"],
@@ -353,6 +353,18 @@ class Slowpoke:
         return {"label": np.zeros(len(inputs["X"]), np.int64)}
 """
 
+DOUBLER_MODEL = """
+class Doubler:
+    inputs = [{"name": "A", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [{"name": "twice", "datatype": "FP32", "shape": [-1, 32]}]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        return {"twice": inputs["A"] * 2}
+"""
+
 FLAKY_MODEL = """
 import itertools
 
@@ -439,6 +451,9 @@ def shadow_server(
     register(registry, "slowpoke", slow, trust_code=True)
     # Executions in the model's thread, one request each: the event loop stays free.
     registry.set_batching("slowpoke", {"execution": "thread", "dynamic": False})
+    doubler = tmp / "doubler.py"
+    doubler.write_text(DOUBLER_MODEL)
+    register(registry, "doubler", doubler, trust_code=True)
     flaky = tmp / "flaky.py"
     flaky.write_text(FLAKY_MODEL)
     register(registry, "flaky", flaky, trust_code=True)
@@ -1012,3 +1027,91 @@ def test_retries_within_a_budget(shadow_server: tuple[RunningServer, dict[str, s
     assert loose["retries"]["retried"] >= 10 and loose["retries"]["refused"] == 0
     strict = admin(server, tokens["viewer"], "GET", "/endpoints/flaky-tight/report").json()
     assert strict["retries"]["retried"] <= 11 and strict["retries"]["refused"] >= 5
+
+
+ENSEMBLE = {
+    "endpoint": "graph-ep",
+    "ensemble": {
+        "steps": [
+            {
+                "name": "prep",
+                "model": "doubler",
+                "version": "v1.0.0",
+                "inputs": {"A": "$request.raw"},
+            },
+            {"name": "clf", "model": "tabular", "version": "v1.0.0", "inputs": {"X": "prep.twice"}},
+        ],
+        "outputs": {"label": "clf.label", "scaled": "prep.twice", "p": "clf.probabilities"},
+    },
+}
+
+
+def test_ensemble_equals_running_the_models_by_hand(
+    shadow_server: tuple[RunningServer, dict[str, str]], tabular: TabularModels
+) -> None:
+    server, tokens = shadow_server
+    deploy(server, tokens, json.dumps(ENSEMBLE))
+    x = np.ascontiguousarray(tabular.x[:8])
+    body = {
+        "inputs": [
+            {"name": "raw", "datatype": "FP32", "shape": [8, 32], "data": x.ravel().tolist()}
+        ]
+    }
+    reply = httpx.post(f"{server.url}/v2/models/graph-ep/infer", json=body)
+    assert reply.status_code == 200, reply.text
+    out = {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in reply.json()["outputs"]}
+    by_hand = tabular.pipeline.predict_proba(2 * x)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(out["scaled"], 2 * x, rtol=1e-6)
+    np.testing.assert_array_equal(out["label"], tabular.pipeline.predict(2 * x))  # type: ignore[attr-defined]
+    np.testing.assert_allclose(out["p"], by_hand, rtol=1e-5, atol=1e-6)
+    assert reply.json()["parameters"] == {"servion_ensemble": "doubler:v1.0.0,tabular:v1.0.0"}
+    meta = httpx.get(f"{server.url}/v2/models/graph-ep").json()
+    assert meta["platform"] == "ensemble"
+    assert meta["inputs"] == [{"name": "raw", "datatype": "FP32", "shape": [-1, 32]}]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "scaled", "p"]
+    only = httpx.post(
+        f"{server.url}/v2/models/graph-ep/infer", json={**body, "outputs": [{"name": "p"}]}
+    )
+    assert [o["name"] for o in only.json()["outputs"]] == ["p"]
+    missing = httpx.post(
+        f"{server.url}/v2/models/graph-ep/infer",
+        json={"inputs": [{**body["inputs"][0], "name": "other"}]},
+    )
+    assert missing.status_code == 400 and "needs input 'raw'" in missing.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (
+            lambda e: e["steps"][1]["inputs"].update(X="later.twice"),
+            "step 'later' is not an earlier step",
+        ),
+        (
+            lambda e: e["steps"][1]["inputs"].update(X="prep.nope"),
+            "step 'prep' has no output 'nope'",
+        ),
+        (lambda e: e["steps"][0]["inputs"].update(B="$request.raw"), "'doubler:v1.0.0' takes A"),
+        (lambda e: e["outputs"].update(raw="$request.raw"), "outputs come from steps"),
+        (lambda e: e["steps"][1].update(name="prep"), "the name 'prep' is used twice"),
+    ],
+    ids=["forward", "no-output", "inputs", "request-output", "duplicate"],
+)
+def test_ensemble_spec_checks(
+    shadow_server: tuple[RunningServer, dict[str, str]], change: Any, words: str
+) -> None:
+    server, tokens = shadow_server
+    doc = json.loads(json.dumps(ENSEMBLE))
+    doc["endpoint"] = "graph-bad"
+    change(doc["ensemble"])
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", json.dumps(doc))
+    assert reply.status_code == 400 and words in reply.json()["error"], reply.text
+    mixed = {
+        **ENSEMBLE,
+        "endpoint": "graph-mixed",
+        "models": [{"model": "tabular", "version": "v1.0.0"}],
+    }
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", json.dumps(mixed))
+    assert (
+        reply.status_code == 400 and "an ensemble endpoint has no models" in reply.json()["error"]
+    )

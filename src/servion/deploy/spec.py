@@ -274,13 +274,65 @@ class Retries(_Strict):
     )
 
 
+_SOURCE_RE = re.compile(r"^(\$request|[A-Za-z0-9_\-]{1,64})\.[^\s.]{1,256}$")
+
+
+class EnsembleStep(_Ref):
+    """One model of an ensemble and where each of its inputs comes from."""
+
+    name: str = Field(description="The step's name; later steps read its outputs as NAME.OUTPUT.")
+    inputs: dict[str, str] = Field(
+        min_length=1,
+        description="Model input -> $request.INPUT or STEP.OUTPUT of an earlier step.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", value) or value == "$request":
+            raise ValueError("must be 1-64 letters, digits, '_' or '-'")
+        return value
+
+
+class Ensemble(_Strict):
+    """A graph of models served as one: outputs of steps feed inputs of later ones."""
+
+    steps: list[EnsembleStep] = Field(min_length=1, max_length=16)
+    outputs: dict[str, str] = Field(min_length=1, description="Endpoint output -> STEP.OUTPUT.")
+
+    @model_validator(mode="after")
+    def _graph(self) -> Ensemble:
+        done: set[str] = set()
+        for index, step in enumerate(self.steps):
+            if step.name in done:
+                raise ValueError(f"steps[{index}]: the name {step.name!r} is used twice")
+            for model_input, source in step.inputs.items():
+                _check_source(source, done, f"steps[{index}].inputs.{model_input}", True)
+            done.add(step.name)
+        for name, source in self.outputs.items():
+            _check_source(source, done, f"outputs.{name}", False)
+        return self
+
+
+def _check_source(source: str, done: set[str], where: str, request_ok: bool) -> None:
+    if not _SOURCE_RE.fullmatch(source):
+        raise ValueError(f"{where}: {source!r} is not $request.INPUT or STEP.OUTPUT")
+    step = source.split(".", 1)[0]
+    if step == "$request":
+        if not request_ok:
+            raise ValueError(f"{where}: outputs come from steps, not from $request")
+        return
+    if step not in done:
+        raise ValueError(f"{where}: step {step!r} is not an earlier step")
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
     endpoint: str = Field(description="Name clients call: /v2/models/{endpoint}/infer.")
     environment: Literal["dev", "staging", "production"] = "dev"
     description: str = Field(default="", max_length=500)
-    models: list[Arm] = Field(min_length=1, max_length=16)
+    models: list[Arm] = Field(default_factory=list, max_length=16)
     sticky: Sticky | None = None
     shadows: list[Shadow] = Field(default_factory=list, max_length=8)
     cache: Cache | None = None
@@ -296,6 +348,7 @@ class DeploymentSpec(_Strict):
     rollout: Rollout | None = None
     cascade: Cascade | None = None
     retries: Retries | None = None
+    ensemble: Ensemble | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -306,6 +359,14 @@ class DeploymentSpec(_Strict):
 
     @model_validator(mode="after")
     def _arms(self) -> DeploymentSpec:
+        if self.ensemble is not None:
+            arm_only = ("models", "sticky", "shadows", "rollout", "cascade")
+            given = [f for f in arm_only if getattr(self, f)]
+            if given:
+                raise ValueError(f"ensemble: an ensemble endpoint has no {', '.join(given)}")
+            return self
+        if not self.models:
+            raise ValueError("models: List should have at least 1 item")
         seen: set[str] = set()
         for arm in self.models:
             if arm.label in seen:

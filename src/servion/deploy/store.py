@@ -12,7 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from servion.deploy.spec import Arm, DeploymentSpec, Shadow, Stage, spec_from_dict
+from servion.deploy.spec import (
+    Arm,
+    DeploymentSpec,
+    EnsembleStep,
+    Shadow,
+    Stage,
+    spec_from_dict,
+)
 from servion.errors import InvalidInput, ModelNotFound, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
@@ -75,12 +82,14 @@ class Deployments:
         """Every version the spec names is registered, and a cascade's output exists
         (400 naming the field otherwise)."""
         registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
-        refs: list[tuple[str, int, Arm | Shadow | Stage]] = [
+        refs: list[tuple[str, int, Arm | Shadow | Stage | EnsembleStep]] = [
             ("models", i, a) for i, a in enumerate(spec.models)
         ]
         refs += [("shadows", i, s) for i, s in enumerate(spec.shadows)]
         if spec.cascade is not None:
             refs += [("cascade.then", i, s) for i, s in enumerate(spec.cascade.then)]
+        if spec.ensemble is not None:
+            refs += [("ensemble.steps", i, s) for i, s in enumerate(spec.ensemble.steps)]
         fallback = spec.fallback
         if (
             fallback is not None
@@ -96,6 +105,38 @@ class Deployments:
                     f"{field}[{index}]: {quoted(ref.label)} is not a registered model version"
                 )
         self._check_cascade(spec)
+        self._check_ensemble(spec)
+
+    def _check_ensemble(self, spec: DeploymentSpec) -> None:
+        """Each step's inputs are its model's inputs; every source names a real output."""
+        ensemble = spec.ensemble
+        if ensemble is None:
+            return
+        produced: dict[str, list[str]] = {}
+        for index, step in enumerate(ensemble.steps):
+            signature = self.registry.get(step.model, step.version).signature
+            wanted = sorted(t.name for t in signature.inputs)
+            if sorted(step.inputs) != wanted:
+                raise InvalidInput(
+                    f"ensemble.steps[{index}].inputs: {quoted(step.label)} takes"
+                    f" {', '.join(wanted)}, the step gives {', '.join(sorted(step.inputs))}"
+                )
+            for model_input, source in step.inputs.items():
+                self._check_output(
+                    source, produced, f"ensemble.steps[{index}].inputs.{model_input}"
+                )
+            produced[step.name] = [t.name for t in signature.outputs]
+        for name, source in ensemble.outputs.items():
+            self._check_output(source, produced, f"ensemble.outputs.{name}")
+
+    @staticmethod
+    def _check_output(source: str, produced: dict[str, list[str]], where: str) -> None:
+        step, _, output = source.partition(".")
+        if step != "$request" and output not in produced[step]:
+            raise InvalidInput(
+                f"{where}: step {quoted(step)} has no output {quoted(output)}"
+                f" (it has {', '.join(produced[step])})"
+            )
 
     def _check_cascade(self, spec: DeploymentSpec) -> None:
         """Every arm and stage must produce the confidence output, batch-first."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:
-    from servion.deploy.spec import Cascade, Fallback
+    from servion.deploy.spec import Cascade, Ensemble, Fallback
     from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
     from servion.routing.shadow import ShadowRoute
 
@@ -117,6 +117,7 @@ class EndpointRouter:
         timeout_s: float | None = None,
         cascade: Cascade | None = None,
         retries: RetryBudget | None = None,
+        ensemble: Ensemble | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
@@ -128,6 +129,7 @@ class EndpointRouter:
         self.timeout_s = timeout_s
         self.cascade = cascade
         self.retries = retries
+        self.ensemble = ensemble
         self.cascade_rows: dict[str, int] = {}
         """Rows answered by each cascade stage (the arms count as the first)."""
         self.fallbacks: dict[str, int] = {}

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from servion.datatypes import datatype_of
 from servion.deploy import PIN_HEADER
 from servion.errors import (
     DeadlineExceeded,
@@ -250,6 +251,8 @@ class ServionApp:
         raise _NoRoute
 
     def _endpoint_infer(self, req: Request, router: EndpointRouter) -> Answer:
+        if router.ensemble is not None:
+            return self._guard(self._ensemble(req, router), req)
         route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
         timeout_s = _timeout_s(req.header(TIMEOUT_HEADER), router.timeout_s)
         if router.retries is not None:
@@ -303,6 +306,55 @@ class ServionApp:
         if isinstance(answer, tuple):
             return self._settle(answer, req, router, route, timeout_s, attempt)
         return self._settle_later(answer, timeout_s, req, router, route, attempt)
+
+    async def _ensemble(self, req: Request, router: EndpointRouter) -> Response:
+        """Run the graph's steps in order; each reads the request's inputs or earlier outputs."""
+        ensemble = router.ensemble
+        assert ensemble is not None
+        header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
+        request = decode_infer_request(req.body, header_length, self.limits)
+        values: dict[str, Any] = {f"$request.{i.name}": i.data for i in request.inputs}
+        for step, route in zip(ensemble.steps, router.routes, strict=True):
+            started = perf_ns()
+            ok = False
+            try:
+                model = self.manager.resolve(step.model, step.version)
+                inputs = []
+                for name, source in step.inputs.items():
+                    if source not in values:
+                        raise InvalidInput(
+                            f"ensemble {quoted(router.name)} needs input"
+                            f" {quoted(source.split('.', 1)[1])} in the request"
+                        )
+                    data = np.asarray(values[source])
+                    inputs.append(InferInput(name, datatype_of(data.dtype), data.shape, data))
+                arrays, rows = model.validate(inputs)
+                results, _, _ = await model.batcher.submit(arrays, rows, None)
+                for name, value in results.items():
+                    values[f"{step.name}.{name}"] = value
+                ok = True
+            finally:
+                route.stats.record((perf_ns() - started) / 1e6, ok)
+        names = [o.name for o in request.outputs] if request.outputs else list(ensemble.outputs)
+        unknown = [n for n in names if n not in ensemble.outputs]
+        if unknown:
+            raise InvalidInput(
+                f"ensemble {quoted(router.name)} has no output {quoted(unknown[0])};"
+                f" it has {', '.join(ensemble.outputs)}"
+            )
+        outputs = [InferOutput.of(n, np.asarray(values[ensemble.outputs[n]])) for n in names]
+        said = {"servion_ensemble": ",".join(s.label for s in ensemble.steps)}
+        response = InferResponse(router.name, str(router.revision), request.id, outputs, said)
+        payload, json_length = encode_infer_response(
+            response, request.outputs, request.binary_output_default
+        )
+        if json_length is None:
+            return 200, payload, JSON_HEADERS
+        headers = [
+            (b"content-type", OCTET_STREAM),
+            (b"inference-header-content-length", str(json_length).encode()),
+        ]
+        return 200, payload, headers
 
     async def _cascade(
         self, req: Request, router: EndpointRouter, route: Route, first: LoadedModel
@@ -487,6 +539,8 @@ class ServionApp:
         models = [self.manager.resolve(r.model, r.version) for r in router.routes]
         if action == "ready":
             return json_response(200, {"name": name, "ready": True})
+        if action == "" and router.ensemble is not None:
+            return json_response(200, _ensemble_metadata(router, models))
         if action == "":
             meta = models[0].metadata([r.label for r in router.routes])
             return json_response(200, {**meta, "name": name})
@@ -659,6 +713,30 @@ class ServionApp:
             "output": [s.to_dict() for s in model.signature.outputs],
             "sha256": model.meta.sha256,
         }
+
+
+def _ensemble_metadata(router: EndpointRouter, models: list[LoadedModel]) -> dict[str, Any]:
+    """The ensemble's own inputs (what its steps read from the request) and outputs."""
+    ensemble = router.ensemble
+    assert ensemble is not None
+    inputs: dict[str, dict[str, Any]] = {}
+    produced: dict[str, dict[str, Any]] = {}
+    for step, model in zip(ensemble.steps, models, strict=True):
+        specs = {t.name: t for t in model.signature.inputs}
+        for model_input, source in step.inputs.items():
+            origin, _, name = source.partition(".")
+            if origin == "$request" and name not in inputs:
+                inputs[name] = {**specs[model_input].to_dict(), "name": name}
+        for t in model.signature.outputs:
+            produced[f"{step.name}.{t.name}"] = t.to_dict()
+    outputs = [{**produced[src], "name": name} for name, src in ensemble.outputs.items()]
+    return {
+        "name": router.name,
+        "versions": [str(router.revision)],
+        "platform": "ensemble",
+        "inputs": list(inputs.values()),
+        "outputs": outputs,
+    }
 
 
 def _confidence(outputs: dict[str, Any], name: str) -> Any:

@@ -134,6 +134,12 @@ class ModelManager:
                     mv = by_key.get((fallback.model, fallback.version or ""))
                     if mv is not None:
                         wanted[(mv.name, mv.version)] = mv
+                if current.spec.ensemble is not None:
+                    for step in current.spec.ensemble.steps:
+                        mv = by_key.get((step.model, step.version))
+                        if mv is not None:
+                            wanted[(mv.name, mv.version)] = mv
+                            required.add((mv.name, mv.version))
                 if current.spec.cascade is not None:
                     # Cascade stages answer requests: they gate readiness like arms.
                     for stage in current.spec.cascade.then:
@@ -255,9 +261,14 @@ class ModelManager:
         routers = {}
         for rev in revisions:
             spec = rev.spec
+            refs: list[tuple[str, str, float]] = [
+                (a.model, a.version, a.weight) for a in spec.models
+            ]
+            if spec.ensemble is not None:  # its steps, counted like arms but never drawn
+                refs = [(s.model, s.version, 0.0) for s in spec.ensemble.steps]
             routes = [
-                Route(a.model, a.version, a.weight, kept.get((spec.endpoint, a.label), ArmStats()))
-                for a in spec.models
+                Route(m, v, w, kept.get((spec.endpoint, f"{m}:{v}"), ArmStats()))
+                for m, v, w in refs
             ]
             shadows = [
                 ShadowRoute(
@@ -315,6 +326,7 @@ class ModelManager:
                 timeout_s=timeout_s,
                 cascade=spec.cascade,
                 retries=retries,
+                ensemble=spec.ensemble,
             )
         return routers
 
