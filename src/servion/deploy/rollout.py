@@ -24,7 +24,7 @@ from servion.deploy.spec import Arm, DeploymentSpec, Gates, spec_from_dict
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
-from servion.routing.router import BUCKETS_MS, percentile
+from servion.routing.router import add_histograms, percentile
 
 ACTIVE = ("running", "paused")
 
@@ -128,14 +128,10 @@ def delta(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    latency = [0] * (len(BUCKETS_MS) + 1)
-    for p in parts:
-        for i, count in enumerate(p["latency"]):
-            latency[i] += count
     return {
         "requests": sum(p["requests"] for p in parts),
         "errors": sum(p["errors"] for p in parts),
-        "latency": latency,
+        "latency": add_histograms(parts),
     }
 
 

@@ -48,14 +48,20 @@ class ArmStats:
         return {"requests": self.requests, "errors": self.errors, "latency": self.latency}
 
 
-def merge_arm_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Sum per-worker arm stats and read p50/p99 off the merged histogram."""
-    requests = sum(p["requests"] for p in parts)
-    errors = sum(p["errors"] for p in parts)
+def add_histograms(parts: Sequence[dict[str, Any]]) -> list[int]:
+    """The sum of the ``latency`` histograms of per-worker counters."""
     latency = [0] * (len(BUCKETS_MS) + 1)
     for p in parts:
         for i, count in enumerate(p["latency"]):
             latency[i] += count
+    return latency
+
+
+def merge_arm_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-worker arm stats and read p50/p99 off the merged histogram."""
+    requests = sum(p["requests"] for p in parts)
+    errors = sum(p["errors"] for p in parts)
+    latency = add_histograms(parts)
     return {
         "requests": requests,
         "errors": errors,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from servion.routing.router import BUCKETS_MS, percentile
+from servion.routing.router import BUCKETS_MS, add_histograms, percentile
 from servion.types import Arrays
 
 
@@ -51,10 +51,7 @@ class ShadowStats:
 
 def merge_shadow_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     requests = sum(p["requests"] for p in parts)
-    latency = [0] * (len(BUCKETS_MS) + 1)
-    for p in parts:
-        for i, count in enumerate(p["latency"]):
-            latency[i] += count
+    latency = add_histograms(parts)
     agreed = sum(p["agreed"] for p in parts)
     return {
         "requests": requests,

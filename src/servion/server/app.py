@@ -348,13 +348,7 @@ class ServionApp:
         payload, json_length = encode_infer_response(
             response, request.outputs, request.binary_output_default
         )
-        if json_length is None:
-            return 200, payload, JSON_HEADERS
-        headers = [
-            (b"content-type", OCTET_STREAM),
-            (b"inference-header-content-length", str(json_length).encode()),
-        ]
-        return 200, payload, headers
+        return _ok(payload, json_length)
 
     async def _cascade(
         self, req: Request, router: EndpointRouter, route: Route, first: LoadedModel
@@ -414,13 +408,7 @@ class ServionApp:
             ok = True
         finally:
             route.stats.record((perf_ns() - started) / 1e6, ok)
-        if json_length is None:
-            return 200, payload, JSON_HEADERS
-        headers = [
-            (b"content-type", OCTET_STREAM),
-            (b"inference-header-content-length", str(json_length).encode()),
-        ]
-        return 200, payload, headers
+        return _ok(payload, json_length)
 
     def _settle(
         self,
@@ -636,13 +624,7 @@ class ServionApp:
             response, request.outputs, request.binary_output_default
         )
         model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
-        if json_length is None:
-            return 200, payload, JSON_HEADERS
-        headers = [
-            (b"content-type", OCTET_STREAM),
-            (b"inference-header-content-length", str(json_length).encode()),
-        ]
-        return 200, payload, headers
+        return _ok(payload, json_length)
 
     async def _stats(self, name: str | None, version: str | None) -> Response:
         return json_response(200, await self.control.stats(name, version))
@@ -713,6 +695,17 @@ class ServionApp:
             "output": [s.to_dict() for s in model.signature.outputs],
             "sha256": model.meta.sha256,
         }
+
+
+def _ok(payload: bytes, json_length: int | None) -> Response:
+    """A 200 with the encoded response: JSON, or JSON then binary tensors."""
+    if json_length is None:
+        return 200, payload, JSON_HEADERS
+    headers = [
+        (b"content-type", OCTET_STREAM),
+        (b"inference-header-content-length", str(json_length).encode()),
+    ]
+    return 200, payload, headers
 
 
 def _ensemble_metadata(router: EndpointRouter, models: list[LoadedModel]) -> dict[str, Any]:

@@ -116,41 +116,33 @@ class ModelManager:
             configs = await asyncio.to_thread(self._configs)
             serving = await asyncio.to_thread(self.deployments.serving)
             wanted = self._wanted(versions, policies)
-            # Versions behind an endpoint are served whatever their policy, and so
-            # are those of the revision before, so that a rollback loads nothing.
             by_key = {(mv.name, mv.version): mv for mv in versions}
             required = set(wanted)
+
+            def want(model: str, version: str | None, serves: bool) -> None:
+                mv = by_key.get((model, version or ""))
+                if mv is not None:
+                    wanted[(mv.name, mv.version)] = mv
+                    if serves:  # answers requests: gates readiness
+                        required.add((mv.name, mv.version))
+
+            # Versions behind an endpoint are served whatever their policy, and so
+            # are those of the revision before, so that a rollback loads nothing.
             for current, previous in serving:
-                for revision in (current, previous):
-                    for arm in revision.spec.models if revision else ():
-                        mv = by_key.get((arm.model, arm.version))
-                        if mv is not None:
-                            wanted[(arm.model, arm.version)] = mv
-                            if revision is current:
-                                required.add((arm.model, arm.version))
+                spec = current.spec
+                for arm in spec.models:
+                    want(arm.model, arm.version, True)
+                for arm in previous.spec.models if previous else ():
+                    want(arm.model, arm.version, False)
+                for step in spec.ensemble.steps if spec.ensemble else ():
+                    want(step.model, step.version, True)
+                for stage in spec.cascade.then if spec.cascade else ():
+                    want(stage.model, stage.version, True)
                 # Shadows and the fallback load too, but an endpoint serves without them.
-                fallback = current.spec.fallback
-                if fallback is not None and fallback.model is not None:
-                    mv = by_key.get((fallback.model, fallback.version or ""))
-                    if mv is not None:
-                        wanted[(mv.name, mv.version)] = mv
-                if current.spec.ensemble is not None:
-                    for step in current.spec.ensemble.steps:
-                        mv = by_key.get((step.model, step.version))
-                        if mv is not None:
-                            wanted[(mv.name, mv.version)] = mv
-                            required.add((mv.name, mv.version))
-                if current.spec.cascade is not None:
-                    # Cascade stages answer requests: they gate readiness like arms.
-                    for stage in current.spec.cascade.then:
-                        mv = by_key.get((stage.model, stage.version))
-                        if mv is not None:
-                            wanted[(mv.name, mv.version)] = mv
-                            required.add((mv.name, mv.version))
-                for shadow in current.spec.shadows:
-                    mv = by_key.get((shadow.model, shadow.version))
-                    if mv is not None:
-                        wanted[(shadow.model, shadow.version)] = mv
+                for shadow in spec.shadows:
+                    want(shadow.model, shadow.version, False)
+                if spec.fallback is not None and spec.fallback.model is not None:
+                    want(spec.fallback.model, spec.fallback.version, False)
             models = {
                 k: m.rebatched(configs.get(k[0], self.batching))
                 if m.config != configs.get(k[0], self.batching)
