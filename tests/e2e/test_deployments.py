@@ -1115,3 +1115,24 @@ def test_ensemble_spec_checks(
     assert (
         reply.status_code == 400 and "an ensemble endpoint has no models" in reply.json()["error"]
     )
+
+
+def test_blue_green_strategy_switches_at_once(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    deploy(server, tokens, spec("bg-ep", {"v1.0.0": 100}))
+    text = json.dumps(
+        {
+            "endpoint": "bg-ep",
+            "models": [
+                {"model": "tabular", "version": "v1.0.0", "weight": 50},
+                {"model": "tabular", "version": "v1.1.0", "weight": 50},
+            ],
+            "rollout": {"strategy": "blue_green"},
+        }
+    )
+    applied = deploy(server, tokens, text)
+    assert applied["revision"] == 2 and applied["action"] == "deploy"
+    seen = {answered_by(infer_at(server, "bg-ep", 0.5)) for _ in range(60)}
+    assert seen == {"v1.0.0", "v1.1.0"}

@@ -200,9 +200,11 @@ class Gates(_Strict):
 
 
 class Rollout(_Strict):
-    """Move traffic to this spec's version in steps, judging each one (a canary)."""
+    """How a new revision takes over: ``blue_green`` switches all traffic at once once every
+    worker has loaded and smoke-tested it (what a plain deploy does); ``canary`` moves
+    traffic to this spec's one version in steps, judging each."""
 
-    strategy: Literal["canary"] = "canary"
+    strategy: Literal["canary", "blue_green"] = "canary"
     steps: list[float] = Field(
         default_factory=lambda: [5.0, 25.0, 50.0, 100.0],
         min_length=1,
@@ -376,7 +378,7 @@ class DeploymentSpec(_Strict):
             if shadow.label in seen:
                 raise ValueError(f"shadows: {shadow.label} is already an arm or a shadow")
             seen.add(shadow.label)
-        if self.rollout is not None and len(self.models) != 1:
+        if self.rollout is not None and self.rollout.strategy == "canary" and len(self.models) != 1:
             raise ValueError("rollout: a canary spec names exactly one model version in models")
         total = sum(arm.weight for arm in self.models)
         if abs(total - 100.0) > 1e-6:

@@ -65,7 +65,7 @@ class AdminApi:
             if method == "POST":
                 user = self.control.authorize(auth, "deployer")
                 spec = parse_spec(req.body_within(MAX_SPEC_BYTES), "spec")
-                if spec.rollout is not None:
+                if spec.rollout is not None and spec.rollout.strategy == "canary":
                     return self.guard(self._json(self.rollouts.start(spec, user)), req)
                 return self.guard(self._deploy(spec, user), req)
             raise NoAdminRoute
