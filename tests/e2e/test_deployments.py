@@ -1136,3 +1136,27 @@ def test_blue_green_strategy_switches_at_once(
     assert applied["revision"] == 2 and applied["action"] == "deploy"
     seen = {answered_by(infer_at(server, "bg-ep", 0.5)) for _ in range(60)}
     assert seen == {"v1.0.0", "v1.1.0"}
+
+
+def test_endpoint_batching_is_its_own(
+    shadow_server: tuple[RunningServer, dict[str, str]],
+) -> None:
+    server, tokens = shadow_server
+    text = json.dumps(
+        {
+            "endpoint": "batched-ep",
+            "models": [{"model": "tabular", "version": "v1.0.0"}],
+            "batching": {"max_batch_size": 4, "execution": "thread"},
+        }
+    )
+    deploy(server, tokens, text)
+    five = {"inputs": [{**BODY["inputs"][0], "shape": [5, 32], "data": ROW * 5}]}
+    refused = httpx.post(f"{server.url}/v2/models/batched-ep/infer", json=five)
+    assert refused.status_code == 413 and "batch size" in refused.json()["error"]
+    assert httpx.post(f"{server.url}/v2/models/tabular/infer", json=five).status_code == 200
+    four = {"inputs": [{**BODY["inputs"][0], "shape": [4, 32], "data": ROW * 4}]}
+    assert httpx.post(f"{server.url}/v2/models/batched-ep/infer", json=four).status_code == 200
+    bad = json.loads(text)
+    bad["batching"] = {"max_batch_size": 4, "preferred_batch_sizes": [8]}
+    reply = admin(server, tokens["deployer"], "POST", "/endpoints", json.dumps(bad))
+    assert reply.status_code == 400 and reply.json()["error"].startswith("batching: ")

@@ -328,6 +328,24 @@ def _check_source(source: str, done: set[str], where: str, request_ok: bool) -> 
         raise ValueError(f"{where}: step {step!r} is not an earlier step")
 
 
+class Batching(_Strict):
+    """Dynamic batching for this endpoint's arms (their own queues; the models'
+    settings from ``servion models batching`` apply to everything else)."""
+
+    dynamic: bool | None = None
+    max_batch_size: int | None = Field(default=None, ge=1, le=65_536)
+    max_queue_delay_us: int | None = Field(default=None, ge=0, le=10_000_000)
+    preferred_batch_sizes: list[int] | None = Field(default=None, max_length=32)
+    max_queue_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    latency_budget_us: int | None = Field(default=None, ge=0, le=600_000_000)
+    default_timeout_us: int | None = Field(default=None, ge=0, le=600_000_000)
+    default_priority: int | None = Field(default=None, ge=1, le=1_000)
+    execution: Literal["auto", "inline", "thread"] | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -351,6 +369,7 @@ class DeploymentSpec(_Strict):
     cascade: Cascade | None = None
     retries: Retries | None = None
     ensemble: Ensemble | None = None
+    batching: Batching | None = None
 
     @field_validator("endpoint")
     @classmethod

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from servion.batching import BatchingConfig
 from servion.deploy.spec import (
     Arm,
     DeploymentSpec,
@@ -20,7 +21,7 @@ from servion.deploy.spec import (
     Stage,
     spec_from_dict,
 )
-from servion.errors import InvalidInput, ModelNotFound, quoted
+from servion.errors import ConfigError, InvalidInput, ModelNotFound, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
 
@@ -106,6 +107,11 @@ class Deployments:
                 )
         self._check_cascade(spec)
         self._check_ensemble(spec)
+        if spec.batching is not None:
+            try:
+                BatchingConfig.from_dict(spec.batching.settings())
+            except ConfigError as exc:
+                raise InvalidInput(f"batching: {exc.message}") from None
 
     def _check_ensemble(self, spec: DeploymentSpec) -> None:
         """Each step's inputs are its model's inputs; every source names a real output."""

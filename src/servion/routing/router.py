@@ -124,6 +124,7 @@ class EndpointRouter:
         cascade: Cascade | None = None,
         retries: RetryBudget | None = None,
         ensemble: Ensemble | None = None,
+        models: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.shadows = list(shadows)
@@ -136,6 +137,8 @@ class EndpointRouter:
         self.cascade = cascade
         self.retries = retries
         self.ensemble = ensemble
+        self.models: dict[str, Any] = models or {}
+        """Per arm label: the endpoint's own batching of that version, when the spec sets one."""
         self.cascade_rows: dict[str, int] = {}
         """Rows answered by each cascade stage (the arms count as the first)."""
         self.fallbacks: dict[str, int] = {}

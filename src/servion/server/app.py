@@ -291,7 +291,9 @@ class ServionApp:
         if breaker is not None and not breaker.allow(time.monotonic()):
             return self._fallback(req, router, route, "circuit_open")
         try:
-            model = self.manager.resolve(route.model, route.version)
+            model = router.models.get(route.label) or self.manager.resolve(
+                route.model, route.version
+            )
         except ServionError:
             route.stats.record(0.0, ok=False)
             if breaker is not None:

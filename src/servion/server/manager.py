@@ -156,7 +156,7 @@ class ModelManager:
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
-            self._swap(models, self._routers([current for current, _ in serving]))
+            self._swap(models, self._routers([current for current, _ in serving], models))
             # Readiness waits for what is served, not for the rollback standby.
             self._all_loaded = all(k in models for k in required)
             # Loaded models live until the next change: keep them out of the
@@ -238,7 +238,9 @@ class ModelManager:
         log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
         return LoadedModel(mv, runtime, config)
 
-    def _routers(self, revisions: list[Revision]) -> dict[str, EndpointRouter]:
+    def _routers(
+        self, revisions: list[Revision], models: dict[Key, LoadedModel]
+    ) -> dict[str, EndpointRouter]:
         """A router per endpoint; an arm's counters survive a new revision."""
         kept: dict[tuple[str, str], ArmStats] = {
             (name, route.label): route.stats
@@ -305,6 +307,14 @@ class ModelManager:
                     spec.retries.budget,
                 ):
                     retries = RetryBudget(spec.retries.attempts, spec.retries.budget)
+            own: dict[str, LoadedModel] = {}
+            if spec.batching is not None:
+                # The endpoint's own queues over the same loaded runtimes; statistics shared.
+                config = BatchingConfig.from_dict(spec.batching.settings(), base=self.batching)
+                for arm in spec.models:
+                    base = models.get((arm.model, arm.version))
+                    if base is not None:
+                        own[arm.label] = LoadedModel(base.meta, base.runtime, config, base.stats)
             routers[spec.endpoint] = EndpointRouter(
                 spec.endpoint,
                 rev.revision,
@@ -319,6 +329,7 @@ class ModelManager:
                 cascade=spec.cascade,
                 retries=retries,
                 ensemble=spec.ensemble,
+                models=own,
             )
         return routers
 
