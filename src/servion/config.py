@@ -94,6 +94,21 @@ class ServerSettings(BaseSettings):
     """Largest gRPC message either way; larger ones get RESOURCE_EXHAUSTED."""
 
 
+class AuditSettings(BaseSettings):
+    """Where audit events go and how long they are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_AUDIT_", frozen=True)
+
+    directory: Path | None = None
+    """JSON-lines files, one per UTC day (default: $SERVION_HOME/audit)."""
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    """Daily files older than this are deleted."""
+    stdout: bool = False
+    """Also print every event as a JSON line on standard output."""
+    service: str = "ml-serving"
+    team: str = "ml-engineering"
+
+
 class Settings(BaseModel):
     """The root of servion's configuration.
 
@@ -110,10 +125,15 @@ class Settings(BaseModel):
     runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
     @property
     def artifacts_dir(self) -> Path:
         return self.home / "artifacts"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.audit.directory or self.home / "audit"
 
     @classmethod
     def load(cls, home: Path | None = None, db_url: str | None = None) -> Settings:

@@ -31,7 +31,23 @@ class Refused(InvalidInput):
     """The server answered 4xx."""
 
 
+_change_ticket: dict[str, str] = {}
+
+
+def _remember_ticket(_: click.Context, __: click.Parameter, value: str | None) -> None:
+    if value:
+        _change_ticket["value"] = value
+
+
 def server_options(func: F) -> F:
+    func = click.option(
+        "--change-ticket",
+        envvar="SERVION_CHANGE_TICKET",
+        default=None,
+        expose_value=False,
+        callback=_remember_ticket,
+        help="Change ticket for the audit trail; required in production ($SERVION_CHANGE_TICKET).",
+    )(func)
     func = click.option(
         "--token",
         envvar="SERVION_TOKEN",
@@ -53,6 +69,8 @@ def call(url: str, token: str | None, method: str, path: str, body: bytes | None
     request = urllib.request.Request(url.rstrip("/") + path, data=body, method=method)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    if "value" in _change_ticket:
+        request.add_header("X-Servion-Change-Ticket", _change_ticket["value"])
     if body is not None:
         request.add_header("Content-Type", "application/yaml")
     try:

@@ -19,6 +19,7 @@ from servion._version import __version__
 # command name -> (module, attribute)
 COMMANDS = {
     "ab": ("servion.cli.deploy", "ab"),
+    "audit": ("servion.cli.audit", "audit"),
     "bench": ("servion.cli.bench", "bench"),
     "deploy": ("servion.cli.deploy", "deploy"),
     "diff": ("servion.cli.deploy", "diff"),

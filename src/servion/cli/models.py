@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from servion.audit import Auditor
 from servion.batching import BatchingConfig
 from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2, table
 from servion.errors import ValidationFailed
@@ -88,8 +89,16 @@ def delete(ctx: Context, ref: str) -> None:
     if version is None:
         raise ValidationFailed("name the version to delete: NAME:VERSION")
     registry = ModelRegistry(ctx.settings)
-    mv = registry.delete(name, version)
-    registry.close()
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(
+            "delete", model_name=name, model_version=version, rollback_available=False
+        ) as op:
+            mv = registry.delete(name, version)
+            op.resources_affected = [f"model:{mv.label}"]
+    finally:
+        registry.close()
+        audit.close()
     click.echo(f"deleted {mv.label}")
 
 

@@ -8,6 +8,7 @@ import click
 import numpy as np
 import orjson
 
+from servion.audit import Auditor
 from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, RegisterRequest
@@ -79,21 +80,27 @@ def register(
 ) -> None:
     """Validate, store and record a model file or directory as NAME at --version."""
     registry = ModelRegistry(ctx.settings)
+    audit = Auditor(ctx.settings)
     try:
-        mv = registry.register(
-            RegisterRequest(
-                name=name,
-                path=path,
-                version=version,
-                format=fmt,
-                checksum=checksum,
-                sample=load_sample(sample) if sample else None,
-                large_reason=large_reason,
-                trust_code=trust_code,
+        with audit.operation(
+            "register", model_name=name, model_version=version, rollback_available=False
+        ) as op:
+            mv = registry.register(
+                RegisterRequest(
+                    name=name,
+                    path=path,
+                    version=version,
+                    format=fmt,
+                    checksum=checksum,
+                    sample=load_sample(sample) if sample else None,
+                    large_reason=large_reason,
+                    trust_code=trust_code,
+                )
             )
-        )
+            op.resources_affected = [f"model:{mv.label}", f"artifact:{mv.sha256}"]
     finally:
         registry.close()
+        audit.close()
     if as_json:
         echo_json(mv.to_dict())
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from servion.audit import Auditor
 from servion.cli.common import Context, echo_json, refusals_exit_2, table
 from servion.registry import ModelRegistry
 from servion.server.tokens import ROLES, create_token, list_tokens, revoke_token
@@ -22,10 +23,14 @@ def tokens() -> None:
 def create(ctx: Context, role: str, name: str) -> None:
     """Create a token; it is printed once and stored only as a hash."""
     registry = ModelRegistry(ctx.settings)
+    audit = Auditor(ctx.settings)
     try:
-        info, token = create_token(registry, role, name)
+        with audit.operation("token_create", resources={"role": role, "name": name}) as op:
+            info, token = create_token(registry, role, name)
+            op.resources_affected = [f"token:{info.id}"]
     finally:
         registry.close()
+        audit.close()
     click.echo(f"token {info.id} ({info.name}, {info.role}); keep it, it is not shown again:")
     click.echo(token)
 
@@ -59,8 +64,12 @@ def _row(t: object) -> dict[str, object]:
 def revoke(ctx: Context, token_id: str) -> None:
     """Revoke a token by id; servers refuse it within a fraction of a second."""
     registry = ModelRegistry(ctx.settings)
+    audit = Auditor(ctx.settings)
     try:
-        revoke_token(registry, token_id)
+        with audit.operation("token_revoke") as op:
+            op.resources_affected = [f"token:{token_id}"]
+            revoke_token(registry, token_id)
     finally:
         registry.close()
+        audit.close()
     click.echo(f"token {token_id} revoked")

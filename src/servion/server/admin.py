@@ -19,13 +19,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from servion.deploy import DeploymentSpec, Revision, json_schema, parse_spec
+from servion.audit import change_ticket_policy
+from servion.deploy import (
+    Arm,
+    DeploymentSpec,
+    EndpointNotFound,
+    Revision,
+    json_schema,
+    parse_spec,
+)
 from servion.errors import InvalidInput, ServionError
 from servion.runtime import sample_inputs
 from servion.server.control import Control
@@ -34,6 +43,8 @@ from servion.server.manager import ModelManager
 from servion.server.rollouts import RolloutDriver
 
 MAX_SPEC_BYTES = 256 * 1024
+CHANGE_TICKET_HEADER = b"x-servion-change-ticket"
+_DEV = DeploymentSpec(endpoint="none", models=[Arm(model="none", version="v0.0.0")])
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
 
@@ -66,8 +77,16 @@ class AdminApi:
                 user = self.control.authorize(auth, "deployer")
                 spec = parse_spec(req.body_within(MAX_SPEC_BYTES), "spec")
                 if spec.rollout is not None and spec.rollout.strategy == "canary":
-                    return self.guard(self._json(self.rollouts.start(spec, user)), req)
-                return self.guard(self._deploy(spec, user), req)
+                    start = functools.partial(self.rollouts.start, spec, user)
+                    return self.guard(
+                        self._audited("deploy", req, user, spec.endpoint, start, spec, "canary"),
+                        req,
+                    )
+                work = functools.partial(self.control.deploy, spec, user)
+                return self.guard(
+                    self._audited("deploy", req, user, spec.endpoint, work, spec, "blue_green"),
+                    req,
+                )
             raise NoAdminRoute
         endpoint = rest[1]
         tail = rest[2:]
@@ -76,8 +95,9 @@ class AdminApi:
                 self.control.authorize(auth, "viewer")
                 return self.guard(self._status(endpoint), req)
             if method == "DELETE":
-                self.control.authorize(auth, "deployer")
-                return self.guard(self._undeploy(endpoint), req)
+                user = self.control.authorize(auth, "deployer")
+                work = functools.partial(self._undeploy, endpoint)
+                return self.guard(self._audited("undeploy", req, user, endpoint, work), req)
         elif tail == ["history"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return self.guard(self._history(endpoint), req)
@@ -87,18 +107,22 @@ class AdminApi:
         elif tail == ["rollback"] and method == "POST":
             user = self.control.authorize(auth, "deployer")
             to = _rollback_target(req.body_within(4096))
-            return self.guard(self._rollback(endpoint, to, user), req)
+            work = functools.partial(self.control.rollback, endpoint, to, user)
+            return self.guard(self._audited("rollback", req, user, endpoint, work), req)
         elif tail == ["rollout"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return self.guard(self._json(self.rollouts.status(endpoint)), req)
         elif len(tail) == 2 and tail[0] == "rollout" and method == "POST":
             user = self.control.authorize(auth, "deployer")
-            if tail[1] == "pause":
-                return self.guard(self._json(self.rollouts.pause(endpoint)), req)
-            if tail[1] == "resume":
-                return self.guard(self._json(self.rollouts.resume(endpoint, user)), req)
-            if tail[1] == "abort":
-                return self.guard(self._json(self.rollouts.abort(endpoint, user)), req)
+            actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
+                "pause": functools.partial(self.rollouts.pause, endpoint),
+                "resume": functools.partial(self.rollouts.resume, endpoint, user),
+                "abort": functools.partial(self.rollouts.abort, endpoint, user),
+            }
+            if tail[1] in actions:
+                operation = "rollback" if tail[1] == "abort" else f"rollout_{tail[1]}"
+                action = actions[tail[1]]
+                return self.guard(self._audited(operation, req, user, endpoint, action), req)
         elif tail == ["verify"] and method == "POST":
             self.control.authorize(auth, "viewer")
             return self.guard(self._verify(endpoint), req)
@@ -110,16 +134,50 @@ class AdminApi:
     async def _json(self, work: Awaitable[dict[str, Any]]) -> Response:
         return json_response(200, await work)
 
-    async def _deploy(self, spec: DeploymentSpec, user: str) -> Response:
-        return json_response(200, await self.control.deploy(spec, user))
+    async def _audited(
+        self,
+        operation: str,
+        req: Request,
+        user: str,
+        endpoint: str,
+        work: Callable[[], Awaitable[dict[str, Any]]],
+        spec: DeploymentSpec | None = None,
+        strategy: str | None = None,
+    ) -> Response:
+        """Run a change under the environment policy, with its started and finished events."""
+        raw = req.header(CHANGE_TICKET_HEADER)
+        ticket = raw.decode("latin-1") if raw is not None else None
+        try:
+            current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        except EndpointNotFound:
+            current = None
+        environment = (spec or (current.spec if current else None) or _DEV).environment
+        arms = [*(spec.models if spec else ())]
+        first = arms[0] if arms else None
+        previous = current.spec.models[0].version if current and current.spec.models else None
+        with self.control.audit.operation(
+            operation,
+            user=user,
+            change_ticket=ticket,
+            environment=environment,
+            command=f"{req.method} {req.path}",
+            model_name=first.model if first else endpoint,
+            model_version=first.version if first else None,
+            previous_version=previous,
+            deployment_strategy=strategy,
+            rollback_available=current is not None,
+        ) as op:
+            op.set(policy=change_ticket_policy(environment, ticket, operation))
+            result = await work()
+            op.resources_affected = [f"endpoint:{endpoint}", *(a.label for a in arms)]
+            if "applied_ms" in result:
+                op.performance_metrics = {"applied_ms": result["applied_ms"]}
+        return json_response(200, result)
 
-    async def _rollback(self, endpoint: str, to: int | None, user: str) -> Response:
-        return json_response(200, await self.control.rollback(endpoint, to, user))
-
-    async def _undeploy(self, endpoint: str) -> Response:
+    async def _undeploy(self, endpoint: str) -> dict[str, Any]:
         await asyncio.to_thread(self.manager.deployments.undeploy, endpoint)
         await self.control.converge()
-        return json_response(200, {"endpoint": endpoint, "deployed": False})
+        return {"endpoint": endpoint, "deployed": False}
 
     async def _status(self, endpoint: str | None) -> Response:
         deployments = self.manager.deployments

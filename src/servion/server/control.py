@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from servion.audit import Auditor
 from servion.deploy import DeploymentSpec
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
@@ -48,6 +49,7 @@ class Control:
         self.sync_interval_s = sync_interval_s
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.tokens = TokenTable(admin_token)
+        self.audit = Auditor(registry.settings, command="servion serve")
         self.admin_required = admin_required or admin_token is not None
         self.inference_auth = False
         """Inference needs a token too (any role) when set."""
@@ -64,6 +66,7 @@ class Control:
         self._task = asyncio.create_task(self._sync_loop())
 
     async def shutdown(self) -> None:
+        self.audit.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
