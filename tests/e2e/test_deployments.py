@@ -18,6 +18,7 @@ import pytest
 import tritonclient.grpc as tg
 
 from conftest import RunningServer, TabularModels, cli, register, start_server
+from servion.audit import read_events
 from servion.config import Settings
 from servion.registry import ModelRegistry
 from servion.server.tokens import create_token
@@ -810,6 +811,16 @@ def test_a_healthy_canary_promotes_itself_without_a_failed_request(
     assert weights == [[100.0], [75.0, 25.0], [50.0, 50.0], [100.0]]
     current = admin(server, tokens["viewer"], "GET", "/endpoints/canary-ok").json()
     assert current["spec"]["models"] == [{"model": "tabular", "version": "v1.1.0", "weight": 100.0}]
+    time.sleep(0.3)  # the audit writer thread
+    trail = [
+        (e["operation"], e["outcome"])
+        for e in read_events(server_home(server) / "audit")
+        if e["command"] == "canary rollout of tabular:v1.1.0 on canary-ok"
+    ]
+    assert trail == [("rollout_step", "started"), ("rollout_step", "success")] * 2 + [
+        ("promote", "started"),
+        ("promote", "success"),
+    ]
 
 
 def test_a_failing_canary_rolls_itself_back(

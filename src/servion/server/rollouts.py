@@ -150,8 +150,21 @@ class RolloutDriver:
             if index != state.step:
                 spec = step_spec(base.spec, state.spec, percent)
                 action = "promote" if percent >= 100 else "rollout"
-                await asyncio.to_thread(self.deployments.append, spec, action, None, user)
-                await self.control.converge()
+                canary = state.spec.models[0]
+                with self.control.audit.operation(
+                    "promote" if percent >= 100 else "rollout_step",
+                    user=user,
+                    environment=state.spec.environment,
+                    command=f"canary rollout of {canary.label} on {endpoint}",
+                    model_name=canary.model,
+                    model_version=canary.version,
+                    previous_version=base.spec.models[0].version if base.spec.models else None,
+                    deployment_strategy="canary",
+                    rollback_available=True,
+                ) as op:
+                    await asyncio.to_thread(self.deployments.append, spec, action, None, user)
+                    await self.control.converge()
+                    op.resources_affected = [f"endpoint:{endpoint}", f"canary:{percent:g}%"]
                 await asyncio.to_thread(
                     self.rollouts.update,
                     endpoint,
@@ -178,7 +191,19 @@ class RolloutDriver:
                     state="rolled_back",
                     reason=f"step {index + 1} at {percent:g} %: {verdict.reason}",
                 )
-                await self._restore(await self._need(endpoint), user)
+                with self.control.audit.operation(
+                    "rollback",
+                    user=user,
+                    environment=state.spec.environment,
+                    command=f"canary gate failed: {verdict.reason}",
+                    model_name=state.spec.models[0].model,
+                    model_version=base.spec.models[0].version if base.spec.models else None,
+                    previous_version=state.spec.models[0].version,
+                    deployment_strategy="canary",
+                    rollback_available=False,
+                ) as op:
+                    await self._restore(await self._need(endpoint), user)
+                    op.resources_affected = [f"endpoint:{endpoint}"]
                 log.warning(
                     "rollout_rolled_back", extra={"endpoint": endpoint, "reason": verdict.reason}
                 )
