@@ -94,6 +94,17 @@ class ServerSettings(BaseSettings):
     """Largest gRPC message either way; larger ones get RESOURCE_EXHAUSTED."""
 
 
+class DeploySettings(BaseSettings):
+    """Bounds on the resources a deployment spec may request."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_DEPLOY_", frozen=True)
+
+    max_gpus: int = Field(default=8, ge=0)
+    max_memory_gb: float = Field(default=256.0, gt=0)
+    min_replicas: int = Field(default=1, ge=1)
+    max_replicas: int = Field(default=100, ge=1)
+
+
 class AuditSettings(BaseSettings):
     """Where audit events go and how long they are kept."""
 
@@ -126,6 +137,7 @@ class Settings(BaseModel):
     server: ServerSettings = Field(default_factory=ServerSettings)
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     @property
     def artifacts_dir(self) -> Path:

@@ -253,8 +253,23 @@ def test_failed_deploy_leaves_the_previous_revision_serving(
         ('{"endpoint": "x", "models": []}', 400, "endpoint: must be"),
         ("{}", 400, "endpoint: Field required"),
         ("x" * 300_000, 413, "limit"),
+        (
+            spec("res", {"v1.0.0": 100})[:-1] + ', "resources": {"gpus": 9}}',
+            400,
+            "resources.gpus: 9 per replica is more than 8",
+        ),
+        (
+            spec("res", {"v1.0.0": 100})[:-1] + ', "resources": {"replicas": 101}}',
+            400,
+            "resources.replicas: 101 is outside 1..100",
+        ),
+        (
+            spec("res", {"v1.0.0": 100})[:-1] + ', "resources": {"memory_gb": 512}}',
+            400,
+            "resources.memory_gb: 512 GB per replica is more than 256",
+        ),
     ],
-    ids=["yaml", "unregistered", "fields", "empty", "too-large"],
+    ids=["yaml", "unregistered", "fields", "empty", "too-large", "gpus", "replicas", "memory"],
 )
 def test_bad_specs_change_nothing(
     server: RunningServer, tokens: dict[str, str], body: str, status: int, words: str

@@ -346,6 +346,14 @@ class Batching(_Strict):
         return self.model_dump(exclude_none=True)
 
 
+class Resources(_Strict):
+    """What each replica of the endpoint asks for (bounded by SERVION_DEPLOY_* settings)."""
+
+    replicas: int = Field(default=1, ge=0)
+    memory_gb: float | None = Field(default=None, gt=0)
+    gpus: int = Field(default=0, ge=0)
+
+
 class DeploymentSpec(_Strict):
     """One endpoint: the model versions it serves and how requests are split among them."""
 
@@ -370,6 +378,7 @@ class DeploymentSpec(_Strict):
     retries: Retries | None = None
     ensemble: Ensemble | None = None
     batching: Batching | None = None
+    resources: Resources | None = None
 
     @field_validator("endpoint")
     @classmethod

@@ -107,11 +107,33 @@ class Deployments:
                 )
         self._check_cascade(spec)
         self._check_ensemble(spec)
+        self._check_resources(spec)
         if spec.batching is not None:
             try:
                 BatchingConfig.from_dict(spec.batching.settings())
             except ConfigError as exc:
                 raise InvalidInput(f"batching: {exc.message}") from None
+
+    def _check_resources(self, spec: DeploymentSpec) -> None:
+        resources = spec.resources
+        if resources is None:
+            return
+        bounds = self.registry.settings.deploy
+        if not bounds.min_replicas <= resources.replicas <= bounds.max_replicas:
+            raise InvalidInput(
+                f"resources.replicas: {resources.replicas} is outside"
+                f" {bounds.min_replicas}..{bounds.max_replicas} (SERVION_DEPLOY_MAX_REPLICAS)"
+            )
+        if resources.gpus > bounds.max_gpus:
+            raise InvalidInput(
+                f"resources.gpus: {resources.gpus} per replica is more than"
+                f" {bounds.max_gpus} (SERVION_DEPLOY_MAX_GPUS)"
+            )
+        if resources.memory_gb is not None and resources.memory_gb > bounds.max_memory_gb:
+            raise InvalidInput(
+                f"resources.memory_gb: {resources.memory_gb:g} GB per replica is more than"
+                f" {bounds.max_memory_gb:g} (SERVION_DEPLOY_MAX_MEMORY_GB)"
+            )
 
     def _check_ensemble(self, spec: DeploymentSpec) -> None:
         """Each step's inputs are its model's inputs; every source names a real output."""

@@ -166,6 +166,7 @@ class AdminApi:
             previous_version=previous,
             deployment_strategy=strategy,
             rollback_available=current is not None,
+            resources=spec.resources.model_dump() if spec and spec.resources else None,
         ) as op:
             op.set(policy=change_ticket_policy(environment, ticket, operation))
             result = await work()
