@@ -28,6 +28,7 @@ COMMANDS = {
     "profile": ("servion.cli.profile", "profile"),
     "quickstart": ("servion.cli.quickstart", "quickstart"),
     "register": ("servion.cli.register", "register"),
+    "registry": ("servion.cli.registry_cmd", "registry"),
     "rollback": ("servion.cli.deploy", "rollback"),
     "rollout": ("servion.cli.deploy", "rollout"),
     "serve": ("servion.cli.serve", "serve"),
