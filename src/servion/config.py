@@ -118,6 +118,10 @@ class AuditSettings(BaseSettings):
     """Also print every event as a JSON line on standard output."""
     service: str = "ml-serving"
     team: str = "ml-engineering"
+    forward_url: str | None = None
+    """An Elasticsearch-compatible ``_bulk`` URL to forward events to (e.g. http://es:9200/_bulk)."""
+    forward_index: str = "servion-audit"
+    forward_batch: int = Field(default=200, ge=1, le=10_000)
 
 
 class Settings(BaseModel):

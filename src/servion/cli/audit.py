@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import UTC, datetime, timedelta
 
 import click
@@ -45,6 +46,11 @@ def since_timestamp(text: str) -> str:
 @click.option("--outcome", type=click.Choice(("started", "success", "failure")))
 @click.option("--limit", type=click.IntRange(1), default=200, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="JSON lines, every field.")
+@click.option(
+    "--forward",
+    is_flag=True,
+    help="Send events not yet delivered to SERVION_AUDIT_FORWARD_URL, then exit.",
+)
 @click.pass_obj
 @refusals_exit_2
 def audit(
@@ -55,8 +61,12 @@ def audit(
     outcome: str | None,
     limit: int,
     as_json: bool,
+    forward: bool,
 ) -> None:
     """Audit events from $SERVION_HOME/audit (or SERVION_AUDIT_DIRECTORY), oldest first."""
+    if forward:
+        _forward(ctx)
+        return
     cutoff = since_timestamp(since) if since else None
     found = [
         e
@@ -87,3 +97,22 @@ def audit(
     ]
     headers = ("TIME", "OPERATION", "OUTCOME", "USER", "MODEL", "VERSION", "ENV", "TICKET")
     click.echo(table((*headers, "SECONDS", "ERROR"), rows))
+
+
+def _forward(ctx: Context) -> None:
+    from servion.audit.forward import Forwarder
+
+    if not ctx.settings.audit.forward_url:
+        raise InvalidInput("set SERVION_AUDIT_FORWARD_URL to the collector's _bulk URL")
+    forwarder = Forwarder(ctx.settings)
+    if not forwarder.acquire():
+        raise InvalidInput("another process is forwarding these events (a server worker?)")
+    try:
+        while forwarder.pump():
+            pass
+    except OSError as exc:
+        click.echo(f"error: the collector did not accept events: {exc}", err=True)
+        sys.exit(1)
+    finally:
+        forwarder.release()
+    click.echo(f"forwarded {forwarder.delivered} events")

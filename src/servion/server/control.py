@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from servion.audit import Auditor
+from servion.audit.forward import start_forwarding, stop_forwarding
 from servion.deploy import DeploymentSpec
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
@@ -50,6 +51,7 @@ class Control:
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.tokens = TokenTable(admin_token)
         self.audit = Auditor(registry.settings, command="servion serve")
+        self._forwarding: Any = None
         self.admin_required = admin_required or admin_token is not None
         self.inference_auth = False
         """Inference needs a token too (any role) when set."""
@@ -64,9 +66,11 @@ class Control:
         await self._reconcile()
         await asyncio.to_thread(self._report)
         self._task = asyncio.create_task(self._sync_loop())
+        self._forwarding = start_forwarding(self.registry.settings)
 
     async def shutdown(self) -> None:
         self.audit.close()
+        await asyncio.to_thread(stop_forwarding, self._forwarding)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
