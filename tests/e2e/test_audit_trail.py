@@ -68,7 +68,12 @@ def test_operations_leave_paired_events(tmp_path: Path, tabular: TabularModels) 
             {"endpoint": "sandbox", "models": [{"model": "tabular", "version": "v1.0.0"}]}
         )
         assert post("/endpoints", dev).status_code == 200
+        for verb in ("unload", "load"):
+            reply = httpx.post(f"{server.url}/v2/repository/models/tabular/{verb}", headers=auth)
+            assert reply.status_code == 200
         deploys = wait_for(home, "deploy", "success", 3)
+        assert wait_for(home, "load", "success")[0]["user"] == "token:release-bot"
+        assert wait_for(home, "unload", "success")[0]["model_name"] == "tabular"
         failures = wait_for(home, "deploy", "failure")
         rollbacks = wait_for(home, "rollback", "success")
     finally:
@@ -96,5 +101,9 @@ def test_operations_leave_paired_events(tmp_path: Path, tabular: TabularModels) 
     assert len(lines) == 3
     table = cli(home, "audit", "--model", "tabular", "--since", "1h")
     assert table.returncode == 0 and "CHG-101" in table.stdout and "register" in table.stdout
+    assert cli(home, "models", "policy", "tabular", "all").returncode == 0
+    changed = [e for e in events(home) if e["operation"] == "config_change"]
+    assert [e["outcome"] for e in changed] == ["started", "success"]
+    assert changed[1]["resources"] == {"version_policy": "all"}
     bad = cli(home, "audit", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since" in bad.stderr

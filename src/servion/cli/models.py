@@ -143,7 +143,15 @@ def batching(ctx: Context, /, name: str, reset: bool, **values: Any) -> None:
             return
         merged = {} if reset else {**current, **given}
         BatchingConfig.from_dict(merged)  # refuse bad values before storing them
-        registry.set_batching(name, merged)
+        audit = Auditor(ctx.settings)
+        try:
+            with audit.operation(
+                "config_change", model_name=name, resources={"batching": merged}
+            ) as op:
+                registry.set_batching(name, merged)
+                op.resources_affected = [f"model:{name}"]
+        finally:
+            audit.close()
     finally:
         registry.close()
     click.echo(f"{name}: batching {merged or 'server defaults'}")
@@ -166,6 +174,14 @@ def policy(ctx: Context, name: str, policy: str) -> None:
     check_name(name)
     parsed = VersionPolicy.parse(policy)
     registry = ModelRegistry(ctx.settings)
-    registry.set_policy(name, parsed)
-    registry.close()
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(
+            "config_change", model_name=name, resources={"version_policy": str(parsed)}
+        ) as op:
+            registry.set_policy(name, parsed)
+            op.resources_affected = [f"model:{name}"]
+    finally:
+        registry.close()
+        audit.close()
     click.echo(f"{name}: serving {parsed}")

@@ -631,12 +631,16 @@ class ServionApp:
     async def _stats(self, name: str | None, version: str | None) -> Response:
         return json_response(200, await self.control.stats(name, version))
 
-    async def _load(self, name: str) -> Response:
-        await self.control.load(name)
+    async def _load(self, name: str, user: str) -> Response:
+        with self.control.audit.operation("load", user=user, model_name=name) as op:
+            await self.control.load(name)
+            op.resources_affected = [f"model:{name}"]
         return 200, b"", EMPTY_HEADERS
 
-    async def _unload(self, name: str) -> Response:
-        await self.control.unload(name)
+    async def _unload(self, name: str, user: str) -> Response:
+        with self.control.audit.operation("unload", user=user, model_name=name) as op:
+            await self.control.unload(name)
+            op.resources_affected = [f"model:{name}"]
         return 200, b"", EMPTY_HEADERS
 
     def _v2_other(self, req: Request, rest: list[str]) -> Answer:
@@ -654,11 +658,11 @@ class ServionApp:
             return json_response(200, self.control.index(req.body_within(64 * 1024)))
         if len(rest) == 4 and rest[:2] == ["repository", "models"] and req.method == "POST":
             if rest[3] == "load":
-                self.control.authorize(req.header(b"authorization"), "deployer")
-                return self._guard(self._load(rest[2]), req)
+                user = self.control.authorize(req.header(b"authorization"), "deployer")
+                return self._guard(self._load(rest[2], user), req)
             if rest[3] == "unload":
-                self.control.authorize(req.header(b"authorization"), "deployer")
-                return self._guard(self._unload(rest[2]), req)
+                user = self.control.authorize(req.header(b"authorization"), "deployer")
+                return self._guard(self._unload(rest[2], user), req)
         if rest and rest[0] == "admin":
             try:
                 return self.admin.handle(req, rest[1:])
