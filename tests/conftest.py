@@ -4,15 +4,19 @@ a temporary home, and a real ``servion serve`` process on a free port.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -225,3 +229,43 @@ def register(
     registry: ModelRegistry, name: str, path: Path, version: str = "v1.0.0", **kwargs: object
 ) -> None:
     registry.register(RegisterRequest(name, path, version, **kwargs))  # type: ignore[arg-type]
+
+
+class Collector:
+    """A tiny _bulk endpoint: keeps documents by _id, in arrival order."""
+
+    def __init__(self, port: int = 0, fail_next: int = 0) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.arrivals: list[str] = []
+        self.fail_next = fail_next
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                lines = body.decode().splitlines()
+                for action, doc in zip(lines[::2], lines[1::2], strict=True):
+                    doc_id = json.loads(action)["index"]["_id"]
+                    collector.docs[doc_id] = json.loads(doc)
+                    collector.arrivals.append(doc_id)
+                # Stored, but the acknowledgement is lost: the sender must resend.
+                status = 500 if collector.fail_next > 0 else 200
+                collector.fail_next -= 1
+                self.send_response(status)
+                reply = b'{"errors": false}'
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

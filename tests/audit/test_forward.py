@@ -3,56 +3,15 @@ every event arrives, in order, none twice."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from conftest import Collector
 from servion.audit import Auditor, read_events
 from servion.audit.forward import Forwarder
 from servion.config import AuditSettings, Settings
-
-
-class Collector:
-    """A tiny _bulk endpoint: keeps documents by _id, in arrival order."""
-
-    def __init__(self, port: int = 0, fail_next: int = 0) -> None:
-        self.docs: dict[str, dict[str, Any]] = {}
-        self.arrivals: list[str] = []
-        self.fail_next = fail_next
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                lines = body.decode().splitlines()
-                for action, doc in zip(lines[::2], lines[1::2], strict=True):
-                    doc_id = json.loads(action)["index"]["_id"]
-                    collector.docs[doc_id] = json.loads(doc)
-                    collector.arrivals.append(doc_id)
-                # Stored, but the acknowledgement is lost: the sender must resend.
-                status = 500 if collector.fail_next > 0 else 200
-                collector.fail_next -= 1
-                self.send_response(status)
-                reply = b'{"errors": false}'
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def wait_until(predicate: Any, timeout: float = 30) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from conftest import TabularModels, cli, start_server
+from conftest import Collector, TabularModels, cli, start_server
 from servion.audit import read_events
 
 
@@ -107,3 +107,32 @@ def test_operations_leave_paired_events(tmp_path: Path, tabular: TabularModels) 
     assert changed[1]["resources"] == {"version_policy": "all"}
     bad = cli(home, "audit", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_a_server_forwards_its_events(tmp_path: Path, tabular: TabularModels) -> None:
+    collector = Collector()
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    url = f"http://127.0.0.1:{collector.port}/_bulk"
+    server = start_server(home, tmp_path, "--workers", "1", env={"SERVION_AUDIT_FORWARD_URL": url})
+    try:
+        spec = json.dumps(
+            {"endpoint": "fwd", "models": [{"model": "tabular", "version": "v1.0.0"}]}
+        )
+        assert httpx.post(f"{server.url}/v2/admin/endpoints", content=spec).status_code == 200
+        deadline = time.monotonic() + 20
+        # The register events written by the CLI before the server started go too.
+        while len(collector.docs) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+        collector.stop()
+    operations = sorted((d["operation"], d["outcome"]) for d in collector.docs.values())
+    assert operations == [
+        ("deploy", "started"),
+        ("deploy", "success"),
+        ("register", "started"),
+        ("register", "success"),
+    ]
