@@ -28,7 +28,6 @@ import orjson
 
 from servion.audit import change_ticket_policy
 from servion.deploy import (
-    Arm,
     DeploymentSpec,
     EndpointNotFound,
     Revision,
@@ -44,7 +43,6 @@ from servion.server.rollouts import RolloutDriver
 
 MAX_SPEC_BYTES = 256 * 1024
 CHANGE_TICKET_HEADER = b"x-servion-change-ticket"
-_DEV = DeploymentSpec(endpoint="none", models=[Arm(model="none", version="v0.0.0")])
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
 
@@ -151,7 +149,8 @@ class AdminApi:
             current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
         except EndpointNotFound:
             current = None
-        environment = (spec or (current.spec if current else None) or _DEV).environment
+        described = spec or (current.spec if current else None)
+        environment = described.environment if described else "dev"
         arms = [*(spec.models if spec else ())]
         first = arms[0] if arms else None
         previous = current.spec.models[0].version if current and current.spec.models else None

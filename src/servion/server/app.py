@@ -309,12 +309,16 @@ class ServionApp:
             return self._settle(answer, req, router, route, timeout_s, attempt)
         return self._settle_later(answer, timeout_s, req, router, route, attempt)
 
+    def _decode(self, req: Request) -> InferRequest:
+        """The request body as an InferRequest (JSON, or JSON then binary tensors)."""
+        header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
+        return decode_infer_request(req.body, header_length, self.limits)
+
     async def _ensemble(self, req: Request, router: EndpointRouter) -> Response:
         """Run the graph's steps in order; each reads the request's inputs or earlier outputs."""
         ensemble = router.ensemble
         assert ensemble is not None
-        header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
-        request = decode_infer_request(req.body, header_length, self.limits)
+        request = self._decode(req)
         values: dict[str, Any] = {f"$request.{i.name}": i.data for i in request.inputs}
         for step, route in zip(ensemble.steps, router.routes, strict=True):
             started = perf_ns()
@@ -365,10 +369,7 @@ class ServionApp:
         started = perf_ns()
         ok = False
         try:
-            header_length = parse_header_length(
-                _text(req.header(b"inference-header-content-length"))
-            )
-            request = decode_infer_request(req.body, header_length, self.limits)
+            request = self._decode(req)
             job = admit(first, request)
             results, _, _ = await first.batcher.submit(*job)
             merged = {name: np.array(results[name]) for name in first.output_order}
@@ -562,10 +563,7 @@ class ServionApp:
                 return tally(result)
             return self._then(result, tally)
         try:
-            header_length = parse_header_length(
-                _text(req.header(b"inference-header-content-length"))
-            )
-            request = decode_infer_request(req.body, header_length, self.limits)
+            request = self._decode(req)
             job = admit(model, request)
             t1 = perf_ns()
             answer = model.batcher.submit_nowait(*job)

@@ -252,18 +252,22 @@ class Control:
             "applied_ms": round((time.perf_counter() - started) * 1e3, 1),
         }
 
-    async def endpoint_report(self, endpoint: str) -> dict[str, Any]:
-        """Requests, errors and latency per arm, summed over every live worker."""
-        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+    async def endpoint_counters(self, endpoint: str) -> list[dict[str, Any]]:
+        """One endpoint's router counters from every live worker, this one's live."""
         reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
-        own = self._own_arms().get(endpoint, {})
         others = [
             report.get("endpoints", {}).get(endpoint, {})
             for worker_id, _, report in reports
             if worker_id != self.worker_id
         ]
+        return [*others, self._own_arms().get(endpoint, {})]
+
+    async def endpoint_report(self, endpoint: str) -> dict[str, Any]:
+        """Requests, errors and latency per arm, summed over every live worker."""
+        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        per_worker = await self.endpoint_counters(endpoint)
         parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for stats in [*others, own]:
+        for stats in per_worker:
             for kind in ("arms", "shadows"):
                 for label, value in stats.get(kind, {}).items():
                     parts.setdefault((kind, label), []).append(value)
@@ -284,7 +288,7 @@ class Control:
             for s in current.spec.shadows
         ]
         totals: dict[str, dict[str, int]] = {}
-        for stats in [*others, own]:
+        for stats in per_worker:
             for kind in ("cache", "bulkhead", "retries"):
                 for key, value in (stats.get(kind) or {}).items():
                     totals.setdefault(kind, {}).setdefault(key, 0)
@@ -292,7 +296,7 @@ class Control:
         fallbacks: dict[str, int] = {}
         cascade_rows: dict[str, int] = {}
         breakers: dict[str, dict[str, Any]] = {}
-        for stats in [*others, own]:
+        for stats in per_worker:
             for label, rows in stats.get("cascade", {}).items():
                 cascade_rows[label] = cascade_rows.get(label, 0) + rows
             for reason, count in stats.get("fallbacks", {}).items():

@@ -28,7 +28,7 @@ from servion.deploy.rollout import (
 from servion.deploy.spec import Rollout
 from servion.errors import InvalidInput, quoted
 from servion.routing.router import BUCKETS_MS
-from servion.server.control import WORKER_TTL_S, Control
+from servion.server.control import Control
 
 log = logging.getLogger("servion.server")
 
@@ -244,16 +244,10 @@ class RolloutDriver:
 
     async def _totals(self, endpoint: str) -> dict[str, dict[str, Any]]:
         """Cumulative per-arm counters over every live worker."""
-        reports = await asyncio.to_thread(self.control.registry.worker_reports, WORKER_TTL_S)
         parts: dict[str, list[dict[str, Any]]] = {}
-        for worker_id, _, report in reports:
-            if worker_id == self.control.worker_id:
-                continue
-            arms = report.get("endpoints", {}).get(endpoint, {}).get("arms", {})
-            for label, value in arms.items():
+        for stats in await self.control.endpoint_counters(endpoint):
+            for label, value in stats.get("arms", {}).items():
                 parts.setdefault(label, []).append(value)
-        for label, value in self.control._own_arms().get(endpoint, {}).get("arms", {}).items():
-            parts.setdefault(label, []).append(value)
         return {label: combine(values) for label, values in parts.items()}
 
 
