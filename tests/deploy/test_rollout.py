@@ -7,7 +7,7 @@ import bisect
 from servion.deploy import parse_spec
 from servion.deploy.rollout import combine, delta, judge, step_spec
 from servion.deploy.spec import Gates
-from servion.routing.router import BUCKETS_MS
+from servion.routing import BUCKETS_MS
 
 
 def counts(requests: int, errors: int, latency_ms: float) -> dict[str, object]:

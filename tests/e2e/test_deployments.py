@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+from model_sources import DOUBLER_MODEL, FLAKY_MODEL, SHADOW_MODEL, SLOW_MODEL, UNSURE_MODEL
 
 from conftest import RunningServer, TabularModels, cli, register, start_server
 from servion.audit import read_events
@@ -349,104 +350,6 @@ def test_inference_can_require_a_token(home: Path, tokens: dict[str, str], tmp_p
         assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 200
     finally:
         srv.stop()
-
-
-SLOW_MODEL = """
-import time
-
-import numpy as np
-
-
-class Slowpoke:
-    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
-    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
-
-    def load(self):
-        pass
-
-    def predict(self, inputs):
-        time.sleep(0.4)
-        return {"label": np.zeros(len(inputs["X"]), np.int64)}
-"""
-
-DOUBLER_MODEL = """
-class Doubler:
-    inputs = [{"name": "A", "datatype": "FP32", "shape": [-1, 32]}]
-    outputs = [{"name": "twice", "datatype": "FP32", "shape": [-1, 32]}]
-
-    def load(self):
-        pass
-
-    def predict(self, inputs):
-        return {"twice": inputs["A"] * 2}
-"""
-
-FLAKY_MODEL = """
-import itertools
-
-import numpy as np
-
-CALLS = itertools.count(1)
-
-
-class Flaky:
-    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
-    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
-
-    def load(self):
-        pass
-
-    def predict(self, inputs):
-        if inputs["X"][0, 0] == np.float32(0.25) and next(CALLS) % 2:
-            raise RuntimeError("every other call fails")
-        return {"label": np.zeros(len(inputs["X"]), np.int64)}
-"""
-
-UNSURE_MODEL = """
-import numpy as np
-
-
-class Unsure:
-    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
-    outputs = [
-        {"name": "label", "datatype": "INT64", "shape": [-1]},
-        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
-    ]
-
-    def load(self):
-        pass
-
-    def predict(self, inputs):
-        sure = inputs["X"][:, 0] > 0
-        probabilities = np.where(sure[:, None], [[0.99, 0.01]], [[0.5, 0.5]]).astype(np.float32)
-        return {"label": np.where(sure, 0, 1).astype(np.int64), "probabilities": probabilities}
-"""
-
-SHADOW_MODEL = """
-import time
-
-import numpy as np
-
-
-class Shadow:
-    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
-    outputs = [
-        {"name": "label", "datatype": "INT64", "shape": [-1]},
-        {"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]},
-    ]
-
-    def load(self):
-        pass
-
-    def predict(self, inputs):
-        x = inputs["X"]
-        if MODE == "fail" and x[0, 0] == np.float32(0.25):
-            raise RuntimeError("shadow model failure")
-        if MODE == "slow" and x[0, 0] == np.float32(0.25):
-            time.sleep(0.3)
-        n = len(x)
-        return {"label": np.zeros(n, np.int64), "probabilities": np.zeros((n, 2), np.float32)}
-"""
 
 
 @pytest.fixture(scope="module")

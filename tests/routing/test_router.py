@@ -8,12 +8,21 @@ import random
 import pytest
 
 from servion.errors import InvalidInput
-from servion.routing import ArmStats, EndpointRouter, Route, merge_arm_stats, sticky_point
+from servion.routing import (
+    ArmPolicy,
+    ArmStats,
+    EndpointPolicy,
+    EndpointRouter,
+    ModelRef,
+    merge_arm_stats,
+    sticky_point,
+)
 
 
 def router(weights: list[float], sticky: str | None = None, seed: int = 0) -> EndpointRouter:
-    routes = [Route("m", f"v1.{i}.0", w) for i, w in enumerate(weights)]
-    return EndpointRouter("ep", 1, routes, sticky, random.Random(seed).random)
+    arms = tuple(ArmPolicy(ModelRef("m", f"v1.{i}.0"), w) for i, w in enumerate(weights))
+    policy = EndpointPolicy("ep", 1, arms, sticky_header=sticky)
+    return EndpointRouter(policy, None, random.Random(seed).random)
 
 
 def no_headers(_: bytes) -> bytes | None:

@@ -80,9 +80,13 @@ class DynamicBatcher:
         config: BatchingConfig,
         label: str,
         on_execution: Callable[[int, int], None] | None = None,
+        hold: tuple[Callable[[], None], Callable[[], None]] | None = None,
     ) -> None:
         self._predict = predict
         self._on_execution = on_execution
+        # Called as a queued request starts and stops needing the model, so that
+        # whoever owns the model keeps it loaded until the last one is done.
+        self._hold, self._let_go = hold or (_nothing, _nothing)
         self.config = config
         self.label = label
         self._queue: list[tuple[int, int, _Pending]] = []
@@ -166,6 +170,7 @@ class DynamicBatcher:
         future: asyncio.Future[tuple[Arrays, int, int]] = loop.create_future()
         level = priority if priority > 0 else self.config.default_priority
         heapq.heappush(self._queue, (level, next(self._seq), _Pending(job, future, now, deadline)))
+        self._hold()
         self._queued_rows += rows
         self._schedule()
         return future
@@ -214,6 +219,7 @@ class DynamicBatcher:
             self._execute(batch, now)
         if self._queue:
             self._schedule()
+        self._stop_when_done()
 
     def _wait_for_more(self, now: float) -> float:
         """Seconds worth waiting for a fuller batch; 0 when load is too low to pay."""
@@ -246,9 +252,11 @@ class DynamicBatcher:
             pending = entry[2]
             self._queued_rows -= pending.job.rows
             if pending.future.done():  # the caller went away
+                self._let_go()
                 continue
             if pending.deadline <= now:
                 self._expire(pending, now)
+                self._let_go()
                 continue
             fits = rows + pending.job.rows <= target
             if batch and (pending.key != batch[0].key or not fits):
@@ -294,11 +302,13 @@ class DynamicBatcher:
         self._busy = False
         self._deliver(batch, done.result(), now)
         self._schedule()
+        self._stop_when_done()
 
     def _deliver(self, batch: list[_Pending], report: Report, now: float) -> None:
         self._splittable = self._splittable and report.splittable
         self._observe(report.executions)
         for pending, outcome in zip(batch, report.outcomes, strict=True):
+            self._let_go()
             if pending.future.done():
                 continue
             if outcome.error is not None:
@@ -324,8 +334,18 @@ class DynamicBatcher:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def close(self) -> None:
+        """Refuse new requests; what is queued still runs, in its turn, as usual."""
+        self._closed = True
+        self._stop_when_done()
+
+    def _stop_when_done(self) -> None:
+        if self._closed and not self._queue and not self._busy and self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
+
     def drain(self) -> None:
-        """Run everything queued now, then refuse new requests (before an unload)."""
+        """Run everything queued now, then refuse new requests."""
         self._closed = True
         now = time.perf_counter()
         while self._queue:
@@ -336,6 +356,10 @@ class DynamicBatcher:
                 )
         if self._thread is not None:
             self._thread.shutdown(wait=False)
+
+
+def _nothing() -> None:
+    pass
 
 
 def request_scheduling(parameters: dict[str, Any]) -> tuple[int, int]:

@@ -1,10 +1,10 @@
-"""Deployments: specs, endpoint revisions, rollback."""
+"""Deployments: specs, the policies routing serves them by, endpoint revisions, rollback."""
 
-from servion.deploy.spec import PIN_HEADER, Arm, DeploymentSpec, Sticky, json_schema, parse_spec
+from servion.deploy.plans import policy_of
+from servion.deploy.spec import Arm, DeploymentSpec, Sticky, json_schema, parse_spec
 from servion.deploy.store import Deployments, EndpointNotFound, Revision
 
 __all__ = [
-    "PIN_HEADER",
     "Arm",
     "DeploymentSpec",
     "Deployments",
@@ -13,4 +13,5 @@ __all__ = [
     "Sticky",
     "json_schema",
     "parse_spec",
+    "policy_of",
 ]

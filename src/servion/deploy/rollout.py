@@ -24,7 +24,7 @@ from servion.deploy.spec import Arm, DeploymentSpec, Gates, spec_from_dict
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
-from servion.routing.router import add_histograms, percentile
+from servion.routing import add_histograms, percentile
 
 ACTIVE = ("running", "paused")
 

@@ -38,10 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from servion.errors import InvalidInput
 from servion.registry.naming import NAME_RE, VERSION_RE
+from servion.routing import ModelRef
+from servion.routing.policies import RefRole
 
 _HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
-PIN_HEADER = "x-servion-version"
-"""Clients pin an arm with this header (``v1.3.0`` or ``model:v1.3.0``): a feature flag."""
 
 
 class _Strict(BaseModel):
@@ -412,6 +412,13 @@ class DeploymentSpec(_Strict):
         if abs(total - 100.0) > 1e-6:
             raise ValueError(f"models: the weights sum to {total:g}, not 100")
         return self
+
+    def model_refs(self) -> list[tuple[RefRole, ModelRef]]:
+        """Every model version the endpoint names: arms, shadows, cascade stages,
+        ensemble steps and the fallback, each with the part it plays."""
+        from servion.deploy.plans import policy_of  # plans builds on this module
+
+        return policy_of(self).model_refs()
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

@@ -7,23 +7,30 @@ generation, so every worker applies the change on its next sync (0.2 s).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from servion.batching import BatchingConfig
-from servion.deploy.spec import (
-    Arm,
-    DeploymentSpec,
-    EnsembleStep,
-    Shadow,
-    Stage,
-    spec_from_dict,
-)
-from servion.errors import ConfigError, InvalidInput, ModelNotFound, quoted
+from servion.deploy.plans import policy_of
+from servion.deploy.spec import Arm, DeploymentSpec, Stage, spec_from_dict
+from servion.errors import ConfigError, InvalidInput, ModelNotFound, ValidationFailed, quoted
 from servion.registry import ModelRegistry
 from servion.registry import db as tables
+from servion.routing import EndpointPolicy
+
+log = logging.getLogger("servion.deploy")
+
+FIELDS = {
+    "arm": "models",
+    "shadow": "shadows",
+    "stage": "cascade.then",
+    "step": "ensemble.steps",
+    "fallback": "fallback",
+}
+"""Where in a spec each part of an endpoint is written."""
 
 
 class EndpointNotFound(ModelNotFound):
@@ -78,33 +85,42 @@ class Deployments:
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
         self.engine = registry.engine
+        registry.add_delete_guard(self._refuse_delete)
+
+    def _refuse_delete(self, conn: sa.Connection, name: str, version: str) -> None:
+        """A version the current or previous revision of an endpoint names stays."""
+        ep, rev = tables.endpoints, tables.endpoint_revisions
+        rows = conn.execute(
+            sa.select(rev.c.endpoint, rev.c.revision, rev.c.spec).join(
+                ep,
+                (ep.c.name == rev.c.endpoint)
+                & ((rev.c.revision == ep.c.revision) | (rev.c.revision == ep.c.revision - 1)),
+            )
+        ).all()
+        for row in rows:
+            spec = spec_from_dict(row.spec, f"revision {row.revision}")
+            for role, ref in spec.model_refs():
+                if (ref.model, ref.version) == (name, version):
+                    raise ValidationFailed(
+                        f"{name}:{version} is used by endpoint {quoted(row.endpoint)} as"
+                        f" {FIELDS[role]} (revision {row.revision}): deploy a spec without it,"
+                        " or undeploy the endpoint, first"
+                    )
 
     def check(self, spec: DeploymentSpec) -> None:
-        """Every version the spec names is registered, and a cascade's output exists
-        (400 naming the field otherwise)."""
+        """Every version the spec names is registered, a cascade's output exists, fixed
+        outputs fit their shapes (400 naming the field otherwise)."""
         registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
-        refs: list[tuple[str, int, Arm | Shadow | Stage | EnsembleStep]] = [
-            ("models", i, a) for i, a in enumerate(spec.models)
-        ]
-        refs += [("shadows", i, s) for i, s in enumerate(spec.shadows)]
-        if spec.cascade is not None:
-            refs += [("cascade.then", i, s) for i, s in enumerate(spec.cascade.then)]
-        if spec.ensemble is not None:
-            refs += [("ensemble.steps", i, s) for i, s in enumerate(spec.ensemble.steps)]
-        fallback = spec.fallback
-        if (
-            fallback is not None
-            and fallback.model is not None
-            and (fallback.model, fallback.version) not in registered
-        ):
-            raise InvalidInput(
-                f"fallback: {quoted(fallback.label)} is not a registered model version"
-            )
-        for field, index, ref in refs:
+        seen: dict[str, int] = {}
+        for role, ref in spec.model_refs():
+            index = seen.get(role, 0)
+            seen[role] = index + 1
             if (ref.model, ref.version) not in registered:
+                where = FIELDS[role] if role == "fallback" else f"{FIELDS[role]}[{index}]"
                 raise InvalidInput(
-                    f"{field}[{index}]: {quoted(ref.label)} is not a registered model version"
+                    f"{where}: {quoted(ref.label)} is not a registered model version"
                 )
+        policy_of(spec)
         self._check_cascade(spec)
         self._check_ensemble(spec)
         self._check_resources(spec)
@@ -317,6 +333,27 @@ class Deployments:
                 sa.select(rev).where(rev.c.endpoint == endpoint).order_by(rev.c.revision)
             ).all()
         return [_revision(r) for r in rows]
+
+    def plans(self) -> list[tuple[EndpointPolicy, EndpointPolicy | None]]:
+        """``serving`` as the policies routing serves by."""
+        plans = []
+        for current, previous in self.serving():
+            try:
+                plan = policy_of(current.spec, current.revision)
+            except InvalidInput as exc:  # stored before a rule tightened: not served
+                log.error(
+                    "endpoint_policy_invalid",
+                    extra={"endpoint": current.endpoint, "error": exc.message},
+                )
+                continue
+            before = None
+            if previous is not None:
+                try:
+                    before = policy_of(previous.spec, previous.revision)
+                except InvalidInput:
+                    before = None
+            plans.append((plan, before))
+        return plans
 
     def serving(self) -> list[tuple[Revision, Revision | None]]:
         """Each deployed endpoint's current revision and the one before it, which

@@ -41,6 +41,11 @@ class InferInput:
     data: npt.NDArray[Any]
     parameters: Parameters = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, name: str, data: npt.NDArray[Any]) -> InferInput:
+        """Build an input whose datatype and shape are taken from ``data``."""
+        return cls(name, datatype_of(data.dtype), data.shape, data)
+
 
 @dataclass(slots=True, eq=False)
 class RequestedOutput:

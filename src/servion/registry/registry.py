@@ -12,7 +12,7 @@ import getpass
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,9 @@ from servion.runtime import (
 )
 from servion.runtime.onnx_checks import check_external_data
 from servion.types import Arrays
+
+DeleteGuard = Callable[[sa.Connection, str, str], None]
+"""Asked before a version is deleted (connection, name, version); raises to refuse."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class ModelRegistry:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.engine = db.open_engine(settings.db_url)
         self.store = ArtifactStore(settings.artifacts_dir)
+        self._delete_guards: list[DeleteGuard] = []
 
     def close(self) -> None:
         self.engine.dispose()
@@ -316,6 +320,12 @@ class ModelRegistry:
 
     # -- changes workers must apply ----------------------------------------
 
+    def add_delete_guard(self, guard: DeleteGuard) -> None:
+        """Ask ``guard`` before any version is deleted; it raises to refuse. Guards run
+        inside the delete's transaction, so nothing can start using the version meanwhile."""
+        if guard not in self._delete_guards:
+            self._delete_guards.append(guard)
+
     def delete(self, name: str, version: str) -> ModelVersion:
         """Remove a version; its artifact goes too unless another version shares it.
 
@@ -324,11 +334,8 @@ class ModelRegistry:
         """
         found = self.get(name, version)
         with self.engine.begin() as conn:
-            for endpoint, revision in self._endpoint_uses(conn, name, version):
-                raise ValidationFailed(
-                    f"{name}:{version} is used by endpoint {quoted(endpoint)} (revision"
-                    f" {revision}): deploy a spec without it, or undeploy the endpoint, first"
-                )
+            for guard in self._delete_guards:
+                guard(conn, name, version)
             conn.execute(
                 db.model_versions.delete().where(
                     db.model_versions.c.name == name, db.model_versions.c.version == version
@@ -342,31 +349,6 @@ class ModelRegistry:
             self._bump(conn)
         self._forget_artifact(found.sha256)
         return found
-
-    @staticmethod
-    def _endpoint_uses(conn: sa.Connection, name: str, version: str) -> list[tuple[str, int]]:
-        """(endpoint, revision) of current and previous revisions that serve name:version."""
-        ep, rev = db.endpoints, db.endpoint_revisions
-        rows = conn.execute(
-            sa.select(rev.c.endpoint, rev.c.revision, rev.c.spec).join(
-                ep,
-                (ep.c.name == rev.c.endpoint)
-                & ((rev.c.revision == ep.c.revision) | (rev.c.revision == ep.c.revision - 1)),
-            )
-        ).all()
-        return [
-            (r.endpoint, int(r.revision))
-            for r in rows
-            if any(
-                a.get("model") == name and a.get("version") == version
-                for a in [
-                    *r.spec["models"],
-                    *r.spec.get("shadows", []),
-                    *(r.spec.get("cascade") or {}).get("then", []),
-                    r.spec.get("fallback") or {},
-                ]
-            )
-        ]
 
     def set_loaded(self, name: str, loaded: bool) -> None:
         """Ask every worker to load (or unload) a model."""

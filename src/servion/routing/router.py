@@ -12,77 +12,16 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any
 
 from servion.errors import InvalidInput, quoted
-
-if TYPE_CHECKING:
-    from servion.deploy.spec import Cascade, Ensemble, Fallback
-    from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
-    from servion.routing.shadow import ShadowRoute
-
-# Latency histogram: log-spaced upper bounds from 50 µs to ~100 s, so per-arm
-# percentiles can be merged across workers by adding counts.
-BUCKETS_MS: Final = tuple(round(0.05 * 1.25**i, 6) for i in range(66))
-
-
-@dataclass(slots=True)
-class ArmStats:
-    """One arm's counts in one worker; merged across workers by adding."""
-
-    requests: int = 0
-    errors: int = 0
-    latency: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))
-
-    def record(self, latency_ms: float, ok: bool) -> None:
-        self.requests += 1
-        if not ok:
-            self.errors += 1
-        self.latency[bisect.bisect_left(BUCKETS_MS, latency_ms)] += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "latency": self.latency}
-
-
-def add_histograms(parts: Sequence[dict[str, Any]]) -> list[int]:
-    """The sum of the ``latency`` histograms of per-worker counters."""
-    latency = [0] * (len(BUCKETS_MS) + 1)
-    for p in parts:
-        for i, count in enumerate(p["latency"]):
-            latency[i] += count
-    return latency
-
-
-def merge_arm_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Sum per-worker arm stats and read p50/p99 off the merged histogram."""
-    requests = sum(p["requests"] for p in parts)
-    errors = sum(p["errors"] for p in parts)
-    latency = add_histograms(parts)
-    return {
-        "requests": requests,
-        "errors": errors,
-        "error_rate": errors / requests if requests else 0.0,
-        "p50_ms": percentile(latency, 0.50),
-        "p99_ms": percentile(latency, 0.99),
-    }
-
-
-def percentile(histogram: Sequence[int], q: float) -> float | None:
-    """The bucket bound under which a share ``q`` of the observations fall."""
-    total = sum(histogram)
-    if total == 0:
-        return None
-    rank = math.ceil(q * total)
-    seen = 0
-    for i, count in enumerate(histogram):
-        seen += count
-        if seen >= rank:
-            return BUCKETS_MS[i] if i < len(BUCKETS_MS) else math.inf
-    return math.inf  # pragma: no cover
+from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
+from servion.routing.policies import EndpointPolicy, ModelRef
+from servion.routing.shadow import ShadowRoute
+from servion.routing.stats import ArmStats, ShadowStats
 
 
 def sticky_point(value: bytes) -> float:
@@ -104,58 +43,73 @@ class Route:
     def label(self) -> str:
         return f"{self.model}:{self.version}"
 
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(self.model, self.version)
+
 
 class EndpointRouter:
-    """Chooses the arm that answers each request to one endpoint."""
+    """One endpoint's revision in one worker: its policy and the live state that goes
+    with it (arm counters, breakers, bulkhead, retry budget, cache).
+
+    Built from the policy and the router of the revision before, so that counters,
+    breaker states and a bulkhead's running count carry over a new revision whose
+    settings for them did not change.
+    """
 
     def __init__(
         self,
-        name: str,
-        revision: int,
-        routes: list[Route],
-        sticky_header: str | None,
+        policy: EndpointPolicy,
+        previous: EndpointRouter | None = None,
         draw: Callable[[], float] = random.random,
-        shadows: Sequence[ShadowRoute] = (),
-        cache: ResponseCache[Any] | None = None,
-        bulkhead: Bulkhead | None = None,
-        breakers: dict[str, CircuitBreaker] | None = None,
-        fallback: Fallback | None = None,
-        timeout_s: float | None = None,
-        cascade: Cascade | None = None,
-        retries: RetryBudget | None = None,
-        ensemble: Ensemble | None = None,
-        models: dict[str, Any] | None = None,
     ) -> None:
-        self.name = name
-        self.shadows = list(shadows)
-        self.cache = cache
-        self.bulkhead = bulkhead
-        self.breakers = breakers or {}
+        self.policy = policy
+        self.name = policy.name
+        self.revision = policy.revision
+        old = previous
+        kept = {r.label: r.stats for r in old.routes} if old else {}
+        if policy.ensemble is not None:  # its steps, counted like arms but never drawn
+            refs = [(s.ref, 0.0) for s in policy.ensemble.steps]
+        else:
+            refs = [(a.ref, a.weight) for a in policy.arms]
+        self.routes: list[Route] = [
+            Route(r.model, r.version, w, kept.get(r.label) or ArmStats()) for r, w in refs
+        ]
+        kept_shadows = {s.label: s.stats for s in old.shadows} if old else {}
+        self.shadows: list[ShadowRoute] = [
+            ShadowRoute(
+                s.ref.model, s.ref.version, s.sample, kept_shadows.get(s.ref.label) or ShadowStats()
+            )
+            for s in policy.shadows
+        ]
+        self.cache: ResponseCache[Any] | None = None
+        if policy.cache is not None:
+            self.cache = ResponseCache(policy.cache.max_entries, policy.cache.ttl_s)
+        self.bulkhead = _bulkhead(policy, old)
+        self.breakers = _breakers(policy, old, self.routes)
         """Per arm label."""
-        self.fallback = fallback
-        self.timeout_s = timeout_s
-        self.cascade = cascade
-        self.retries = retries
-        self.ensemble = ensemble
-        self.models: dict[str, Any] = models or {}
-        """Per arm label: the endpoint's own batching of that version, when the spec sets one."""
-        self.cascade_rows: dict[str, int] = {}
+        self.retries = _retries(policy, old)
+        self.fallback = policy.fallback
+        self.timeout_s = policy.timeout_s
+        self.cascade = policy.cascade
+        self.ensemble = policy.ensemble
+        self.models: dict[str, Any] = {}
+        """Per arm label: the endpoint's own batching of that version, when the policy sets one."""
+        self.cascade_rows: dict[str, int] = dict(old.cascade_rows) if old else {}
         """Rows answered by each cascade stage (the arms count as the first)."""
-        self.fallbacks: dict[str, int] = {}
+        self.fallbacks: dict[str, int] = dict(old.fallbacks) if old else {}
         """Answers given by the fallback, by reason (error, timeout, circuit_open)."""
-        self.revision = revision
-        self.routes = routes
-        self.sticky_header = sticky_header.encode() if sticky_header else None
+        self.sticky_header = policy.sticky_header.encode() if policy.sticky_header else None
         self._draw = draw
-        total = sum(r.weight for r in routes)
+        total = sum(r.weight for r in self.routes)
         bounds, acc = [], 0.0
-        for route in routes:
+        for route in self.routes:
             acc += route.weight / total if total else 0.0
             bounds.append(acc)
         bounds[-1] = 1.0  # no point may fall past the last arm through rounding
         self._bounds = bounds
-        self._by_version = {r.version: r for r in routes}
-        self._by_label = {r.label: r for r in routes}
+        self._by_version = {r.version: r for r in self.routes}
+        self._by_label = {r.label: r for r in self.routes}
 
     def choose(self, header: Callable[[bytes], bytes | None], pin: bytes | None) -> Route:
         """The arm for one request; ``pin`` is the pin header's value, if sent."""
@@ -192,3 +146,41 @@ class EndpointRouter:
             "cascade": dict(self.cascade_rows),
             "retries": self.retries.to_dict() if self.retries is not None else None,
         }
+
+
+def _bulkhead(policy: EndpointPolicy, old: EndpointRouter | None) -> Bulkhead | None:
+    if policy.bulkhead is None:
+        return None
+    limit, queue = policy.bulkhead.limit, policy.bulkhead.queue
+    kept = old.bulkhead if old is not None else None
+    # Keep the one in use (its running count) unless its limits changed.
+    if kept is not None and (kept.limit, kept.queue) == (limit, queue):
+        return kept
+    return Bulkhead(policy.name, limit, queue)
+
+
+def _breakers(
+    policy: EndpointPolicy, old: EndpointRouter | None, routes: list[Route]
+) -> dict[str, CircuitBreaker]:
+    if policy.breaker is None:
+        return {}
+    b = policy.breaker
+    wanted = (b.error_rate, b.window_s, b.min_requests, b.open_s)
+    breakers = {}
+    for route in routes:
+        found = old.breakers.get(route.label) if old is not None else None
+        # An arm keeps its breaker (and its state) across revisions.
+        same = found is not None and found.settings == wanted
+        breakers[route.label] = found if same and found else CircuitBreaker(*wanted)
+    return breakers
+
+
+def _retries(policy: EndpointPolicy, old: EndpointRouter | None) -> RetryBudget | None:
+    if policy.retries is None:
+        return None
+    settings = (policy.retries.attempts, policy.retries.budget)
+    kept = old.retries if old is not None else None
+    # The budget carries over a new revision with the same settings.
+    if kept is not None and (kept.attempts, kept.share) == settings:
+        return kept
+    return RetryBudget(*settings)

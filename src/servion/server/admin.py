@@ -35,11 +35,13 @@ from servion.deploy import (
     parse_spec,
 )
 from servion.errors import InvalidInput, ServionError
+from servion.protocol import InferInput, InferRequest
+from servion.routing.endpoint import settled
 from servion.runtime import sample_inputs
 from servion.server.control import Control
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
-from servion.server.manager import ModelManager
 from servion.server.rollouts import RolloutDriver
+from servion.serving import DataPlane, ModelManager
 
 MAX_SPEC_BYTES = 256 * 1024
 CHANGE_TICKET_HEADER = b"x-servion-change-ticket"
@@ -52,9 +54,12 @@ class NoAdminRoute(Exception):
 
 
 class AdminApi:
-    def __init__(self, control: Control, manager: ModelManager, guard: Guard) -> None:
+    def __init__(
+        self, control: Control, manager: ModelManager, plane: DataPlane, guard: Guard
+    ) -> None:
         self.control = control
         self.manager = manager
+        self.plane = plane
         self.guard = guard
         self.rollouts = RolloutDriver(control)
 
@@ -146,7 +151,7 @@ class AdminApi:
         raw = req.header(CHANGE_TICKET_HEADER)
         ticket = raw.decode("latin-1") if raw is not None else None
         try:
-            current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+            current = await asyncio.to_thread(self.control.deployments.current, endpoint)
         except EndpointNotFound:
             current = None
         described = spec or (current.spec if current else None)
@@ -175,12 +180,12 @@ class AdminApi:
         return json_response(200, result)
 
     async def _undeploy(self, endpoint: str) -> dict[str, Any]:
-        await asyncio.to_thread(self.manager.deployments.undeploy, endpoint)
+        await asyncio.to_thread(self.control.deployments.undeploy, endpoint)
         await self.control.converge()
         return {"endpoint": endpoint, "deployed": False}
 
     async def _status(self, endpoint: str | None) -> Response:
-        deployments = self.manager.deployments
+        deployments = self.control.deployments
         if endpoint is None:
             revisions = await asyncio.to_thread(deployments.all_current)
             return json_response(200, {"endpoints": [self._state(r) for r in revisions]})
@@ -196,21 +201,21 @@ class AdminApi:
         return {**revision.to_dict(), "ready": ready}
 
     async def _history(self, endpoint: str) -> Response:
-        history = await asyncio.to_thread(self.manager.deployments.history, endpoint)
+        history = await asyncio.to_thread(self.control.deployments.history, endpoint)
         if not history:
-            await asyncio.to_thread(self.manager.deployments.current, endpoint)  # 404
+            await asyncio.to_thread(self.control.deployments.current, endpoint)  # 404
         return json_response(
             200, {"endpoint": endpoint, "revisions": [r.to_dict() for r in history]}
         )
 
     async def _revision(self, endpoint: str, number: int) -> Response:
-        revision = await asyncio.to_thread(self.manager.deployments.get, endpoint, number)
+        revision = await asyncio.to_thread(self.control.deployments.get, endpoint, number)
         return json_response(200, revision.to_dict())
 
     async def _verify(self, endpoint: str) -> Response:
         """Per arm of the current revision: the artifact's checksum, re-read from disk, and
         a smoke inference on inputs made from its signature, timed."""
-        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        current = await asyncio.to_thread(self.control.deployments.current, endpoint)
         registry = self.control.registry
         checks = []
         for arm in current.spec.models:
@@ -222,11 +227,15 @@ class AdminApi:
                 check["checksum"] = exc.message
             try:
                 model = self.manager.resolve(arm.model, arm.version)
-                inputs = sample_inputs(model.signature, batch_size=1, seed=0)
+                arrays = sample_inputs(model.signature, batch_size=1, seed=0)
+                inputs = [InferInput.of(name, data) for name, data in arrays.items()]
                 started = time.perf_counter()
-                outputs, _, _ = await model.batcher.submit(inputs, 1, None)
+                answer = await settled(
+                    self.plane.infer_model(model, InferRequest(None, inputs, None, {}))
+                )
                 check["smoke_ms"] = round((time.perf_counter() - started) * 1e3, 3)
-                missing = [n for n in model.output_order if n not in outputs]
+                produced = {o.name for o in answer.outputs}
+                missing = [n for n in model.output_order if n not in produced]
                 if missing:
                     check["smoke"] = f"outputs missing: {missing}"
             except ServionError as exc:

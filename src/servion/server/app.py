@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
-import numpy as np
-import orjson
-
-from servion.datatypes import datatype_of
-from servion.deploy import PIN_HEADER
-from servion.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
-    RuntimeFailure,
-    ServionError,
-    quoted,
-)
+from servion.errors import InvalidInput, ModelNotFound, ServionError, quoted
 from servion.protocol import (
-    InferInput,
-    InferOutput,
     InferRequest,
     InferResponse,
     Limits,
@@ -40,7 +24,7 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
-from servion.routing import Bulkhead, EndpointRouter, ResponseCache, Route
+from servion.routing import request_context
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
@@ -55,15 +39,10 @@ from servion.server.http import (
     read_asgi,
     send_asgi,
 )
-from servion.server.inference import Admitted, admit, outputs_of
-from servion.server.loaded import LoadedModel
-from servion.server.manager import ModelManager
-from servion.server.shadow import ShadowRunner
-from servion.server.v1 import predict_v1
-from servion.types import Arrays
+from servion.server.v1 import v1_answer, v1_request
+from servion.serving import DataPlane, ModelManager, ShadowRunner, describe
 
 log = logging.getLogger("servion.server")
-perf_ns = time.perf_counter_ns
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
@@ -71,21 +50,6 @@ Answer = Response | Awaitable[Response]
 """A response now, or something to await for it (a queued inference, a control call)."""
 
 OCTET_STREAM = b"application/octet-stream"
-PIN_HEADER_BYTES = PIN_HEADER.encode()
-TIMEOUT_HEADER = b"x-servion-timeout-ms"
-
-
-def _timeout_s(header: bytes | None, default: float | None) -> float | None:
-    """The request's time budget: its X-Servion-Timeout-Ms, else the endpoint's."""
-    if header is None:
-        return default
-    try:
-        ms = float(header)
-    except ValueError:
-        ms = -1.0
-    if not 0 < ms <= 600_000:
-        raise InvalidInput("X-Servion-Timeout-Ms must be a number of milliseconds in (0, 600000]")
-    return ms / 1e3
 
 
 def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
@@ -109,9 +73,13 @@ def error_response(exc: ServionError) -> Response:
     return status, encode_error(exc.message), JSON_HEADERS + extra if extra else JSON_HEADERS
 
 
-def _internal_error(req: Request) -> Response:
+def _internal_error(req: Request, error: BaseException | None = None) -> Response:
     request_id = uuid.uuid4().hex[:16]
-    log.exception("request_failed", extra={"request_id": request_id, "path": quoted(req.path)})
+    log.error(
+        "request_failed",
+        extra={"request_id": request_id, "path": quoted(req.path)},
+        exc_info=error or True,
+    )
     return 500, encode_error(f"internal error (request id {request_id})"), JSON_HEADERS
 
 
@@ -142,8 +110,9 @@ class ServionApp:
             "version": server_version,
             "extensions": EXTENSIONS,
         }
-        self.admin = AdminApi(control, manager, self._guard)
-        self.shadows = ShadowRunner(manager)
+        self.plane = DataPlane(manager)
+        self.shadows = ShadowRunner(self.plane)
+        self.admin = AdminApi(control, manager, self.plane, self._guard)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -212,11 +181,6 @@ class ServionApp:
             return self._v1(req, parts[2:])
         raise _NoRoute
 
-    async def _then(
-        self, answer: Awaitable[Response], step: Callable[[Response], Response]
-    ) -> Response:
-        return step(await answer)
-
     async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
         try:
             return await work
@@ -229,402 +193,74 @@ class ServionApp:
         if action == "infer" and req.method == "POST":
             if self.control.inference_auth:
                 self.control.authorize(req.header(b"authorization"), "viewer")
-            if version is None:
-                router = self.manager.endpoints.get(name)
-                if router is not None:
-                    return self._endpoint_infer(req, router)
-            return self._infer(req, self.manager.resolve(name, version))
+            router = self.manager.endpoints.get(name) if version is None else None
+            if router is None:
+                model = self.manager.resolve(name, version)  # 404 / 503 before decoding
+                request = self._decode(req)
+                return self._encoded(self.plane.infer_model(model, request), request, req)
+            # Headers are read only for endpoints: a model's hot path reads none.
+            request = self._decode(req)
+            answer = self.plane.infer_endpoint(router, request, request_context(req.header))
+            return self._encoded(answer, request, req)
         if req.method != "GET":
             raise _NoRoute
-        if version is None and name in self.manager.endpoints:
-            return self._endpoint_info(name, action)
         if action == "":
-            model = self.manager.resolve(name, version)
-            return json_response(200, model.metadata(self.manager.served[name]))
+            return json_response(200, describe.metadata(self.manager, name, version))
         if action == "ready":
-            model = self.manager.resolve(name, version)  # 404 / 503 when it is not
-            return json_response(200, {"name": model.name, "ready": True})
+            describe.ready(self.manager, name, version)  # 404 / 503 when it is not
+            return json_response(200, {"name": name, "ready": True})
         if action == "stats":
             return self._guard(self._stats(name, version), req)
         if action == "config":
-            return json_response(200, self._config(self.manager.resolve(name, version)))
+            return json_response(200, describe.config(self.manager, name, version))
         raise _NoRoute
-
-    def _endpoint_infer(self, req: Request, router: EndpointRouter) -> Answer:
-        if router.ensemble is not None:
-            return self._guard(self._ensemble(req, router), req)
-        route = router.choose(req.header, req.header(PIN_HEADER_BYTES))
-        timeout_s = _timeout_s(req.header(TIMEOUT_HEADER), router.timeout_s)
-        if router.retries is not None:
-            router.retries.request()
-        cache: ResponseCache[Response] | None = router.cache
-        key = None
-        if cache is not None:
-            # The arm is part of the key: a cached answer never crosses arms.
-            key = (route.label, req.header(b"inference-header-content-length"), req.body)
-            hit = cache.get(key)
-            if hit is not None:
-                route.stats.record(0.0, ok=True)
-                return hit
-        bulkhead = router.bulkhead
-        if bulkhead is None:
-            return self._cached(self._arm(req, router, route, timeout_s), cache, key)
-        turn = bulkhead.enter()  # 503 when its queue is full too
-        if turn is None:
-            answer = self._arm(req, router, route, timeout_s)
-            if isinstance(answer, tuple):
-                bulkhead.leave()
-                return self._cached(answer, cache, key)
-            return self._cached(self._released(answer, bulkhead), cache, key)
-        return self._cached(self._queued(turn, bulkhead, req, router, route, timeout_s), cache, key)
-
-    def _arm(
-        self,
-        req: Request,
-        router: EndpointRouter,
-        route: Route,
-        timeout_s: float | None,
-        attempt: int = 0,
-    ) -> Answer:
-        """The chosen arm's answer, behind its circuit breaker, timeout and fallback."""
-        breaker = router.breakers.get(route.label)
-        if breaker is not None and not breaker.allow(time.monotonic()):
-            return self._fallback(req, router, route, "circuit_open")
-        try:
-            model = router.models.get(route.label) or self.manager.resolve(
-                route.model, route.version
-            )
-        except ServionError:
-            route.stats.record(0.0, ok=False)
-            if breaker is not None:
-                breaker.record(False, time.monotonic())
-            if router.fallback is None:
-                raise
-            return self._fallback(req, router, route, "error")
-        if router.cascade is not None:
-            answer: Answer = self._guard(self._cascade(req, router, route, model), req)
-        else:
-            answer = self._infer(req, model, route, router if router.shadows else None)
-        if isinstance(answer, tuple):
-            return self._settle(answer, req, router, route, timeout_s, attempt)
-        return self._settle_later(answer, timeout_s, req, router, route, attempt)
 
     def _decode(self, req: Request) -> InferRequest:
         """The request body as an InferRequest (JSON, or JSON then binary tensors)."""
         header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
         return decode_infer_request(req.body, header_length, self.limits)
 
-    async def _ensemble(self, req: Request, router: EndpointRouter) -> Response:
-        """Run the graph's steps in order; each reads the request's inputs or earlier outputs."""
-        ensemble = router.ensemble
-        assert ensemble is not None
-        request = self._decode(req)
-        values: dict[str, Any] = {f"$request.{i.name}": i.data for i in request.inputs}
-        for step, route in zip(ensemble.steps, router.routes, strict=True):
-            started = perf_ns()
-            ok = False
-            try:
-                model = self.manager.resolve(step.model, step.version)
-                inputs = []
-                for name, source in step.inputs.items():
-                    if source not in values:
-                        raise InvalidInput(
-                            f"ensemble {quoted(router.name)} needs input"
-                            f" {quoted(source.split('.', 1)[1])} in the request"
-                        )
-                    data = np.asarray(values[source])
-                    inputs.append(InferInput(name, datatype_of(data.dtype), data.shape, data))
-                arrays, rows = model.validate(inputs)
-                results, _, _ = await model.batcher.submit(arrays, rows, None)
-                for name, value in results.items():
-                    values[f"{step.name}.{name}"] = value
-                ok = True
-            finally:
-                route.stats.record((perf_ns() - started) / 1e6, ok)
-        names = [o.name for o in request.outputs] if request.outputs else list(ensemble.outputs)
-        unknown = [n for n in names if n not in ensemble.outputs]
-        if unknown:
-            raise InvalidInput(
-                f"ensemble {quoted(router.name)} has no output {quoted(unknown[0])};"
-                f" it has {', '.join(ensemble.outputs)}"
-            )
-        outputs = [InferOutput.of(n, np.asarray(values[ensemble.outputs[n]])) for n in names]
-        said = {"servion_ensemble": ",".join(s.label for s in ensemble.steps)}
-        response = InferResponse(router.name, str(router.revision), request.id, outputs, said)
-        payload, json_length = encode_infer_response(
-            response, request.outputs, request.binary_output_default
-        )
-        return _ok(payload, json_length)
-
-    async def _cascade(
-        self, req: Request, router: EndpointRouter, route: Route, first: LoadedModel
-    ) -> Response:
-        """The arm answers every row; rows it is unsure of go to the next stage, and so on.
-
-        Confidence is the largest value of the cascade's output in a row. Each caller
-        gets its rows back in order, each row from the stage that was sure enough.
-        """
-        cascade = router.cascade
-        assert cascade is not None
-        started = perf_ns()
-        ok = False
-        try:
-            request = self._decode(req)
-            job = admit(first, request)
-            results, _, _ = await first.batcher.submit(*job)
-            merged = {name: np.array(results[name]) for name in first.output_order}
-            answered = {route.label: job.rows}
-            pending = np.flatnonzero(_confidence(merged, cascade.output) < cascade.min_confidence)
-            for stage in cascade.then:
-                if pending.size == 0:
-                    break
-                model = self.manager.resolve(stage.model, stage.version)
-                inputs = [
-                    InferInput(
-                        i.name, i.datatype, (int(pending.size), *i.shape[1:]), i.data[pending]
-                    )
-                    for i in request.inputs
-                ]
-                arrays, rows = model.validate(inputs)
-                again, _, _ = await model.batcher.submit(arrays, rows, None)
-                for name in merged:
-                    if name not in again:
-                        raise RuntimeFailure(
-                            f"cascade stage {stage.label} did not produce output {quoted(name)}"
-                        )
-                    merged[name][pending] = np.asarray(again[name])
-                answered[route.label] -= int(pending.size)
-                answered[stage.label] = answered.get(stage.label, 0) + int(pending.size)
-                if stage.min_confidence is None:
-                    break
-                confidence = _confidence({n: merged[n][pending] for n in merged}, cascade.output)
-                pending = pending[confidence < stage.min_confidence]
-            for label, count in answered.items():
-                router.cascade_rows[label] = router.cascade_rows.get(label, 0) + count
-            names = job.wanted or first.output_order
-            outputs = [InferOutput.of(n, merged[n]) for n in names]
-            said = {"servion_cascade": ",".join(f"{k}={v}" for k, v in answered.items())}
-            response = InferResponse(first.name, first.version, request.id, outputs, said)
-            payload, json_length = encode_infer_response(
-                response, request.outputs, request.binary_output_default
-            )
-            ok = True
-        finally:
-            route.stats.record((perf_ns() - started) / 1e6, ok)
-        return _ok(payload, json_length)
-
-    def _settle(
+    def _encoded(
         self,
-        response: Response,
+        answer: InferResponse | Awaitable[InferResponse],
+        request: InferRequest,
         req: Request,
-        router: EndpointRouter,
-        route: Route,
-        timeout_s: float | None,
-        attempt: int,
     ) -> Answer:
-        failed = response[0] >= 500  # the arm's fault; a 4xx is the request's
-        breaker = router.breakers.get(route.label)
-        if breaker is not None:
-            breaker.record(not failed, time.monotonic())
-        retries = router.retries
-        if failed and retries is not None and attempt < retries.attempts and retries.take():
-            return self._arm(req, router, route, timeout_s, attempt + 1)
-        if failed and router.fallback is not None:
-            return self._fallback(req, router, route, "error")
-        return response
-
-    async def _settle_later(
-        self,
-        answer: Awaitable[Response],
-        timeout_s: float | None,
-        req: Request,
-        router: EndpointRouter,
-        route: Route,
-        attempt: int,
-    ) -> Response:
-        try:
-            response = await (asyncio.wait_for(answer, timeout_s) if timeout_s else answer)
-        except TimeoutError:
-            # The request is withdrawn: the batcher skips it if it is still queued.
-            route.stats.record((timeout_s or 0) * 1e3, ok=False)
-            breaker = router.breakers.get(route.label)
-            if breaker is not None:
-                breaker.record(False, time.monotonic())
-            if router.fallback is None:
-                return error_response(
-                    DeadlineExceeded(
-                        f"endpoint {quoted(router.name)} did not answer within"
-                        f" {(timeout_s or 0) * 1e3:g} ms",
-                        waited_s=timeout_s or 0,
-                    )
-                )
-            fallback = self._fallback(req, router, route, "timeout")
-            return fallback if isinstance(fallback, tuple) else await fallback
-        settled = self._settle(response, req, router, route, timeout_s, attempt)
-        return settled if isinstance(settled, tuple) else await settled
-
-    def _fallback(self, req: Request, router: EndpointRouter, route: Route, reason: str) -> Answer:
-        fallback = router.fallback
-        if fallback is None:  # only a circuit can be open without one
-            raise ModelNotReady(
-                route.model, route.version, f"its circuit is open on endpoint {router.name}"
-            )
-        router.fallbacks[reason] = router.fallbacks.get(reason, 0) + 1
-        said = {
-            "servion_fallback": True,
-            "servion_fallback_reason": reason,
-            "servion_arm": route.label,
-        }
-        if fallback.outputs is not None:
-            outputs = [o.model_dump() for o in fallback.outputs]
-            body = {"model_name": router.name, "outputs": outputs, "parameters": said}
-            return 200, orjson.dumps(body), JSON_HEADERS
-        assert fallback.model is not None and fallback.version is not None
-        model = self.manager.resolve(fallback.model, fallback.version)
-        return self._infer(req, model, parameters=said)
-
-    async def _released(self, answer: Awaitable[Response], bulkhead: Bulkhead) -> Response:
-        try:
-            return await answer
-        finally:
-            bulkhead.leave()
-
-    async def _queued(
-        self,
-        turn: asyncio.Future[None],
-        bulkhead: Bulkhead,
-        req: Request,
-        router: EndpointRouter,
-        route: Route,
-        timeout_s: float | None,
-    ) -> Response:
-        try:
-            await turn
-        except asyncio.CancelledError:
-            if turn.done() and not turn.cancelled():
-                bulkhead.leave()  # the place was handed over just as the caller left
-            raise
-        try:
-            answer = self._arm(req, router, route, timeout_s)
-            return answer if isinstance(answer, tuple) else await answer
-        finally:
-            bulkhead.leave()
-
-    def _cached(self, answer: Answer, cache: ResponseCache[Response] | None, key: object) -> Answer:
-        if cache is None:
-            return answer
-        if isinstance(answer, tuple):
-            if answer[0] == 200:
-                cache.put(key, answer)
-            return answer
-        return self._then(answer, lambda r: self._store(cache, key, r))
-
-    @staticmethod
-    def _store(cache: ResponseCache[Response], key: object, response: Response) -> Response:
-        if response[0] == 200:
-            cache.put(key, response)
-        return response
-
-    def _endpoint_info(self, name: str, action: str) -> Answer:
-        router = self.manager.endpoints[name]
-        models = [self.manager.resolve(r.model, r.version) for r in router.routes]
-        if action == "ready":
-            return json_response(200, {"name": name, "ready": True})
-        if action == "" and router.ensemble is not None:
-            return json_response(200, _ensemble_metadata(router, models))
-        if action == "":
-            meta = models[0].metadata([r.label for r in router.routes])
-            return json_response(200, {**meta, "name": name})
-        if action == "config":
-            return json_response(200, {**self._config(models[0]), "name": name})
-        raise _NoRoute
-
-    def _infer(
-        self,
-        req: Request,
-        model: LoadedModel,
-        route: Route | None = None,
-        shadowed: EndpointRouter | None = None,
-        parameters: dict[str, Any] | None = None,
-    ) -> Answer:
-        t0 = perf_ns()
-        if route is not None:
-            arm = route.stats
-
-            def tally(response: Response) -> Response:
-                arm.record((perf_ns() - t0) / 1e6, response[0] < 400)
-                return response
-
-            try:
-                result = self._infer(req, model, None, shadowed, parameters)
-            except ServionError as exc:
-                result = error_response(exc)
-            if isinstance(result, tuple):
-                return tally(result)
-            return self._then(result, tally)
-        try:
-            request = self._decode(req)
-            job = admit(model, request)
-            t1 = perf_ns()
-            answer = model.batcher.submit_nowait(*job)
-            if isinstance(answer, tuple):
-                return self._infer_done(model, request, job, t0, t1, answer, shadowed, parameters)
-        except ServionError:
-            model.stats.record_failure(perf_ns() - t0)
-            raise
-        # Queued: answer when the batch that carries this request has run.
+        """The HTTP response for a data plane answer, now or when it is ready."""
+        if isinstance(answer, InferResponse):
+            return _ok(request, answer)
+        if not isinstance(answer, asyncio.Future):
+            return self._guard(self._encode_later(answer, request), req)
+        # A queued request: no task, one callback when its batch has run.
         queued = answer
         out: asyncio.Future[Response] = queued.get_loop().create_future()
 
-        def deliver(done: asyncio.Future[tuple[Arrays, int, int]]) -> None:
+        def deliver(done: asyncio.Future[InferResponse]) -> None:
             if out.done():
                 return
             if done.cancelled():
                 out.cancel()
                 return
-            try:
-                out.set_result(
-                    self._infer_done(
-                        model, request, job, t0, t1, done.result(), shadowed, parameters
-                    )
-                )
-            except ServionError as exc:
-                model.stats.record_failure(perf_ns() - t0)
-                out.set_result(error_response(exc))
-            except Exception:
-                out.set_result(_internal_error(req))
+            error = done.exception()
+            if error is None:
+                out.set_result(_ok(request, done.result()))
+            elif isinstance(error, ServionError):
+                out.set_result(error_response(error))
+            else:
+                out.set_result(_internal_error(req, error))
 
         def withdraw(o: asyncio.Future[Response]) -> None:
-            # The caller went away: the batcher skips a cancelled request.
-            if o.cancelled():
+            if o.cancelled():  # the caller went away: so does its request
                 queued.cancel()
 
         queued.add_done_callback(deliver)
         out.add_done_callback(withdraw)
         return out
 
-    def _infer_done(
-        self,
-        model: LoadedModel,
-        request: InferRequest,
-        job: Admitted,
-        t0: int,
-        t1: int,
-        answer: tuple[Arrays, int, int],
-        shadowed: EndpointRouter | None = None,
-        parameters: dict[str, Any] | None = None,
+    async def _encode_later(
+        self, answer: Awaitable[InferResponse], request: InferRequest
     ) -> Response:
-        results, t_queue, t_infer = answer
-        if shadowed is not None:
-            self.shadows.after(shadowed, request, results)
-        t2 = perf_ns()
-        outputs = outputs_of(model, job.wanted, results)
-        response = InferResponse(model.name, model.version, request.id, outputs, parameters)
-        payload, json_length = encode_infer_response(
-            response, request.outputs, request.binary_output_default
-        )
-        model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
-        return _ok(payload, json_length)
+        return _ok(request, await answer)
 
     async def _stats(self, name: str | None, version: str | None) -> Response:
         return json_response(200, await self.control.stats(name, version))
@@ -681,28 +317,20 @@ class ServionApp:
             return json_response(200, {"name": name, "ready": ready})
         if req.method == "POST" and verb == "predict":
             model = self.manager.resolve(name, None)
-            return self._guard(self._predict_v1(model, req.body), req)
+            request = v1_request(model, req.body, self.limits)
+            return self._guard(self._predict_v1(self.plane.infer_model(model, request)), req)
         raise _NoRoute
 
-    async def _predict_v1(self, model: LoadedModel, body: bytes) -> Response:
-        return 200, await predict_v1(model, body, self.limits), JSON_HEADERS
-
-    def _config(self, model: LoadedModel) -> dict[str, Any]:
-        return {
-            "name": model.name,
-            "version": model.version,
-            "platform": model.runtime.platform,
-            "format": model.meta.format,
-            "max_batch_size": model.max_batch_size if model.batched else 0,
-            "dynamic_batching": model.batcher.config.to_dict() if model.batched else None,
-            "input": [s.to_dict() for s in model.signature.inputs],
-            "output": [s.to_dict() for s in model.signature.outputs],
-            "sha256": model.meta.sha256,
-        }
+    async def _predict_v1(self, answer: InferResponse | Awaitable[InferResponse]) -> Response:
+        response = answer if isinstance(answer, InferResponse) else await answer
+        return 200, v1_answer(response), JSON_HEADERS
 
 
-def _ok(payload: bytes, json_length: int | None) -> Response:
+def _ok(request: InferRequest, response: InferResponse) -> Response:
     """A 200 with the encoded response: JSON, or JSON then binary tensors."""
+    payload, json_length = encode_infer_response(
+        response, request.outputs, request.binary_output_default
+    )
     if json_length is None:
         return 200, payload, JSON_HEADERS
     headers = [
@@ -710,36 +338,6 @@ def _ok(payload: bytes, json_length: int | None) -> Response:
         (b"inference-header-content-length", str(json_length).encode()),
     ]
     return 200, payload, headers
-
-
-def _ensemble_metadata(router: EndpointRouter, models: list[LoadedModel]) -> dict[str, Any]:
-    """The ensemble's own inputs (what its steps read from the request) and outputs."""
-    ensemble = router.ensemble
-    assert ensemble is not None
-    inputs: dict[str, dict[str, Any]] = {}
-    produced: dict[str, dict[str, Any]] = {}
-    for step, model in zip(ensemble.steps, models, strict=True):
-        specs = {t.name: t for t in model.signature.inputs}
-        for model_input, source in step.inputs.items():
-            origin, _, name = source.partition(".")
-            if origin == "$request" and name not in inputs:
-                inputs[name] = {**specs[model_input].to_dict(), "name": name}
-        for t in model.signature.outputs:
-            produced[f"{step.name}.{t.name}"] = t.to_dict()
-    outputs = [{**produced[src], "name": name} for name, src in ensemble.outputs.items()]
-    return {
-        "name": router.name,
-        "versions": [str(router.revision)],
-        "platform": "ensemble",
-        "inputs": list(inputs.values()),
-        "outputs": outputs,
-    }
-
-
-def _confidence(outputs: dict[str, Any], name: str) -> Any:
-    """Per row, the largest value of output ``name`` (one value per row for 1-D outputs)."""
-    values = np.asarray(outputs[name], dtype=np.float64)
-    return values.reshape(len(values), -1).max(axis=1)
 
 
 def _text(value: bytes | None) -> str | None:

@@ -18,13 +18,12 @@ import orjson
 
 from servion.audit import Auditor
 from servion.audit.forward import start_forwarding, stop_forwarding
-from servion.deploy import DeploymentSpec
+from servion.deploy import Deployments, DeploymentSpec
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
 from servion.routing import merge_arm_stats, merge_shadow_stats
-from servion.server.manager import ModelManager
-from servion.server.stats import merge, to_triton
 from servion.server.tokens import RANK, TokenTable
+from servion.serving import ModelManager, merge, to_triton
 
 log = logging.getLogger("servion.server")
 
@@ -40,6 +39,7 @@ class Control:
         self,
         registry: ModelRegistry,
         manager: ModelManager,
+        deployments: Deployments,
         *,
         sync_interval_s: float,
         admin_token: str | None,
@@ -47,6 +47,7 @@ class Control:
     ) -> None:
         self.registry = registry
         self.manager = manager
+        self.deployments = deployments
         self.sync_interval_s = sync_interval_s
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}"
         self.tokens = TokenTable(admin_token)
@@ -218,7 +219,7 @@ class Control:
         If an arm fails to load, the previous revision is restored (as a new
         revision) and the deploy is refused: a failed deploy leaves the old one serving.
         """
-        deployments = self.manager.deployments
+        deployments = self.deployments
         started = time.perf_counter()
         revision = await asyncio.to_thread(deployments.deploy, spec, user)
         await self.converge()
@@ -244,7 +245,7 @@ class Control:
     async def rollback(self, endpoint: str, to: int | None, user: str) -> dict[str, Any]:
         """Serve an earlier revision again; answer when every worker does."""
         started = time.perf_counter()
-        deployments = self.manager.deployments
+        deployments = self.deployments
         revision = await asyncio.to_thread(deployments.rollback, endpoint, to, user)
         await self.converge()
         return {
@@ -264,7 +265,7 @@ class Control:
 
     async def endpoint_report(self, endpoint: str) -> dict[str, Any]:
         """Requests, errors and latency per arm, summed over every live worker."""
-        current = await asyncio.to_thread(self.manager.deployments.current, endpoint)
+        current = await asyncio.to_thread(self.deployments.current, endpoint)
         per_worker = await self.endpoint_counters(endpoint)
         parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for stats in per_worker:

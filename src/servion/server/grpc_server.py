@@ -9,7 +9,6 @@ the status code of ``protocol/errors.py``'s table.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,18 +17,15 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from servion.deploy import PIN_HEADER
 from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError
 from servion.protocol import InferResponse, grpc_code_for
 from servion.protocol.grpc import grpc_service_pb2 as pb
 from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
-from servion.routing import EndpointRouter
+from servion.routing import request_context
 from servion.server.app import ServionApp
-from servion.server.inference import admit, outputs_of
-from servion.server.loaded import LoadedModel
+from servion.serving import describe
 
 log = logging.getLogger("servion.server")
-perf_ns = time.perf_counter_ns
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -58,6 +54,7 @@ class GrpcFrontEnd:
     def __init__(self, app: ServionApp, host: str, port: int, max_message_bytes: int) -> None:
         self.app = app
         self.manager = app.manager
+        self.plane = app.plane
         self.control = app.control
         self.host = host
         self.port = port
@@ -138,7 +135,7 @@ class GrpcFrontEnd:
 
     async def _model_ready(self, request: pb.ModelReadyRequest, _: Any) -> Message:
         try:
-            self.manager.resolve(request.name, request.version or None)
+            describe.ready(self.manager, request.name, request.version or None)
         except ServionError:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
@@ -150,8 +147,7 @@ class GrpcFrontEnd:
         )
 
     async def _model_metadata(self, request: pb.ModelMetadataRequest, _: Any) -> Message:
-        model = self.manager.resolve(request.name, request.version or None)
-        meta = model.metadata(self.manager.served[model.name])
+        meta = describe.metadata(self.manager, request.name, request.version or None)
         return json_format.ParseDict(meta, pb.ModelMetadataResponse())
 
     async def _model_config(self, request: pb.ModelConfigRequest, _: Any) -> Message:
@@ -216,49 +212,20 @@ class GrpcFrontEnd:
     # -- inference ---------------------------------------------------------------------
 
     async def _model_infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
-        t0 = perf_ns()
         if self.control.inference_auth:
             self.control.authorize(_metadata(context, b"authorization"), "viewer")
-        router = None if request.model_version else self.manager.endpoints.get(request.model_name)
+        name, version = request.model_name, request.model_version or None
+        router = self.manager.endpoints.get(name) if version is None else None
         if router is None:
-            model = self.manager.resolve(request.model_name, request.model_version or None)
-            return await self._infer(request, model, t0)
-        route = router.choose(
-            lambda name: _metadata(context, name), _metadata(context, PIN_HEADER.encode())
-        )
-        ok = False
-        try:
-            model = self.manager.resolve(route.model, route.version)
-            answer = await self._infer(request, model, t0, router if router.shadows else None)
-            ok = True
-            return answer
-        finally:
-            route.stats.record((perf_ns() - t0) / 1e6, ok)
-
-    async def _infer(
-        self,
-        request: pb.ModelInferRequest,
-        model: LoadedModel,
-        t0: int,
-        shadowed: EndpointRouter | None = None,
-    ) -> Message:
-        try:
+            model = self.manager.resolve(name, version)  # NOT_FOUND / UNAVAILABLE first
             decoded = decode_model_infer(request, self.app.limits)
-            job = admit(model, decoded)
-            t1 = perf_ns()
-            answer = model.batcher.submit_nowait(*job)
-            results, t_queue, t_infer = answer if isinstance(answer, tuple) else await answer
-            t2 = perf_ns()
-            if shadowed is not None:
-                self.app.shadows.after(shadowed, decoded, results)
-            outputs = outputs_of(model, job.wanted, results)
-            response = InferResponse(model.name, model.version, decoded.id, outputs)
-            message = encode_model_infer(response, decoded.outputs)
-        except ServionError:
-            model.stats.record_failure(perf_ns() - t0)
-            raise
-        model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
-        return message
+            answer = self.plane.infer_model(model, decoded)
+        else:
+            decoded = decode_model_infer(request, self.app.limits)
+            ctx = request_context(lambda key: _metadata(context, key))
+            answer = self.plane.infer_endpoint(router, decoded, ctx)
+        response = answer if isinstance(answer, InferResponse) else await answer
+        return encode_model_infer(response, decoded.outputs)
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], name: bytes) -> bytes | None:

@@ -27,7 +27,7 @@ from servion.deploy.rollout import (
 )
 from servion.deploy.spec import Rollout
 from servion.errors import InvalidInput, quoted
-from servion.routing.router import BUCKETS_MS
+from servion.routing import BUCKETS_MS
 from servion.server.control import Control
 
 log = logging.getLogger("servion.server")
@@ -38,7 +38,7 @@ TICK_S = 0.25
 class RolloutDriver:
     def __init__(self, control: Control) -> None:
         self.control = control
-        self.deployments = control.manager.deployments
+        self.deployments = control.deployments
         self.rollouts = Rollouts(control.registry)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

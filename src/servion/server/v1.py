@@ -1,4 +1,8 @@
-"""KServe V1 ``:predict``: ``{"instances": [...]}`` in, ``{"predictions": [...]}`` out."""
+"""KServe V1 ``:predict``: ``{"instances": [...]}`` in, ``{"predictions": [...]}`` out.
+
+A V1 call is decoded into the same ``InferRequest`` as a V2 one and answered by
+the data plane; only the two ends differ.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,19 @@ import orjson
 
 from servion.datatypes import NUMPY_OF
 from servion.errors import InvalidInput
-from servion.protocol import InferInput, Limits, decode_v1_request, encode_v1_response
-from servion.server.loaded import LoadedModel
+from servion.protocol import (
+    InferInput,
+    InferRequest,
+    InferResponse,
+    Limits,
+    decode_v1_request,
+    encode_v1_response,
+)
+from servion.serving import LoadedModel
 
 
-async def predict_v1(model: LoadedModel, body: bytes, limits: Limits) -> bytes:
-    """Run V1 instances through a single-input model; one prediction per instance."""
+def v1_request(model: LoadedModel, body: bytes, limits: Limits) -> InferRequest:
+    """V1 instances as a request to a single-input model: one row per instance."""
     instances = decode_v1_request(body, limits)
     if len(model.signature.inputs) != 1:
         raise InvalidInput(f"model '{model.name}' has several inputs: use the V2 protocol")
@@ -23,10 +34,13 @@ async def predict_v1(model: LoadedModel, body: bytes, limits: Limits) -> bytes:
         array = np.asarray(instances, dtype=NUMPY_OF[spec.datatype])
     except (ValueError, TypeError) as exc:
         raise InvalidInput(f"instances are not a rectangular array of numbers: {exc}") from None
-    arrays, rows = model.validate([InferInput(spec.name, spec.datatype, array.shape, array)])
-    results, _, _ = await model.batcher.submit(arrays, rows, None)
-    names = [s.name for s in model.signature.outputs]
-    columns = [np.asarray(results[n]) for n in names]
+    return InferRequest(None, [InferInput(spec.name, spec.datatype, array.shape, array)], None, {})
+
+
+def v1_answer(response: InferResponse) -> bytes:
+    """One prediction per instance: the value of a single output, else a dict of all."""
+    names = [o.name for o in response.outputs]
+    columns = [np.asarray(o.data) for o in response.outputs]
     if len(columns) == 1:
         predictions = _plain(columns[0])
     else:

@@ -10,23 +10,27 @@ from types import FrameType
 from servion._version import __version__
 from servion.batching import BatchingConfig
 from servion.config import Settings
+from servion.deploy import Deployments
 from servion.logs import configure_logging
 from servion.protocol import Limits
 from servion.registry import ModelRegistry
 from servion.server import native
 from servion.server.app import ServionApp
 from servion.server.control import Control
-from servion.server.manager import ModelManager
 from servion.server.supervisor import bind
+from servion.serving import ModelManager
 
 
 def build_app(settings: Settings, admin_required: bool) -> ServionApp:
     """Compose registry, manager and control into the ASGI app of one worker."""
     registry = ModelRegistry(settings)
-    manager = ModelManager(registry, BatchingConfig(**settings.batching.model_dump()))
+    deployments = Deployments(registry)
+    batching = BatchingConfig(**settings.batching.model_dump())
+    manager = ModelManager(registry, batching, deployments.plans)
     control = Control(
         registry,
         manager,
+        deployments,
         sync_interval_s=settings.server.sync_interval_s,
         admin_token=settings.server.admin_token,
         admin_required=admin_required,

@@ -190,6 +190,8 @@ def encode_model_infer(
         model_version=response.model_version or "",
         id=response.id or "",
     )
+    for key, value in (response.parameters or {}).items():
+        out.parameters[key].CopyFrom(parameter(value))
     by_name = {o.name: o for o in response.outputs}
     names = [r.name for r in requested] if requested is not None else list(by_name)
     raw: list[bytes] = []

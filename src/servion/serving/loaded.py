@@ -1,17 +1,67 @@
-"""A model version loaded in this worker, with its request checks precomputed."""
+"""A model version loaded in this worker, with its request checks precomputed, and
+the reference count that keeps its runtime alive while anything still uses it."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from servion.batching import BatchingConfig, DynamicBatcher
+import numpy as np
+
+from servion.batching import BatchingConfig, DynamicBatcher, request_scheduling
 from servion.errors import InvalidInput, PayloadTooLarge, quoted
+from servion.protocol import InferOutput, InferRequest
 from servion.registry import ModelVersion
 from servion.runtime import Runtime, Signature
-from servion.server.stats import ModelStats
+from servion.serving.stats import ModelStats
 from servion.types import Arrays
+
+log = logging.getLogger("servion.serving")
+
+
+class RuntimeHandle:
+    """One loaded runtime and the executions that hold it.
+
+    Every view of a model version (its own batching, an endpoint's) shares the
+    handle. A replaced or unloaded version is *retired*; its runtime is unloaded
+    when the last execution holding it (a queued request, a batch running in a
+    thread, a shadow copy) lets go. Counted on the event loop's thread only.
+    """
+
+    __slots__ = ("label", "refs", "released", "retired", "runtime")
+
+    def __init__(self, runtime: Runtime, label: str) -> None:
+        self.runtime = runtime
+        self.label = label
+        self.refs = 0
+        self.retired = False
+        self.released = False
+
+    def acquire(self) -> None:
+        self.refs += 1
+
+    def release(self) -> None:
+        self.refs -= 1
+        if self.retired and self.refs == 0:
+            self._unload()
+
+    def retire(self) -> None:
+        """No new execution will start; unload once the running ones end."""
+        self.retired = True
+        if self.refs == 0:
+            self._unload()
+
+    def _unload(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        try:
+            self.runtime.unload()
+        except Exception:  # a model's own code may raise anything
+            log.exception("model_unload_failed", extra={"model": self.label})
+        log.info("model_unloaded", extra={"model": self.label})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +86,12 @@ class LoadedModel:
     """What the hot path needs about one served model version."""
 
     meta: ModelVersion
-    runtime: Runtime
+    handle: RuntimeHandle
     config: BatchingConfig
     stats: ModelStats = field(default_factory=ModelStats)
 
     def __post_init__(self) -> None:
+        self.runtime = self.handle.runtime
         self.name = self.meta.name
         self.version = self.meta.version
         self.signature = self.runtime.signature()
@@ -50,7 +101,11 @@ class LoadedModel:
             effective = replace(effective, dynamic=False)
         self.max_batch_size = effective.max_batch_size
         self.batcher = DynamicBatcher(
-            self.runtime.predict, effective, self.meta.label, self.stats.record_execution
+            self.runtime.predict,
+            effective,
+            self.meta.label,
+            self.stats.record_execution,
+            hold=(self.handle.acquire, self.handle.release),
         )
         self._checks = _checks(self.signature)
         self._expected = sorted(self._checks)
@@ -114,6 +169,32 @@ class LoadedModel:
         }
 
     def rebatched(self, config: BatchingConfig) -> LoadedModel:
-        """The same loaded runtime under new batching settings; the old queue is run first."""
-        self.batcher.drain()
-        return LoadedModel(self.meta, self.runtime, config, self.stats)
+        """The same loaded runtime under other batching settings (its statistics shared)."""
+        return LoadedModel(self.meta, self.handle, config, self.stats)
+
+
+class Admitted(NamedTuple):
+    """A request checked against its model, ready for the batcher."""
+
+    arrays: Arrays
+    rows: int
+    wanted: list[str] | None
+    priority: int
+    timeout_us: int
+
+
+def admit(model: LoadedModel, request: InferRequest) -> Admitted:
+    """Check ``request`` against the model's signature and scheduling rules."""
+    arrays, rows = model.validate(request.inputs)
+    wanted = None
+    if request.outputs:
+        wanted = [o.name for o in request.outputs]
+        model.check_outputs(wanted)
+    priority, timeout = request_scheduling(request.parameters) if request.parameters else (0, 0)
+    return Admitted(arrays, rows, wanted, priority, timeout)
+
+
+def outputs_of(model: LoadedModel, wanted: list[str] | None, results: Arrays) -> list[InferOutput]:
+    """The outputs to answer with, in the order asked for (the signature's by default)."""
+    names = wanted or model.output_order
+    return [InferOutput.of(n, np.asarray(results[n])) for n in names]

@@ -12,29 +12,28 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from servion.batching import BatchingConfig
-from servion.deploy import Deployments, Revision
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
-from servion.routing import (
-    ArmStats,
-    Bulkhead,
-    CircuitBreaker,
-    EndpointRouter,
-    ResponseCache,
-    RetryBudget,
-    Route,
-    ShadowRoute,
-    ShadowStats,
-)
-from servion.server.loaded import LoadedModel
+from servion.routing import EndpointPolicy, EndpointRouter
+from servion.serving.loaded import LoadedModel, RuntimeHandle
 
-log = logging.getLogger("servion.server")
+log = logging.getLogger("servion.serving")
 
 Key = tuple[str, str]
+
+PlanSource = Callable[[], list[tuple[EndpointPolicy, EndpointPolicy | None]]]
+"""Each deployed endpoint's current policy and the one before it (kept loaded for rollback)."""
+
+SERVES = ("arm", "stage", "step")
+"""Parts of an endpoint that answer requests: their versions gate readiness."""
+
+
+def _no_endpoints() -> list[tuple[EndpointPolicy, EndpointPolicy | None]]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +55,14 @@ class ModelState:
 class ModelManager:
     """Loads, serves and unloads model versions in one worker process."""
 
-    def __init__(self, registry: ModelRegistry, batching: BatchingConfig) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        batching: BatchingConfig,
+        plans: PlanSource = _no_endpoints,
+    ) -> None:
         self.registry = registry
+        self.plans = plans
         self.batching = batching
         self.models: dict[Key, LoadedModel] = {}
         self.latest: dict[str, LoadedModel] = {}
@@ -66,7 +71,6 @@ class ModelManager:
         self.states: list[ModelState] = []
         self.endpoints: dict[str, EndpointRouter] = {}
         """Deployed endpoints by name, each at its current revision."""
-        self.deployments = Deployments(registry)
         self.generation = -1
         self._all_loaded = False
         self._lock = asyncio.Lock()
@@ -114,39 +118,28 @@ class ModelManager:
             versions = await asyncio.to_thread(self.registry.list_versions)
             policies = await asyncio.to_thread(self.registry.policies)
             configs = await asyncio.to_thread(self._configs)
-            serving = await asyncio.to_thread(self.deployments.serving)
+            plans = await asyncio.to_thread(self.plans)
             wanted = self._wanted(versions, policies)
-            by_key = {(mv.name, mv.version): mv for mv in versions}
             required = set(wanted)
-
-            def want(model: str, version: str | None, serves: bool) -> None:
-                mv = by_key.get((model, version or ""))
-                if mv is not None:
-                    wanted[(mv.name, mv.version)] = mv
-                    if serves:  # answers requests: gates readiness
-                        required.add((mv.name, mv.version))
-
+            by_key = {(mv.name, mv.version): mv for mv in versions}
             # Versions behind an endpoint are served whatever their policy, and so
             # are those of the revision before, so that a rollback loads nothing.
-            for current, previous in serving:
-                spec = current.spec
-                for arm in spec.models:
-                    want(arm.model, arm.version, True)
-                for arm in previous.spec.models if previous else ():
-                    want(arm.model, arm.version, False)
-                for step in spec.ensemble.steps if spec.ensemble else ():
-                    want(step.model, step.version, True)
-                for stage in spec.cascade.then if spec.cascade else ():
-                    want(stage.model, stage.version, True)
-                # Shadows and the fallback load too, but an endpoint serves without them.
-                for shadow in spec.shadows:
-                    want(shadow.model, shadow.version, False)
-                if spec.fallback is not None and spec.fallback.model is not None:
-                    want(spec.fallback.model, spec.fallback.version, False)
+            # Shadows and the fallback load too, but an endpoint serves without them.
+            for current, previous in plans:
+                for role, ref in current.model_refs():
+                    mv = by_key.get((ref.model, ref.version))
+                    if mv is not None:
+                        wanted[(mv.name, mv.version)] = mv
+                        if role in SERVES:
+                            required.add((mv.name, mv.version))
+                for arm in previous.arms if previous else ():
+                    mv = by_key.get((arm.ref.model, arm.ref.version))
+                    if mv is not None:
+                        wanted[(mv.name, mv.version)] = mv
             models = {
-                k: m.rebatched(configs.get(k[0], self.batching))
-                if m.config != configs.get(k[0], self.batching)
-                else m
+                k: m
+                if m.config == configs.get(k[0], self.batching)
+                else m.rebatched(configs.get(k[0], self.batching))
                 for k, m in self.models.items()
                 if k in wanted
             }
@@ -156,7 +149,7 @@ class ModelManager:
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
-            self._swap(models, self._routers([current for current, _ in serving], models))
+            self._swap(models, self._routers([current for current, _ in plans], models))
             # Readiness waits for what is served, not for the rollback standby.
             self._all_loaded = all(k in models for k in required)
             # Loaded models live until the next change: keep them out of the
@@ -236,115 +229,52 @@ class ModelManager:
             return None
         self.failures.pop(key, None)
         log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
-        return LoadedModel(mv, runtime, config)
+        return LoadedModel(mv, RuntimeHandle(runtime, mv.label), config)
 
     def _routers(
-        self, revisions: list[Revision], models: dict[Key, LoadedModel]
+        self, plans: list[EndpointPolicy], models: dict[Key, LoadedModel]
     ) -> dict[str, EndpointRouter]:
-        """A router per endpoint; an arm's counters survive a new revision."""
-        kept: dict[tuple[str, str], ArmStats] = {
-            (name, route.label): route.stats
-            for name, router in self.endpoints.items()
-            for route in router.routes
-        }
-        kept_shadows: dict[tuple[str, str], ShadowStats] = {
-            (name, shadow.label): shadow.stats
-            for name, router in self.endpoints.items()
-            for shadow in router.shadows
-        }
+        """A router per endpoint, each carrying over the live state of the one before."""
         routers = {}
-        for rev in revisions:
-            spec = rev.spec
-            refs: list[tuple[str, str, float]] = [
-                (a.model, a.version, a.weight) for a in spec.models
-            ]
-            if spec.ensemble is not None:  # its steps, counted like arms but never drawn
-                refs = [(s.model, s.version, 0.0) for s in spec.ensemble.steps]
-            routes = [
-                Route(m, v, w, kept.get((spec.endpoint, f"{m}:{v}"), ArmStats()))
-                for m, v, w in refs
-            ]
-            shadows = [
-                ShadowRoute(
-                    s.model,
-                    s.version,
-                    s.sample,
-                    kept_shadows.get((spec.endpoint, s.label), ShadowStats()),
-                )
-                for s in spec.shadows
-            ]
-            sticky = spec.sticky.header if spec.sticky else None
-            old = self.endpoints.get(spec.endpoint)
-            cache = None
-            if spec.cache is not None:
-                cache = ResponseCache[Any](spec.cache.max_entries, spec.cache.ttl_s)
-            bulkhead = None
-            if spec.concurrency is not None:
-                limit, queue = spec.concurrency.limit, spec.concurrency.queue
-                bulkhead = old.bulkhead if old is not None else None
-                # Keep the one in use (its running count) unless its limits changed.
-                if bulkhead is None or (bulkhead.limit, bulkhead.queue) != (limit, queue):
-                    bulkhead = Bulkhead(spec.endpoint, limit, queue)
-            breakers: dict[str, CircuitBreaker] = {}
-            if spec.circuit_breaker is not None:
-                cb = spec.circuit_breaker
-                wanted = (cb.error_rate, cb.window_s, cb.min_requests, cb.open_s)
-                for arm in spec.models:
-                    found = old.breakers.get(arm.label) if old is not None else None
-                    # An arm keeps its breaker (and its state) across revisions.
-                    breakers[arm.label] = (
-                        found
-                        if found is not None and found.settings == wanted
-                        else CircuitBreaker(*wanted)
-                    )
-            timeout_s = spec.timeout_ms / 1e3 if spec.timeout_ms else None
-            retries = None
-            if spec.retries is not None:
-                retries = old.retries if old is not None else None
-                # The budget carries over a new revision with the same settings.
-                if retries is None or (retries.attempts, retries.share) != (
-                    spec.retries.attempts,
-                    spec.retries.budget,
-                ):
-                    retries = RetryBudget(spec.retries.attempts, spec.retries.budget)
-            own: dict[str, LoadedModel] = {}
-            if spec.batching is not None:
-                # The endpoint's own queues over the same loaded runtimes; statistics shared.
-                config = BatchingConfig.from_dict(spec.batching.settings(), base=self.batching)
-                for arm in spec.models:
-                    base = models.get((arm.model, arm.version))
-                    if base is not None:
-                        own[arm.label] = LoadedModel(base.meta, base.runtime, config, base.stats)
-            routers[spec.endpoint] = EndpointRouter(
-                spec.endpoint,
-                rev.revision,
-                routes,
-                sticky,
-                shadows=shadows,
-                cache=cache,
-                bulkhead=bulkhead,
-                breakers=breakers,
-                fallback=spec.fallback,
-                timeout_s=timeout_s,
-                cascade=spec.cascade,
-                retries=retries,
-                ensemble=spec.ensemble,
-                models=own,
-            )
+        for policy in plans:
+            old = self.endpoints.get(policy.name)
+            router = EndpointRouter(policy, old)
+            if policy.batching is not None:
+                config = BatchingConfig.from_dict(dict(policy.batching), base=self.batching)
+                for route in router.routes:
+                    base = models.get((route.model, route.version))
+                    if base is None:
+                        continue
+                    kept = old.models.get(route.label) if old is not None else None
+                    # The endpoint's own queue over the same runtime, kept while unchanged.
+                    if kept is not None and kept.config == config and kept.handle is base.handle:
+                        router.models[route.label] = kept
+                    else:
+                        router.models[route.label] = LoadedModel(
+                            base.meta, base.handle, config, base.stats
+                        )
+            routers[policy.name] = router
         return routers
 
     def _swap(self, models: dict[Key, LoadedModel], endpoints: dict[str, EndpointRouter]) -> None:
-        gone = [m for k, m in self.models.items() if k not in models]
         latest: dict[str, LoadedModel] = {}
         served: dict[str, list[str]] = {}
         for model in sorted(models.values(), key=lambda m: m.meta.semver):
             latest[model.name] = model
             served.setdefault(model.name, []).append(model.version)
+        kept_views = {id(m) for m in models.values()}
+        kept_views |= {id(m) for r in endpoints.values() for m in r.models.values()}
+        old_views = [*self.models.values()]
+        old_views += [m for r in self.endpoints.values() for m in r.models.values()]
+        live = {id(m.handle) for m in models.values()}
         self.models, self.latest, self.served = models, latest, served
         self.endpoints = endpoints
-        # Inference runs on the event loop between two awaits, and so does
-        # this swap: no request can be inside a runtime being unloaded.
-        for model in gone:
-            model.batcher.drain()
-            model.runtime.unload()
-            log.info("model_unloaded", extra={"model": model.name, "version": model.version})
+        # A request resolves its model and submits to it between two awaits, and
+        # this swap runs between two awaits too: from here on no request can
+        # reach a view left behind. What such a view has queued still runs, and
+        # a runtime no view serves is unloaded once its last execution ends.
+        for view in old_views:
+            if id(view) not in kept_views:
+                view.batcher.close()
+                if id(view.handle) not in live:
+                    view.handle.retire()

@@ -1,0 +1,22 @@
+"""The data plane: the model manager (load, warm-up, serve, retire, with reference
+counts) and ``DataPlane.infer`` / ``infer_model`` over protocol-neutral requests and
+answers, the only place that validates, submits to a batcher and counts."""
+
+from servion.serving.dataplane import DataPlane
+from servion.serving.loaded import LoadedModel, RuntimeHandle
+from servion.serving.manager import ModelManager, ModelState, PlanSource
+from servion.serving.shadow import ShadowRunner
+from servion.serving.stats import ModelStats, merge, to_triton
+
+__all__ = [
+    "DataPlane",
+    "LoadedModel",
+    "ModelManager",
+    "ModelState",
+    "ModelStats",
+    "PlanSource",
+    "RuntimeHandle",
+    "ShadowRunner",
+    "merge",
+    "to_triton",
+]

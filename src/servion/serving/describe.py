@@ -1,0 +1,82 @@
+"""What a model or an endpoint says about itself (metadata, configuration, readiness),
+protocol-neutral: REST writes these as JSON, gRPC as its messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servion.routing import EndpointRouter
+from servion.serving.loaded import LoadedModel
+from servion.serving.manager import ModelManager
+
+
+def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
+    """The Open Inference Protocol's model metadata, for a model version or an endpoint."""
+    router = manager.endpoints.get(name) if version is None else None
+    if router is None:
+        model = manager.resolve(name, version)
+        return model.metadata(manager.served[model.name])
+    models = _models(manager, router)
+    if router.ensemble is not None:
+        return _ensemble_metadata(router, models)
+    meta = models[0].metadata([r.label for r in router.routes])
+    return {**meta, "name": name}
+
+
+def config(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
+    """Triton's model configuration subset, for a model version or an endpoint's first arm."""
+    router = manager.endpoints.get(name) if version is None else None
+    if router is None:
+        return model_config(manager.resolve(name, version))
+    return {**model_config(_models(manager, router)[0]), "name": name}
+
+
+def ready(manager: ModelManager, name: str, version: str | None) -> None:
+    """Nothing when ``name`` answers now; the reason it does not, raised, otherwise."""
+    router = manager.endpoints.get(name) if version is None else None
+    if router is None:
+        manager.resolve(name, version)
+    else:
+        _models(manager, router)
+
+
+def model_config(model: LoadedModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "version": model.version,
+        "platform": model.runtime.platform,
+        "format": model.meta.format,
+        "max_batch_size": model.max_batch_size if model.batched else 0,
+        "dynamic_batching": model.batcher.config.to_dict() if model.batched else None,
+        "input": [s.to_dict() for s in model.signature.inputs],
+        "output": [s.to_dict() for s in model.signature.outputs],
+        "sha256": model.meta.sha256,
+    }
+
+
+def _models(manager: ModelManager, router: EndpointRouter) -> list[LoadedModel]:
+    return [manager.resolve(r.model, r.version) for r in router.routes]
+
+
+def _ensemble_metadata(router: EndpointRouter, models: list[LoadedModel]) -> dict[str, Any]:
+    """The ensemble's own inputs (what its steps read from the request) and outputs."""
+    ensemble = router.ensemble
+    assert ensemble is not None
+    inputs: dict[str, dict[str, Any]] = {}
+    produced: dict[str, dict[str, Any]] = {}
+    for step, model in zip(ensemble.steps, models, strict=True):
+        specs = {t.name: t for t in model.signature.inputs}
+        for model_input, source in step.inputs:
+            origin, _, name = source.partition(".")
+            if origin == "$request" and name not in inputs:
+                inputs[name] = {**specs[model_input].to_dict(), "name": name}
+        for t in model.signature.outputs:
+            produced[f"{step.name}.{t.name}"] = t.to_dict()
+    outputs = [{**produced[src], "name": name} for name, src in ensemble.outputs]
+    return {
+        "name": router.name,
+        "versions": [str(router.revision)],
+        "platform": "ensemble",
+        "inputs": list(inputs.values()),
+        "outputs": outputs,
+    }
