@@ -8,6 +8,7 @@ were registered with ``--trust-code``. The class declares its signature:
         outputs = [{"name": "y", "datatype": "FP32", "shape": [-1]}]
         def load(self) -> None: ...
         def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+        def unload(self) -> None: ...  # optional: called once nothing runs the model any more
 """
 
 from __future__ import annotations
@@ -102,4 +103,11 @@ class PythonRuntime(Runtime):
         return {str(k): np.asarray(v) for k, v in result.items()}
 
     def unload(self) -> None:
-        self.__dict__.pop("_model", None)
+        """Call the model's own ``unload()``, when it has one, then let it go."""
+        model = self.__dict__.pop("_model", None)
+        release = getattr(model, "unload", None)
+        if callable(release):
+            try:
+                release()
+            except Exception as exc:
+                raise RuntimeFailure(f"the model's unload() failed: {exc!r}") from exc
