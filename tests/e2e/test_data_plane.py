@@ -252,7 +252,7 @@ def test_delete_refuses_every_kind_of_reference(tmp_path: Path, tabular: Tabular
         register(registry, name, tabular.onnx)
     register(registry, "unsure", write_model(tmp_path, "unsure", UNSURE_MODEL), trust_code=True)
     deployments = Deployments(registry)
-    spec = {
+    spec: dict[str, Any] = {
         "endpoint": "everything",
         "models": [{"model": "old-m", "version": "v1.0.0"}],
     }

@@ -30,153 +30,49 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from servion.deploy._fields import Arm, Shadow, Sticky, _Strict
+from servion.deploy.graphs import Cascade, Ensemble, EnsembleStep, Stage
+from servion.deploy.resilience import (
+    Cache,
+    CircuitBreaker,
+    Concurrency,
+    Fallback,
+    Retries,
+    StaticOutput,
+)
 from servion.errors import InvalidInput
-from servion.registry.naming import NAME_RE, VERSION_RE
+from servion.registry.naming import NAME_RE
 from servion.routing import ModelRef
 from servion.routing.policies import RefRole
 
-_HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Ref(_Strict):
-    model: str = Field(description="A registered model name.")
-    version: str = Field(description="One of its registered versions, vMAJOR.MINOR.PATCH.")
-
-    @field_validator("model")
-    @classmethod
-    def _model_name(cls, value: str) -> str:
-        if not NAME_RE.fullmatch(value):
-            raise ValueError("must be 3-64 letters, digits, '_' or '-'")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: str) -> str:
-        if not VERSION_RE.fullmatch(value):
-            raise ValueError("must be vMAJOR.MINOR.PATCH, e.g. v1.0.0")
-        return value
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}:{self.version}"
-
-
-class Arm(_Ref):
-    """One model version behind the endpoint and its share of the traffic."""
-
-    weight: float = Field(
-        default=100.0,
-        ge=0,
-        le=100,
-        description="Percent of requests this arm answers; the weights sum to 100.",
-    )
-
-
-class Shadow(_Ref):
-    """A model version that receives a copy of live traffic; its answers are only compared."""
-
-    sample: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="Share of requests copied to this shadow (1 = all).",
-    )
-
-
-class Sticky(_Strict):
-    """Route each value of a request header to the same arm (consistent hashing)."""
-
-    header: str = Field(description="Header whose value keeps a caller on one arm.")
-
-    @field_validator("header")
-    @classmethod
-    def _header(cls, value: str) -> str:
-        if not _HEADER_RE.fullmatch(value):
-            raise ValueError("must be an HTTP header name (letters, digits, '-')")
-        return value.lower()
-
-
-class Cache(_Strict):
-    """Answer repeated identical requests from memory (per worker, LRU with a TTL)."""
-
-    max_entries: int = Field(default=1024, ge=1, le=1_000_000)
-    ttl_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds an answer is kept.")
-
-
-class Concurrency(_Strict):
-    """A bulkhead: requests this endpoint may run at once per worker, and wait beyond that."""
-
-    limit: int = Field(ge=1, le=100_000, description="Requests running at once, per worker.")
-    queue: int = Field(
-        default=0, ge=0, le=1_000_000, description="Requests waiting beyond the limit; more: 503."
-    )
-
-
-class StaticOutput(_Strict):
-    name: str = Field(min_length=1, max_length=256)
-    datatype: Literal[
-        "BOOL",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-        "FP32",
-        "FP64",
-        "BYTES",
-    ]
-    shape: list[int] = Field(max_length=16)
-    data: list[Any] = Field(max_length=10_000)
-
-
-class Fallback(_Strict):
-    """Who answers when the chosen arm fails (5xx), times out, or its circuit is open."""
-
-    model: str | None = None
-    version: str | None = None
-    outputs: list[StaticOutput] | None = Field(
-        default=None, description="A fixed answer, when no model should be asked."
-    )
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Fallback:
-        as_model = self.model is not None or self.version is not None
-        if as_model == (self.outputs is not None):
-            raise ValueError("give either model and version, or outputs")
-        if as_model:
-            if not (self.model and NAME_RE.fullmatch(self.model)):
-                raise ValueError("model must be 3-64 letters, digits, '_' or '-'")
-            if not (self.version and VERSION_RE.fullmatch(self.version)):
-                raise ValueError("version must be vMAJOR.MINOR.PATCH")
-        return self
-
-    @property
-    def label(self) -> str:
-        return f"{self.model}:{self.version}" if self.model else "static outputs"
-
-
-class CircuitBreaker(_Strict):
-    """Per arm: stop sending it requests while its recent error rate is too high."""
-
-    error_rate: float = Field(default=0.5, gt=0, le=1, description="Open at or above this rate.")
-    window_s: float = Field(default=10.0, gt=0, le=3600)
-    min_requests: int = Field(default=20, ge=1, le=1_000_000)
-    open_s: float = Field(
-        default=5.0, gt=0, le=3600, description="Then one probe request (half-open)."
-    )
+__all__ = [
+    "Arm",
+    "Batching",
+    "Cache",
+    "Cascade",
+    "CircuitBreaker",
+    "Concurrency",
+    "DeploymentSpec",
+    "Ensemble",
+    "EnsembleStep",
+    "Fallback",
+    "Gates",
+    "Resources",
+    "Retries",
+    "Rollout",
+    "Shadow",
+    "Stage",
+    "StaticOutput",
+    "Sticky",
+    "json_schema",
+    "parse_spec",
+    "spec_from_dict",
+]
 
 
 class Gates(_Strict):
@@ -230,102 +126,6 @@ class Rollout(_Strict):
         if value[-1] != 100:
             raise ValueError("the last step must be 100")
         return value
-
-
-class Stage(_Ref):
-    """A model version a cascade escalates to."""
-
-    min_confidence: float | None = Field(
-        default=None,
-        gt=0,
-        le=1,
-        description="Rows this stage answers with less confidence go on (the last stage: none).",
-    )
-
-
-class Cascade(_Strict):
-    """Rows the chosen arm answers with low confidence are asked again of bigger models."""
-
-    output: str = Field(
-        min_length=1,
-        max_length=256,
-        description="Output whose largest value in a row is that row's confidence.",
-    )
-    min_confidence: float = Field(gt=0, le=1, description="The arm's own threshold.")
-    then: list[Stage] = Field(min_length=1, max_length=8)
-
-    @model_validator(mode="after")
-    def _last_takes_all(self) -> Cascade:
-        for stage in self.then[:-1]:
-            if stage.min_confidence is None:
-                raise ValueError(f"then: {stage.label} needs min_confidence (it is not the last)")
-        if self.then[-1].min_confidence is not None:
-            raise ValueError("then: the last stage answers every row it gets: no min_confidence")
-        return self
-
-
-class Retries(_Strict):
-    """Ask again when an arm fails (5xx), within a budget so that retries cannot pile up."""
-
-    attempts: int = Field(default=1, ge=1, le=5, description="Extra tries per request.")
-    budget: float = Field(
-        default=0.1,
-        gt=0,
-        le=1,
-        description="Retries at most this share of the endpoint's recent requests.",
-    )
-
-
-_SOURCE_RE = re.compile(r"^(\$request|[A-Za-z0-9_\-]{1,64})\.[^\s.]{1,256}$")
-
-
-class EnsembleStep(_Ref):
-    """One model of an ensemble and where each of its inputs comes from."""
-
-    name: str = Field(description="The step's name; later steps read its outputs as NAME.OUTPUT.")
-    inputs: dict[str, str] = Field(
-        min_length=1,
-        description="Model input -> $request.INPUT or STEP.OUTPUT of an earlier step.",
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", value) or value == "$request":
-            raise ValueError("must be 1-64 letters, digits, '_' or '-'")
-        return value
-
-
-class Ensemble(_Strict):
-    """A graph of models served as one: outputs of steps feed inputs of later ones."""
-
-    steps: list[EnsembleStep] = Field(min_length=1, max_length=16)
-    outputs: dict[str, str] = Field(min_length=1, description="Endpoint output -> STEP.OUTPUT.")
-
-    @model_validator(mode="after")
-    def _graph(self) -> Ensemble:
-        done: set[str] = set()
-        for index, step in enumerate(self.steps):
-            if step.name in done:
-                raise ValueError(f"steps[{index}]: the name {step.name!r} is used twice")
-            for model_input, source in step.inputs.items():
-                _check_source(source, done, f"steps[{index}].inputs.{model_input}", True)
-            done.add(step.name)
-        for name, source in self.outputs.items():
-            _check_source(source, done, f"outputs.{name}", False)
-        return self
-
-
-def _check_source(source: str, done: set[str], where: str, request_ok: bool) -> None:
-    if not _SOURCE_RE.fullmatch(source):
-        raise ValueError(f"{where}: {source!r} is not $request.INPUT or STEP.OUTPUT")
-    step = source.split(".", 1)[0]
-    if step == "$request":
-        if not request_ok:
-            raise ValueError(f"{where}: outputs come from steps, not from $request")
-        return
-    if step not in done:
-        raise ValueError(f"{where}: step {step!r} is not an earlier step")
 
 
 class Batching(_Strict):
