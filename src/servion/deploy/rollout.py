@@ -42,6 +42,8 @@ class RolloutState:
     reason: str
     updated_at: str
     created_by: str
+    driver: str | None = None
+    lease_until: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -61,6 +63,7 @@ class RolloutState:
             "reason": self.reason,
             "updated_at": self.updated_at,
             "created_by": self.created_by,
+            "driver": self.driver,
         }
 
 
@@ -141,7 +144,9 @@ class Rollouts:
     def __init__(self, registry: ModelRegistry) -> None:
         self.engine = registry.engine
 
-    def start(self, spec: DeploymentSpec, base_revision: int, user: str) -> RolloutState:
+    def start(
+        self, spec: DeploymentSpec, base_revision: int, user: str, driver: str, lease_s: float
+    ) -> RolloutState:
         existing = self.find(spec.endpoint)
         if existing is not None and existing.active:
             raise InvalidInput(
@@ -157,6 +162,8 @@ class Rollouts:
             "reason": "",
             "updated_at": tables.utcnow(),
             "created_by": user,
+            "driver": driver,
+            "lease_until": time.time() + lease_s,
         }
         t = tables.rollouts
         with self.engine.begin() as conn:
@@ -184,6 +191,8 @@ class Rollouts:
             row.reason,
             row.updated_at,
             row.created_by,
+            row.driver,
+            float(row.lease_until or 0.0),
         )
 
     def update(self, endpoint: str, **values: Any) -> None:
@@ -194,3 +203,33 @@ class Rollouts:
                 .where(t.c.endpoint == endpoint)
                 .values(updated_at=tables.utcnow(), **values)
             )
+
+    def hold(self, endpoint: str, driver: str, lease_s: float) -> bool:
+        """Take or keep the lease on an active rollout; False when another worker holds it.
+
+        One statement decides, so of two workers claiming an expired lease only one wins.
+        """
+        t = tables.rollouts
+        now = time.time()
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                t.update()
+                .where(
+                    (t.c.endpoint == endpoint)
+                    & t.c.state.in_(ACTIVE)
+                    & ((t.c.driver == driver) | (t.c.lease_until < now) | t.c.driver.is_(None))
+                )
+                .values(driver=driver, lease_until=now + lease_s)
+            )
+        return bool(moved.rowcount)
+
+    def orphans(self) -> list[str]:
+        """Active rollouts whose driver's lease has run out."""
+        t = tables.rollouts
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.endpoint).where(
+                    t.c.state.in_(ACTIVE) & (t.c.lease_until < time.time())
+                )
+            ).all()
+        return [r.endpoint for r in rows]

@@ -123,6 +123,10 @@ rollouts = sa.Table(
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("updated_at", sa.String(32), nullable=False),
     sa.Column("created_by", sa.String(128), nullable=False),
+    # The worker driving the rollout and until when its lease holds: another worker
+    # takes the rollout over when a lease runs out (its driver died).
+    sa.Column("driver", sa.String(128), nullable=True),
+    sa.Column("lease_until", sa.Float, nullable=False, server_default="0"),
 )
 
 
@@ -152,12 +156,22 @@ def _create_rollouts_v5(conn: Connection) -> None:
     rollouts.create(conn, checkfirst=True)
 
 
+def _add_rollout_lease_v6(conn: Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("rollouts")}
+    if "driver" not in columns:  # databases created before v6 lack them
+        conn.execute(sa.text("ALTER TABLE rollouts ADD COLUMN driver VARCHAR(128)"))
+        conn.execute(
+            sa.text("ALTER TABLE rollouts ADD COLUMN lease_until FLOAT DEFAULT 0 NOT NULL")
+        )
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _create_v1,
     _create_v2,
     _add_batching_v3,
     _create_deployments_v4,
     _create_rollouts_v5,
+    _add_rollout_lease_v6,
 )
 
 

@@ -19,32 +19,24 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from servion.audit import change_ticket_policy
-from servion.deploy import (
-    DeploymentSpec,
-    EndpointNotFound,
-    Revision,
-    json_schema,
-    parse_spec,
-)
+from servion.deploy import Change, DeployService, Revision, json_schema, parse_spec
 from servion.errors import InvalidInput, ServionError
 from servion.protocol import InferInput, InferRequest
 from servion.routing.endpoint import settled
 from servion.runtime import sample_inputs
 from servion.server.control import Control
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
-from servion.server.rollouts import RolloutDriver
 from servion.serving import DataPlane, ModelManager
 
 MAX_SPEC_BYTES = 256 * 1024
 CHANGE_TICKET_HEADER = b"x-servion-change-ticket"
+ROLLOUT_ACTIONS = ("pause", "resume", "abort")
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
 
@@ -55,13 +47,18 @@ class NoAdminRoute(Exception):
 
 class AdminApi:
     def __init__(
-        self, control: Control, manager: ModelManager, plane: DataPlane, guard: Guard
+        self,
+        control: Control,
+        manager: ModelManager,
+        plane: DataPlane,
+        service: DeployService,
+        guard: Guard,
     ) -> None:
         self.control = control
         self.manager = manager
         self.plane = plane
+        self.service = service
         self.guard = guard
-        self.rollouts = RolloutDriver(control)
 
     def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
         """``rest``: the path after ``/v2/admin``."""
@@ -77,19 +74,9 @@ class AdminApi:
                 self.control.authorize(auth, "viewer")
                 return self.guard(self._status(None), req)
             if method == "POST":
-                user = self.control.authorize(auth, "deployer")
+                change = self._change(req, "deployer")
                 spec = parse_spec(req.body_within(MAX_SPEC_BYTES), "spec")
-                if spec.rollout is not None and spec.rollout.strategy == "canary":
-                    start = functools.partial(self.rollouts.start, spec, user)
-                    return self.guard(
-                        self._audited("deploy", req, user, spec.endpoint, start, spec, "canary"),
-                        req,
-                    )
-                work = functools.partial(self.control.deploy, spec, user)
-                return self.guard(
-                    self._audited("deploy", req, user, spec.endpoint, work, spec, "blue_green"),
-                    req,
-                )
+                return self.guard(self._json(self.service.deploy(spec, change)), req)
             raise NoAdminRoute
         endpoint = rest[1]
         tail = rest[2:]
@@ -98,9 +85,8 @@ class AdminApi:
                 self.control.authorize(auth, "viewer")
                 return self.guard(self._status(endpoint), req)
             if method == "DELETE":
-                user = self.control.authorize(auth, "deployer")
-                work = functools.partial(self._undeploy, endpoint)
-                return self.guard(self._audited("undeploy", req, user, endpoint, work), req)
+                change = self._change(req, "deployer")
+                return self.guard(self._json(self.service.undeploy(endpoint, change)), req)
         elif tail == ["history"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return self.guard(self._history(endpoint), req)
@@ -108,24 +94,17 @@ class AdminApi:
             self.control.authorize(auth, "viewer")
             return self.guard(self._revision(endpoint, _revision_number(tail[1])), req)
         elif tail == ["rollback"] and method == "POST":
-            user = self.control.authorize(auth, "deployer")
+            change = self._change(req, "deployer")
             to = _rollback_target(req.body_within(4096))
-            work = functools.partial(self.control.rollback, endpoint, to, user)
-            return self.guard(self._audited("rollback", req, user, endpoint, work), req)
+            return self.guard(self._json(self.service.rollback(endpoint, to, change)), req)
         elif tail == ["rollout"] and method == "GET":
             self.control.authorize(auth, "viewer")
-            return self.guard(self._json(self.rollouts.status(endpoint)), req)
+            return self.guard(self._json(self.service.canaries.status(endpoint)), req)
         elif len(tail) == 2 and tail[0] == "rollout" and method == "POST":
-            user = self.control.authorize(auth, "deployer")
-            actions: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {
-                "pause": functools.partial(self.rollouts.pause, endpoint),
-                "resume": functools.partial(self.rollouts.resume, endpoint, user),
-                "abort": functools.partial(self.rollouts.abort, endpoint, user),
-            }
-            if tail[1] in actions:
-                operation = "rollback" if tail[1] == "abort" else f"rollout_{tail[1]}"
-                action = actions[tail[1]]
-                return self.guard(self._audited(operation, req, user, endpoint, action), req)
+            if tail[1] in ROLLOUT_ACTIONS:
+                change = self._change(req, "deployer")
+                work = self.service.rollout(endpoint, tail[1], change)
+                return self.guard(self._json(work), req)
         elif tail == ["verify"] and method == "POST":
             self.control.authorize(auth, "viewer")
             return self.guard(self._verify(endpoint), req)
@@ -134,55 +113,15 @@ class AdminApi:
             return self.guard(self._report(endpoint), req)
         raise NoAdminRoute
 
-    async def _json(self, work: Awaitable[dict[str, Any]]) -> Response:
-        return json_response(200, await work)
-
-    async def _audited(
-        self,
-        operation: str,
-        req: Request,
-        user: str,
-        endpoint: str,
-        work: Callable[[], Awaitable[dict[str, Any]]],
-        spec: DeploymentSpec | None = None,
-        strategy: str | None = None,
-    ) -> Response:
-        """Run a change under the environment policy, with its started and finished events."""
+    def _change(self, req: Request, role: str) -> Change:
+        """The caller (who must hold ``role``), its change ticket and the command it sent."""
+        user = self.control.authorize(req.header(b"authorization"), role)
         raw = req.header(CHANGE_TICKET_HEADER)
         ticket = raw.decode("latin-1") if raw is not None else None
-        try:
-            current = await asyncio.to_thread(self.control.deployments.current, endpoint)
-        except EndpointNotFound:
-            current = None
-        described = spec or (current.spec if current else None)
-        environment = described.environment if described else "dev"
-        arms = [*(spec.models if spec else ())]
-        first = arms[0] if arms else None
-        previous = current.spec.models[0].version if current and current.spec.models else None
-        with self.control.audit.operation(
-            operation,
-            user=user,
-            change_ticket=ticket,
-            environment=environment,
-            command=f"{req.method} {req.path}",
-            model_name=first.model if first else endpoint,
-            model_version=first.version if first else None,
-            previous_version=previous,
-            deployment_strategy=strategy,
-            rollback_available=current is not None,
-            resources=spec.resources.model_dump() if spec and spec.resources else None,
-        ) as op:
-            op.set(policy=change_ticket_policy(environment, ticket, operation))
-            result = await work()
-            op.resources_affected = [f"endpoint:{endpoint}", *(a.label for a in arms)]
-            if "applied_ms" in result:
-                op.performance_metrics = {"applied_ms": result["applied_ms"]}
-        return json_response(200, result)
+        return Change(user, f"{req.method} {req.path}", ticket)
 
-    async def _undeploy(self, endpoint: str) -> dict[str, Any]:
-        await asyncio.to_thread(self.control.deployments.undeploy, endpoint)
-        await self.control.converge()
-        return {"endpoint": endpoint, "deployed": False}
+    async def _json(self, work: Awaitable[dict[str, Any]]) -> Response:
+        return json_response(200, await work)
 
     async def _status(self, endpoint: str | None) -> Response:
         deployments = self.control.deployments

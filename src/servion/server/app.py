@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from servion.deploy import DeployService
 from servion.errors import InvalidInput, ModelNotFound, ServionError, quoted
 from servion.protocol import (
     InferRequest,
@@ -112,7 +113,9 @@ class ServionApp:
         }
         self.plane = DataPlane(manager)
         self.shadows = ShadowRunner(self.plane)
-        self.admin = AdminApi(control, manager, self.plane, self._guard)
+        self.deploys = DeployService(control.deployments, control, control.audit)
+        control.every_second.append(self.deploys.canaries.adopt)
+        self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -127,7 +130,7 @@ class ServionApp:
 
     async def shutdown(self) -> None:
         self.shadows.close()
-        self.admin.rollouts.close()
+        self.deploys.canaries.close()
         await self.control.shutdown()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -11,14 +11,14 @@ import logging
 import os
 import signal
 import socket
-import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from servion.audit import Auditor
 from servion.audit.forward import start_forwarding, stop_forwarding
-from servion.deploy import Deployments, DeploymentSpec
+from servion.deploy import Deployments
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
 from servion.routing import merge_arm_stats, merge_shadow_stats
@@ -57,6 +57,8 @@ class Control:
         self.inference_auth = False
         """Inference needs a token too (any role) when set."""
         self._task: asyncio.Task[None] | None = None
+        self.every_second: list[Callable[[], Awaitable[None]]] = []
+        """Work for each report tick (a canary driver adopting orphaned rollouts)."""
         self.supervisor_pid: int | None = None
         """The process that started this worker; its disappearance stops the worker."""
 
@@ -98,6 +100,8 @@ class Control:
                 if changed or loop.time() - last_report >= REPORT_EVERY_S:
                     await asyncio.to_thread(self._report)
                     last_report = loop.time()
+                    for work in self.every_second:
+                        await work()
             except Exception:  # keep serving what is loaded; try again next tick
                 log.exception("registry_sync_failed")
 
@@ -211,62 +215,26 @@ class Control:
             await asyncio.sleep(self.sync_interval_s / 2)
         log.warning("workers_not_converged", extra={"generation": target})
 
-    # -- deployments -----------------------------------------------------------------
+    # -- what deploy asks of the fleet (deploy.Fleet) --------------------------------------
 
-    async def deploy(self, spec: DeploymentSpec, user: str) -> dict[str, Any]:
-        """Record a revision, apply it in every worker, and answer once all serve it.
+    def load_failures(self) -> dict[tuple[str, str], str]:
+        return {(s.name, s.version): s.reason for s in self.manager.states if s.failed}
 
-        If an arm fails to load, the previous revision is restored (as a new
-        revision) and the deploy is refused: a failed deploy leaves the old one serving.
-        """
-        deployments = self.deployments
-        started = time.perf_counter()
-        revision = await asyncio.to_thread(deployments.deploy, spec, user)
-        await self.converge()
-        failed = [
-            s
-            for s in self.manager.states
-            if s.failed and any(a.model == s.name and a.version == s.version for a in spec.models)
-        ]
-        if failed:
-            reason = f"{failed[0].name}:{failed[0].version} failed to load: {failed[0].reason}"
-            await asyncio.to_thread(deployments.mark_failed, spec.endpoint, revision.revision)
-            if revision.revision > 1:
-                await asyncio.to_thread(deployments.rollback, spec.endpoint, None, user)
-            else:
-                await asyncio.to_thread(deployments.undeploy, spec.endpoint)
-            await self.converge()
-            raise ModelNotReady(spec.endpoint, None, f"deploy refused: {reason}")
-        return {
-            **revision.to_dict(),
-            "applied_ms": round((time.perf_counter() - started) * 1e3, 1),
-        }
-
-    async def rollback(self, endpoint: str, to: int | None, user: str) -> dict[str, Any]:
-        """Serve an earlier revision again; answer when every worker does."""
-        started = time.perf_counter()
-        deployments = self.deployments
-        revision = await asyncio.to_thread(deployments.rollback, endpoint, to, user)
-        await self.converge()
-        return {
-            **revision.to_dict(),
-            "applied_ms": round((time.perf_counter() - started) * 1e3, 1),
-        }
-
-    async def endpoint_counters(self, endpoint: str) -> list[dict[str, Any]]:
-        """One endpoint's router counters from every live worker, this one's live."""
+    async def endpoint_counters(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        """One endpoint's router counters by live worker, this one's live."""
         reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
-        others = [
-            report.get("endpoints", {}).get(endpoint, {})
+        counters = {
+            worker_id: report.get("endpoints", {}).get(endpoint, {})
             for worker_id, _, report in reports
             if worker_id != self.worker_id
-        ]
-        return [*others, self._own_arms().get(endpoint, {})]
+        }
+        counters[self.worker_id] = self._own_arms().get(endpoint, {})
+        return counters
 
     async def endpoint_report(self, endpoint: str) -> dict[str, Any]:
         """Requests, errors and latency per arm, summed over every live worker."""
         current = await asyncio.to_thread(self.deployments.current, endpoint)
-        per_worker = await self.endpoint_counters(endpoint)
+        per_worker = list((await self.endpoint_counters(endpoint)).values())
         parts: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for stats in per_worker:
             for kind in ("arms", "shadows"):

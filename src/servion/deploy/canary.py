@@ -1,10 +1,12 @@
-"""Drives canary rollouts: one task per rollout, in the worker that accepted it.
+"""Drives canary rollouts: one task per rollout, in the worker that holds its lease.
 
 Each step is written as a revision, which every worker applies as it applies any
 deploy; the task then watches the per-arm counters of all workers (through
 their reports) and judges the step. Its state is in the registry, so ``pause``,
 ``resume`` and ``abort`` work through any worker; ``abort`` restores the stable
-revision itself, so it works even if the driving worker has gone.
+revision itself. The driving worker renews a lease in the database as it goes;
+when the lease runs out (the worker was killed), any other worker takes the
+rollout over at its current step (``adopt``), so a rollout never stalls.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import logging
 import time
 from typing import Any
 
-from servion.deploy import DeploymentSpec, EndpointNotFound
+from servion.audit import Auditor
+from servion.deploy.fleet import Fleet
 from servion.deploy.rollout import (
     Rollouts,
     RolloutState,
@@ -25,21 +28,27 @@ from servion.deploy.rollout import (
     judge,
     step_spec,
 )
-from servion.deploy.spec import Rollout
+from servion.deploy.spec import DeploymentSpec, Rollout
+from servion.deploy.store import Deployments, EndpointNotFound
 from servion.errors import InvalidInput, quoted
 from servion.routing import BUCKETS_MS
-from servion.server.control import Control
 
-log = logging.getLogger("servion.server")
+log = logging.getLogger("servion.deploy")
 
 TICK_S = 0.25
+LEASE_S = 3.0
+"""How long a driver's claim holds without renewal: a dead driver's rollout waits this long."""
+RENEW_EVERY_S = 1.0
 
 
-class RolloutDriver:
-    def __init__(self, control: Control) -> None:
-        self.control = control
-        self.deployments = control.deployments
-        self.rollouts = Rollouts(control.registry)
+class CanaryDriver:
+    """Starts, steps, judges, pauses, resumes and aborts canary rollouts."""
+
+    def __init__(self, deployments: Deployments, fleet: Fleet, audit: Auditor) -> None:
+        self.deployments = deployments
+        self.fleet = fleet
+        self.audit = audit
+        self.rollouts = Rollouts(deployments.registry)
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, spec: DeploymentSpec, user: str) -> dict[str, Any]:
@@ -64,9 +73,52 @@ class RolloutDriver:
             raise InvalidInput(
                 f"rollout: {quoted(canary.label)} already serves endpoint {quoted(endpoint)}"
             )
-        state = await asyncio.to_thread(self.rollouts.start, spec, current.revision, user)
-        self._tasks[endpoint] = asyncio.create_task(self._drive(endpoint, user))
+        state = await asyncio.to_thread(
+            self.rollouts.start, spec, current.revision, user, self.fleet.worker_id, LEASE_S
+        )
+        self._drive_here(endpoint, user)
         return state.to_dict()
+
+    async def adopt(self) -> None:
+        """Take over every active rollout whose driver's lease has run out."""
+        for endpoint in await asyncio.to_thread(self.rollouts.orphans):
+            task = self._tasks.get(endpoint)
+            if task is not None and not task.done():
+                continue
+            held = await asyncio.to_thread(
+                self.rollouts.hold, endpoint, self.fleet.worker_id, LEASE_S
+            )
+            if held:
+                state = await self._need(endpoint)
+                log.warning(
+                    "rollout_adopted",
+                    extra={"endpoint": endpoint, "previous_driver": state.driver},
+                )
+                self._drive_here(endpoint, state.created_by)
+
+    def _drive_here(self, endpoint: str, user: str) -> None:
+        task = asyncio.create_task(self._drive(endpoint, user))
+        self._tasks[endpoint] = task
+        keeper = asyncio.create_task(self._keep_lease(endpoint, task))
+        task.add_done_callback(lambda _: keeper.cancel())
+
+    async def _keep_lease(self, endpoint: str, task: asyncio.Task[None]) -> None:
+        """Renew the lease while the driver runs; stop the driver if another took it."""
+        while not task.done():
+            await asyncio.sleep(RENEW_EVERY_S)
+            try:
+                held = await asyncio.to_thread(
+                    self.rollouts.hold, endpoint, self.fleet.worker_id, LEASE_S
+                )
+            except Exception:  # the database is busy: try again, the lease has slack
+                log.exception("rollout_lease_renewal_failed", extra={"endpoint": endpoint})
+                continue
+            if not held:
+                state = await self._need(endpoint)
+                if state.active:
+                    log.warning("rollout_lease_lost", extra={"endpoint": endpoint})
+                task.cancel()
+                return
 
     async def status(self, endpoint: str) -> dict[str, Any]:
         state = await asyncio.to_thread(self.rollouts.find, endpoint)
@@ -81,7 +133,11 @@ class RolloutDriver:
         answer = await self._move(endpoint, "paused", "running")
         task = self._tasks.get(endpoint)
         if task is None or task.done():  # the worker that drove it is gone: drive it here
-            self._tasks[endpoint] = asyncio.create_task(self._drive(endpoint, user))
+            held = await asyncio.to_thread(
+                self.rollouts.hold, endpoint, self.fleet.worker_id, LEASE_S
+            )
+            if held:
+                self._drive_here(endpoint, user)
         return answer
 
     async def abort(self, endpoint: str, user: str) -> dict[str, Any]:
@@ -115,7 +171,7 @@ class RolloutDriver:
             await asyncio.to_thread(
                 self.deployments.rollback, state.endpoint, state.base_revision, user
             )
-            await self.control.converge()
+            await self.fleet.converge()
 
     def close(self) -> None:
         for task in self._tasks.values():
@@ -151,7 +207,7 @@ class RolloutDriver:
                 spec = step_spec(base.spec, state.spec, percent)
                 action = "promote" if percent >= 100 else "rollout"
                 canary = state.spec.models[0]
-                with self.control.audit.operation(
+                with self.audit.operation(
                     "promote" if percent >= 100 else "rollout_step",
                     user=user,
                     environment=state.spec.environment,
@@ -163,7 +219,7 @@ class RolloutDriver:
                     rollback_available=True,
                 ) as op:
                     await asyncio.to_thread(self.deployments.append, spec, action, None, user)
-                    await self.control.converge()
+                    await self.fleet.converge()
                     op.resources_affected = [f"endpoint:{endpoint}", f"canary:{percent:g}%"]
                 await asyncio.to_thread(
                     self.rollouts.update,
@@ -191,7 +247,7 @@ class RolloutDriver:
                     state="rolled_back",
                     reason=f"step {index + 1} at {percent:g} %: {verdict.reason}",
                 )
-                with self.control.audit.operation(
+                with self.audit.operation(
                     "rollback",
                     user=user,
                     environment=state.spec.environment,
@@ -230,11 +286,9 @@ class RolloutDriver:
             if elapsed < rollout.interval_s:
                 continue
             now = await self._totals(endpoint)
-            seen = delta(now.get(canary, _EMPTY), before.get(canary))
+            seen = _step(before, now, [canary])
             if seen["requests"] >= rollout.gates.min_requests:
-                stable_now = combine([now.get(s, _EMPTY) for s in stable])
-                stable_before = combine([before.get(s, _EMPTY) for s in stable])
-                return judge(seen, delta(stable_now, stable_before), rollout.gates)
+                return judge(seen, _step(before, now, stable), rollout.gates)
             if elapsed >= rollout.max_wait_s:
                 return Verdict(
                     False,
@@ -242,13 +296,26 @@ class RolloutDriver:
                     f" (the gate needs {rollout.gates.min_requests})",
                 )
 
-    async def _totals(self, endpoint: str) -> dict[str, dict[str, Any]]:
-        """Cumulative per-arm counters over every live worker."""
-        parts: dict[str, list[dict[str, Any]]] = {}
-        for stats in await self.control.endpoint_counters(endpoint):
-            for label, value in stats.get("arms", {}).items():
-                parts.setdefault(label, []).append(value)
-        return {label: combine(values) for label, values in parts.items()}
+    async def _totals(self, endpoint: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """Cumulative per-arm counters, by live worker."""
+        counters = await self.fleet.endpoint_counters(endpoint)
+        return {worker: stats.get("arms", {}) for worker, stats in counters.items()}
+
+
+def _step(
+    before: dict[str, dict[str, dict[str, Any]]],
+    now: dict[str, dict[str, dict[str, Any]]],
+    labels: list[str],
+) -> dict[str, Any]:
+    """What ``labels`` did between two snapshots, over the workers alive in both: a worker
+    that died (or started) meanwhile would make a difference of totals meaningless."""
+    parts = [
+        delta(arms.get(label, _EMPTY), before[worker].get(label))
+        for worker, arms in now.items()
+        if worker in before
+        for label in labels
+    ]
+    return combine(parts)
 
 
 _EMPTY: dict[str, Any] = {"requests": 0, "errors": 0, "latency": [0] * (len(BUCKETS_MS) + 1)}
