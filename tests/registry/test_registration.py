@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import sqlalchemy as sa
 
 from conftest import TabularModels
 from servion.config import RegistrySettings, Settings
@@ -25,7 +24,7 @@ from servion.errors import (
     ValidationFailed,
 )
 from servion.registry import ModelRegistry, RegisterRequest, VersionPolicy
-from servion.registry import db as registry_db
+from servion.registry.tables import REGISTRY
 
 
 def req(name: str, path: Path, version: str = "v1.0.0", **kw: object) -> RegisterRequest:
@@ -45,9 +44,7 @@ def test_register_records_signature_checksum_and_environment(
     assert mv.environment["python"].count(".") == 2
     assert registry.get("tabular").version == "v1.0.0"
     # the schema is versioned from the start
-    with registry.engine.connect() as conn:
-        applied = conn.execute(sa.select(registry_db.schema_migrations.c.version)).scalars().all()
-    assert applied == list(range(1, len(registry_db.MIGRATIONS) + 1))
+    assert registry.database.versions() == {"state": 1, "registry": len(REGISTRY.steps)}
 
 
 @pytest.mark.parametrize("name", ["ab", "x" * 65, "has space", "semi;colon", "../etc", "名前名前"])

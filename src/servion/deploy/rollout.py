@@ -20,11 +20,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from servion.deploy import tables
 from servion.deploy.spec import Arm, DeploymentSpec, Gates, spec_from_dict
+from servion.deploy.tables import DEPLOY
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
-from servion.registry import db as tables
 from servion.routing import add_histograms, percentile
+from servion.state import utcnow
 
 ACTIVE = ("running", "paused")
 
@@ -142,7 +144,8 @@ class Rollouts:
     """Rollout rows: one per endpoint, the latest rollout's state."""
 
     def __init__(self, registry: ModelRegistry) -> None:
-        self.engine = registry.engine
+        registry.database.migrate(DEPLOY)
+        self.engine = registry.database.engine
 
     def start(
         self, spec: DeploymentSpec, base_revision: int, user: str, driver: str, lease_s: float
@@ -160,7 +163,7 @@ class Rollouts:
             "step": -1,
             "step_started_at": time.time(),
             "reason": "",
-            "updated_at": tables.utcnow(),
+            "updated_at": utcnow(),
             "created_by": user,
             "driver": driver,
             "lease_until": time.time() + lease_s,
@@ -199,9 +202,7 @@ class Rollouts:
         t = tables.rollouts
         with self.engine.begin() as conn:
             conn.execute(
-                t.update()
-                .where(t.c.endpoint == endpoint)
-                .values(updated_at=tables.utcnow(), **values)
+                t.update().where(t.c.endpoint == endpoint).values(updated_at=utcnow(), **values)
             )
 
     def hold(self, endpoint: str, driver: str, lease_s: float) -> bool:

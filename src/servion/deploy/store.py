@@ -14,12 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from servion.batching import BatchingConfig
+from servion.deploy import tables
 from servion.deploy.plans import policy_of
 from servion.deploy.spec import Arm, DeploymentSpec, Stage, spec_from_dict
+from servion.deploy.tables import DEPLOY
 from servion.errors import ConfigError, InvalidInput, ModelNotFound, ValidationFailed, quoted
 from servion.registry import ModelRegistry
-from servion.registry import db as tables
 from servion.routing import EndpointPolicy
+from servion.state import Database, utcnow
 
 log = logging.getLogger("servion.deploy")
 
@@ -84,7 +86,8 @@ class Deployments:
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
-        self.engine = registry.engine
+        registry.database.migrate(DEPLOY)
+        self.engine = registry.database.engine
         registry.add_delete_guard(self._refuse_delete)
 
     def _refuse_delete(self, conn: sa.Connection, name: str, version: str) -> None:
@@ -224,7 +227,7 @@ class Deployments:
 
     def append(self, spec: DeploymentSpec, action: str, source: int | None, user: str) -> Revision:
         """Record ``spec`` as the endpoint's next revision (``action`` says why) and serve it."""
-        now = tables.utcnow()
+        now = utcnow()
         rev = tables.endpoint_revisions
         with self.engine.begin() as conn:
             last = conn.execute(
@@ -250,7 +253,7 @@ class Deployments:
                 conn.execute(
                     ep.insert().values(name=spec.endpoint, revision=number, created_at=now)
                 )
-            ModelRegistry._bump(conn)
+            Database.bump(conn)
         return Revision(spec.endpoint, number, spec, action, source, now, user)
 
     def mark_failed(self, endpoint: str, revision: int) -> None:
@@ -283,7 +286,7 @@ class Deployments:
             )
             if gone.rowcount == 0:
                 raise EndpointNotFound(endpoint)
-            ModelRegistry._bump(conn)
+            Database.bump(conn)
 
     # -- reading -------------------------------------------------------------------------
 

@@ -23,8 +23,8 @@ from typing import Any
 from servion._version import __version__
 from servion.config import Settings
 from servion.errors import ConfigError, InvalidInput, ServionError, quoted
-from servion.registry import db as tables
 from servion.registry.archive import extract_archive
+from servion.state import utcnow
 
 FORMAT = 1
 
@@ -64,7 +64,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         manifest = {
             "format": FORMAT,
             "servion": __version__,
-            "created_at": tables.utcnow(),
+            "created_at": utcnow(),
             "versions": [f"{r[0]}:{r[1]}" for r in rows],
             "artifacts": artifacts,
         }

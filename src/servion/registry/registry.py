@@ -11,7 +11,6 @@ from __future__ import annotations
 import getpass
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,13 +27,14 @@ from servion.errors import (
     ValidationFailed,
     quoted,
 )
-from servion.registry import db
+from servion.registry import tables
 from servion.registry.archive import extract_archive, is_archive
 from servion.registry.environment import recorded_environment
 from servion.registry.naming import Version, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
 from servion.registry.store import ArtifactStore, StoredArtifact, source_size
+from servion.registry.tables import REGISTRY
 from servion.runtime import (
     PICKLE_FORMATS,
     Runtime,
@@ -44,6 +44,7 @@ from servion.runtime import (
     make_runtime,
 )
 from servion.runtime.onnx_checks import check_external_data
+from servion.state import Database, utcnow
 from servion.types import Arrays
 
 DeleteGuard = Callable[[sa.Connection, str, str], None]
@@ -136,12 +137,15 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.engine = db.open_engine(settings.db_url)
+        self.database = Database(settings.db_url)
+        """The shared metadata database (generation, worker heartbeats, other tracks)."""
+        self.database.migrate(REGISTRY)
+        self.engine = self.database.engine
         self.store = ArtifactStore(settings.artifacts_dir)
         self._delete_guards: list[DeleteGuard] = []
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.database.close()
 
     # -- registration -------------------------------------------------------
 
@@ -219,8 +223,8 @@ class ModelRegistry:
     def _refuse_duplicate(self, name: str, version: str) -> None:
         with self.engine.connect() as conn:
             found = conn.execute(
-                sa.select(db.model_versions.c.id).where(
-                    db.model_versions.c.name == name, db.model_versions.c.version == version
+                sa.select(tables.model_versions.c.id).where(
+                    tables.model_versions.c.name == name, tables.model_versions.c.version == version
                 )
             ).first()
         if found:
@@ -236,17 +240,17 @@ class ModelRegistry:
         options: dict[str, Any],
         source: Path,
     ) -> ModelVersion:
-        now = db.utcnow()
+        now = utcnow()
         user = req.user or _os_user()
         try:
             with self.engine.begin() as conn:
                 exists = conn.execute(
-                    sa.select(db.models.c.name).where(db.models.c.name == req.name)
+                    sa.select(tables.models.c.name).where(tables.models.c.name == req.name)
                 ).first()
                 if not exists:
-                    conn.execute(db.models.insert().values(name=req.name, created_at=now))
+                    conn.execute(tables.models.insert().values(name=req.name, created_at=now))
                 conn.execute(
-                    db.model_versions.insert().values(
+                    tables.model_versions.insert().values(
                         name=req.name,
                         version=req.version,
                         major=semver.major,
@@ -265,7 +269,7 @@ class ModelRegistry:
                         registered_by=user,
                     )
                 )
-                self._bump(conn)
+                Database.bump(conn)
         except sa.exc.IntegrityError:
             raise DuplicateVersion(f"{req.name}:{req.version} is already registered") from None
         return self.get(req.name, req.version)
@@ -273,7 +277,9 @@ class ModelRegistry:
     def _forget_artifact(self, sha256: str) -> None:
         with self.engine.connect() as conn:
             used = conn.execute(
-                sa.select(db.model_versions.c.id).where(db.model_versions.c.sha256 == sha256)
+                sa.select(tables.model_versions.c.id).where(
+                    tables.model_versions.c.sha256 == sha256
+                )
             ).first()
         if not used:
             self.store.remove(sha256)
@@ -282,14 +288,14 @@ class ModelRegistry:
 
     def list_versions(self, name: str | None = None) -> list[ModelVersion]:
         """Every registered version (of one model), oldest first by semantic version."""
-        query = sa.select(db.model_versions).order_by(
-            db.model_versions.c.name,
-            db.model_versions.c.major,
-            db.model_versions.c.minor,
-            db.model_versions.c.patch,
+        query = sa.select(tables.model_versions).order_by(
+            tables.model_versions.c.name,
+            tables.model_versions.c.major,
+            tables.model_versions.c.minor,
+            tables.model_versions.c.patch,
         )
         if name is not None:
-            query = query.where(db.model_versions.c.name == name)
+            query = query.where(tables.model_versions.c.name == name)
         with self.engine.connect() as conn:
             return [_row_to_version(r) for r in conn.execute(query)]
 
@@ -305,7 +311,7 @@ class ModelRegistry:
     def batching(self) -> dict[str, dict[str, Any]]:
         """Each model's own batching settings (overlaid on the server's defaults)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(db.models.c.name, db.models.c.batching)).all()
+            rows = conn.execute(sa.select(tables.models.c.name, tables.models.c.batching)).all()
         return {r.name: dict(r.batching or {}) for r in rows}
 
     def set_batching(self, name: str, settings: dict[str, Any]) -> None:
@@ -315,7 +321,7 @@ class ModelRegistry:
     def policies(self) -> dict[str, tuple[VersionPolicy, bool]]:
         """Each model's version policy and whether it should be loaded."""
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(db.models)).all()
+            rows = conn.execute(sa.select(tables.models)).all()
         return {r.name: (VersionPolicy.parse(r.version_policy), bool(r.loaded)) for r in rows}
 
     # -- changes workers must apply ----------------------------------------
@@ -337,16 +343,16 @@ class ModelRegistry:
             for guard in self._delete_guards:
                 guard(conn, name, version)
             conn.execute(
-                db.model_versions.delete().where(
-                    db.model_versions.c.name == name, db.model_versions.c.version == version
+                tables.model_versions.delete().where(
+                    tables.model_versions.c.name == name, tables.model_versions.c.version == version
                 )
             )
             left = conn.execute(
-                sa.select(db.model_versions.c.id).where(db.model_versions.c.name == name)
+                sa.select(tables.model_versions.c.id).where(tables.model_versions.c.name == name)
             ).first()
             if not left:
-                conn.execute(db.models.delete().where(db.models.c.name == name))
-            self._bump(conn)
+                conn.execute(tables.models.delete().where(tables.models.c.name == name))
+            Database.bump(conn)
         self._forget_artifact(found.sha256)
         return found
 
@@ -361,50 +367,11 @@ class ModelRegistry:
     def _update_model(self, name: str, **values: Any) -> None:
         with self.engine.begin() as conn:
             result = conn.execute(
-                db.models.update().where(db.models.c.name == name).values(**values)
+                tables.models.update().where(tables.models.c.name == name).values(**values)
             )
             if result.rowcount == 0:
                 raise ModelNotFound(name)
-            self._bump(conn)
-
-    @staticmethod
-    def _bump(conn: sa.Connection) -> None:
-        conn.execute(
-            db.serving_state.update()
-            .where(db.serving_state.c.id == 1)
-            .values(generation=db.serving_state.c.generation + 1)
-        )
-
-    def generation(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(db.serving_state.c.generation)).scalar_one())
-
-    # -- worker reports ---------------------------------------------------------
-
-    def report_worker(self, worker_id: str, generation: int, stats: dict[str, Any]) -> None:
-        """Record that a worker applied ``generation``, with its statistics so far."""
-        values = {"generation": generation, "heartbeat": time.time(), "stats": stats}
-        with self.engine.begin() as conn:
-            updated = conn.execute(
-                db.worker_state.update()
-                .where(db.worker_state.c.worker_id == worker_id)
-                .values(**values)
-            )
-            if updated.rowcount == 0:
-                conn.execute(db.worker_state.insert().values(worker_id=worker_id, **values))
-
-    def worker_reports(self, max_age_s: float) -> list[tuple[str, int, dict[str, Any]]]:
-        """(worker id, generation, stats) of every worker heard from within ``max_age_s``."""
-        cutoff = time.time() - max_age_s
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(db.worker_state).where(db.worker_state.c.heartbeat >= cutoff)
-            ).all()
-        return [(r.worker_id, int(r.generation), r.stats) for r in rows]
-
-    def remove_worker(self, worker_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(db.worker_state.delete().where(db.worker_state.c.worker_id == worker_id))
+            Database.bump(conn)
 
     # -- loading --------------------------------------------------------------
 

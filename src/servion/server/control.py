@@ -46,6 +46,7 @@ class Control:
         admin_required: bool,
     ) -> None:
         self.registry = registry
+        self.database = registry.database
         self.manager = manager
         self.deployments = deployments
         self.sync_interval_s = sync_interval_s
@@ -79,7 +80,7 @@ class Control:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.registry.remove_worker, self.worker_id)
+            await asyncio.to_thread(self.database.remove_worker, self.worker_id)
 
     async def _sync_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -93,7 +94,7 @@ class Control:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             try:
-                generation = await asyncio.to_thread(self.registry.generation)
+                generation = await asyncio.to_thread(self.database.generation)
                 changed = generation != self.manager.generation
                 if changed:
                     await self._reconcile()
@@ -111,7 +112,7 @@ class Control:
 
     def _report(self) -> None:
         report = {"models": self._own_stats(), "endpoints": self._own_arms()}
-        self.registry.report_worker(self.worker_id, self.manager.generation, report)
+        self.database.report_worker(self.worker_id, self.manager.generation, report)
 
     def _own_stats(self) -> dict[str, Any]:
         return {f"{m.name}:{m.version}": m.stats.to_dict() for m in self.manager.models.values()}
@@ -147,7 +148,7 @@ class Control:
         """Triton statistics summed over every live worker (others lag by up to a second)."""
         if name is not None and not any(s.name == name for s in self.manager.states):
             raise ModelNotFound(name)
-        reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+        reports = await asyncio.to_thread(self.database.worker_reports, WORKER_TTL_S)
         parts: dict[str, list[dict[str, Any]]] = {}
         for worker_id, _, report in reports:
             if worker_id == self.worker_id:
@@ -209,7 +210,7 @@ class Control:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONVERGE_TIMEOUT_S
         while loop.time() < deadline:
-            reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+            reports = await asyncio.to_thread(self.database.worker_reports, WORKER_TTL_S)
             if all(gen >= target for _, gen, _ in reports):
                 return
             await asyncio.sleep(self.sync_interval_s / 2)
@@ -222,7 +223,7 @@ class Control:
 
     async def endpoint_counters(self, endpoint: str) -> dict[str, dict[str, Any]]:
         """One endpoint's router counters by live worker, this one's live."""
-        reports = await asyncio.to_thread(self.registry.worker_reports, WORKER_TTL_S)
+        reports = await asyncio.to_thread(self.database.worker_reports, WORKER_TTL_S)
         counters = {
             worker_id: report.get("endpoints", {}).get(endpoint, {})
             for worker_id, _, report in reports

@@ -17,8 +17,29 @@ import sqlalchemy as sa
 
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
-from servion.registry import db as tables
 from servion.registry.naming import NAME_RE
+from servion.state import Database, Track, utcnow
+
+metadata = sa.MetaData()
+
+# Only a SHA-256 of each token is kept.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", sa.String(32), nullable=False),
+    sa.Column("revoked_at", sa.String(32), nullable=True),
+)
+
+
+def _create_tokens_v1(conn: sa.Connection) -> None:
+    tokens.create(conn, checkfirst=True)
+
+
+TOKENS = Track("tokens", (_create_tokens_v1,))
 
 ROLES: Final = ("viewer", "deployer", "admin")
 RANK: Final = {role: i for i, role in enumerate(ROLES)}
@@ -47,40 +68,40 @@ def create_token(registry: ModelRegistry, role: str, name: str) -> tuple[TokenIn
         raise InvalidInput(f"token name {quoted(name)}: use 3-64 letters, digits, '_' or '-'")
     token_id = secrets.token_hex(4)
     token = f"{PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
-    now = tables.utcnow()
-    with registry.engine.begin() as conn:
+    now = utcnow()
+    with _database(registry).engine.begin() as conn:
         conn.execute(
-            tables.tokens.insert().values(
+            tokens.insert().values(
                 id=token_id, name=name, role=role, sha256=digest(token), created_at=now
             )
         )
-        ModelRegistry._bump(conn)  # workers reload their token table
+        Database.bump(conn)  # workers reload their token table
     return TokenInfo(token_id, name, role, now, None), token
 
 
 def list_tokens(registry: ModelRegistry) -> list[TokenInfo]:
-    with registry.engine.connect() as conn:
-        rows = conn.execute(sa.select(tables.tokens).order_by(tables.tokens.c.created_at)).all()
+    with _database(registry).engine.connect() as conn:
+        rows = conn.execute(sa.select(tokens).order_by(tokens.c.created_at)).all()
     return [TokenInfo(r.id, r.name, r.role, r.created_at, r.revoked_at) for r in rows]
 
 
 def revoke_token(registry: ModelRegistry, token_id: str) -> None:
-    t = tables.tokens
-    with registry.engine.begin() as conn:
+    t = tokens
+    with _database(registry).engine.begin() as conn:
         done = conn.execute(
             t.update()
             .where((t.c.id == token_id) & t.c.revoked_at.is_(None))
-            .values(revoked_at=tables.utcnow())
+            .values(revoked_at=utcnow())
         )
         if done.rowcount == 0:
             raise InvalidInput(f"no active token with id {quoted(token_id)}")
-        ModelRegistry._bump(conn)
+        Database.bump(conn)
 
 
 def active_digests(registry: ModelRegistry) -> dict[str, tuple[str, str]]:
     """SHA-256 → (role, name) of every token not revoked."""
-    t = tables.tokens
-    with registry.engine.connect() as conn:
+    t = tokens
+    with _database(registry).engine.connect() as conn:
         rows = conn.execute(sa.select(t).where(t.c.revoked_at.is_(None))).all()
     return {r.sha256: (r.role, r.name) for r in rows}
 
@@ -112,3 +133,8 @@ class TokenTable:
             return None
         role, name = found
         return role, f"token:{name}"
+
+
+def _database(registry: ModelRegistry) -> Database:
+    registry.database.migrate(TOKENS)
+    return registry.database

@@ -114,7 +114,7 @@ class ModelManager:
     async def reconcile(self) -> None:
         """Load what the registry says should be served; unload the rest."""
         async with self._lock:
-            generation = await asyncio.to_thread(self.registry.generation)
+            generation = await asyncio.to_thread(self.registry.database.generation)
             versions = await asyncio.to_thread(self.registry.list_versions)
             policies = await asyncio.to_thread(self.registry.policies)
             configs = await asyncio.to_thread(self._configs)
