@@ -59,9 +59,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from servion.errors import ConfigError, UnsafeArtifact
+from servion.runtime.pickle_check import check_pickle_file
 from servion.runtime.safe_pickle import (
     AllowList,
-    check_pickle_file,
     load_joblib_file,
     load_pickle_file,
     scan_pickle_bytes,

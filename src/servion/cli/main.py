@@ -18,7 +18,7 @@ from servion._version import __version__
 
 # command name -> (module, attribute)
 COMMANDS = {
-    "ab": ("servion.cli.deploy", "ab"),
+    "ab": ("servion.cli.rollout", "ab"),
     "audit": ("servion.cli.audit", "audit"),
     "bench": ("servion.cli.bench", "bench"),
     "deploy": ("servion.cli.deploy", "deploy"),
@@ -30,7 +30,7 @@ COMMANDS = {
     "register": ("servion.cli.register", "register"),
     "registry": ("servion.cli.registry_cmd", "registry"),
     "rollback": ("servion.cli.deploy", "rollback"),
-    "rollout": ("servion.cli.deploy", "rollout"),
+    "rollout": ("servion.cli.rollout", "rollout"),
     "serve": ("servion.cli.serve", "serve"),
     "status": ("servion.cli.deploy", "status"),
     "tokens": ("servion.cli.tokens", "tokens"),

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
 from servion.registry.store import ArtifactStore, StoredArtifact, source_size
 from servion.registry.tables import REGISTRY
+from servion.registry.versions import ModelVersion, RegisterRequest, row_to_version
 from servion.runtime import (
     PICKLE_FORMATS,
     Runtime,
@@ -45,86 +45,9 @@ from servion.runtime import (
 )
 from servion.runtime.onnx_checks import check_external_data
 from servion.state import Database, utcnow
-from servion.types import Arrays
 
 DeleteGuard = Callable[[sa.Connection, str, str], None]
 """Asked before a version is deleted (connection, name, version); raises to refuse."""
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version of a model, as recorded."""
-
-    name: str
-    version: str
-    format: str
-    sha256: str
-    size_bytes: int
-    artifact: str
-    signature: Signature
-    environment: dict[str, Any]
-    options: dict[str, Any]
-    registered_at: str
-    registered_by: str
-    source_name: str
-    large_reason: str | None = None
-    semver: Version = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "semver", parse_version(self.version))
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}:{self.version}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "format": self.format,
-            "sha256": self.sha256,
-            "size_bytes": self.size_bytes,
-            "signature": self.signature.to_dict(),
-            "environment": self.environment,
-            "options": self.options,
-            "registered_at": self.registered_at,
-            "registered_by": self.registered_by,
-            "source_name": self.source_name,
-            "large_reason": self.large_reason,
-        }
-
-
-@dataclass(frozen=True)
-class RegisterRequest:
-    """What ``servion register`` asks for; everything here is user input."""
-
-    name: str
-    path: Path
-    version: str
-    format: str | None = None
-    checksum: str | None = None
-    sample: Arrays | None = None
-    large_reason: str | None = None
-    trust_code: bool = False
-    user: str | None = None
-
-
-def _row_to_version(row: Any) -> ModelVersion:
-    return ModelVersion(
-        name=row.name,
-        version=row.version,
-        format=row.format,
-        sha256=row.sha256,
-        size_bytes=row.size_bytes,
-        artifact=row.artifact,
-        signature=Signature.from_dict(row.signature),
-        environment=row.environment,
-        options=row.options,
-        registered_at=row.registered_at,
-        registered_by=row.registered_by,
-        source_name=row.source_name,
-        large_reason=row.large_reason,
-    )
 
 
 class ModelRegistry:
@@ -213,7 +136,8 @@ class ModelRegistry:
         # Checks that need no code execution run here, before the probe child
         # ever opens the file.
         if fmt in PICKLE_FORMATS:
-            from servion.runtime.safe_pickle import AllowList, check_pickle_file
+            from servion.runtime.pickle_check import check_pickle_file
+            from servion.runtime.safe_pickle import AllowList
 
             allow = AllowList.default().extended(self.settings.runtime.trusted_globals)
             check_pickle_file(entry, allow)
@@ -297,7 +221,7 @@ class ModelRegistry:
         if name is not None:
             query = query.where(tables.model_versions.c.name == name)
         with self.engine.connect() as conn:
-            return [_row_to_version(r) for r in conn.execute(query)]
+            return [row_to_version(r) for r in conn.execute(query)]
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         """One version, or the latest when ``version`` is None."""
