@@ -62,9 +62,18 @@ class Transport:
     ) -> Reply:
         raise NotImplementedError
 
+    def describe(self, endpoint: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """The endpoint's metadata, configuration and readiness."""
+        raise NotImplementedError
+
 
 class Rest(Transport):
     name = "rest"
+
+    def describe(self, endpoint: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        url = f"{self.server.url}/v2/models/{endpoint}"
+        ready = httpx.get(f"{url}/ready").json()["ready"]
+        return httpx.get(url).json(), httpx.get(f"{url}/config").json(), ready
 
     def infer(
         self,
@@ -106,6 +115,13 @@ class Rest(Transport):
 
 class Grpc(Transport):
     name = "grpc"
+
+    def describe(self, endpoint: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        with tg.InferenceServerClient(self.server.grpc_url) as client:
+            meta = client.get_model_metadata(endpoint, as_json=True)
+            config = client.get_model_config(endpoint, as_json=True)["config"]
+            ready = client.is_model_ready(endpoint)
+        return meta, config, ready
 
     def infer(
         self,
@@ -215,6 +231,11 @@ def test_split_sticky_and_pin(server: RunningServer, transport: Transport) -> No
     assert wrong.status == "INVALID_ARGUMENT" and "no arm 'v9.0.0' to pin" in wrong.error
     counted = {a["arm"]: a["requests"] for a in report(server, endpoint)["arms"]}
     assert counted == expected
+    meta, config, ready = transport.describe(endpoint)
+    assert meta["name"] == endpoint and ready
+    assert meta["versions"] == ["tabular:v1.0.0", "tabular:v1.1.0"]
+    assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("X", "FP32")]
+    assert config["name"] == endpoint and int(config["max_batch_size"]) > 0
 
 
 def test_shadow_copies_are_compared(server: RunningServer, transport: Transport) -> None:

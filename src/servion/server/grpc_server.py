@@ -151,12 +151,12 @@ class GrpcFrontEnd:
         return json_format.ParseDict(meta, pb.ModelMetadataResponse())
 
     async def _model_config(self, request: pb.ModelConfigRequest, _: Any) -> Message:
-        model = self.manager.resolve(request.name, request.version or None)
+        model = describe.configured(self.manager, request.name, request.version or None)
         batched = model.batched
         # Triton's dims leave out the batch dimension when the model batches.
         skip = 1 if batched else 0
         config = pb.ModelConfig(
-            name=model.name,
+            name=request.name,
             platform=model.runtime.platform,
             backend=model.meta.format,
             max_batch_size=model.max_batch_size if batched else 0,

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
-from typing import Any
+from typing import Any, Protocol
 
 from servion.errors import RuntimeFailure, ServionError
 from servion.protocol import InferRequest, InferResponse
@@ -39,13 +39,18 @@ Ran = tuple[Arrays, int, int]
 """A batcher's answer: outputs, queue ns, execution ns."""
 
 
+class ShadowSink(Protocol):
+    def after(self, router: EndpointRouter, request: InferRequest, primary: InferResponse) -> None:
+        """Copy ``request`` to the router's shadows once the answer is on its way."""
+
+
 class DataPlane:
     """``infer`` and ``infer_model`` over one worker's model manager."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
-        # Set by the shadow runner, which itself runs its copies through here.
-        self.shadows: Any = None
+        self.shadows: ShadowSink | None = None
+        """Set by the shadow runner, which itself runs its copies through here."""
 
     def infer(
         self, name: str, version: str | None, request: InferRequest, ctx: RequestContext

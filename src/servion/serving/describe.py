@@ -25,10 +25,15 @@ def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str,
 
 def config(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
     """Triton's model configuration subset, for a model version or an endpoint's first arm."""
+    return {**model_config(configured(manager, name, version)), "name": name}
+
+
+def configured(manager: ModelManager, name: str, version: str | None) -> LoadedModel:
+    """The model whose configuration ``name`` reports: itself, or an endpoint's first arm."""
     router = manager.endpoints.get(name) if version is None else None
     if router is None:
-        return model_config(manager.resolve(name, version))
-    return {**model_config(_models(manager, router)[0]), "name": name}
+        return manager.resolve(name, version)
+    return _models(manager, router)[0]
 
 
 def ready(manager: ModelManager, name: str, version: str | None) -> None:
