@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import re
 import time
 from collections.abc import Sequence
 
@@ -90,7 +92,7 @@ def test_max_batch_size_and_preferred_sizes_cap_executions() -> None:
     assert sorted(v for call in model.calls for v in call) == [0, 1, 2, 3, 4]
 
 
-def test_a_failing_request_fails_alone() -> None:
+def test_a_failing_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None:
     model = Recorder(fail_on=13.0)
     batcher = DynamicBatcher(model, BatchingConfig(), "m:v1.0.0")
     _queued_mode(batcher)
@@ -99,8 +101,15 @@ def test_a_failing_request_fails_alone() -> None:
         calls = [batcher.submit(r, len(r["x"]), None) for r in (rows(1), rows(13), rows(2, 3))]
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    ok1, bad, ok2 = asyncio.run(scenario())
-    assert isinstance(bad, RuntimeFailure) and "poisoned row" in bad.message
+    with caplog.at_level(logging.ERROR, logger="servion.batching"):
+        ok1, bad, ok2 = asyncio.run(scenario())
+    # The caller learns that the model failed and where to look, never the model's words.
+    assert isinstance(bad, RuntimeFailure) and "poisoned row" not in bad.message
+    request_id = re.fullmatch(r"model 'm:v1.0.0' failed \(request id (\w{16})\)", bad.message)
+    assert request_id is not None, bad.message
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == request_id[1]]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    assert "poisoned row" in str(logged[0].exc_info[1])
     assert isinstance(ok1, tuple) and isinstance(ok2, tuple)
     np.testing.assert_array_equal(ok2[0]["y"], rows(2, 3)["x"] * 2)
 

@@ -4,5 +4,6 @@ latency-aware waiting, exact splitting of results.
 
 from servion.batching.batcher import DynamicBatcher, request_scheduling
 from servion.batching.config import BatchingConfig
+from servion.batching.execution import model_failure
 
-__all__ = ["BatchingConfig", "DynamicBatcher", "request_scheduling"]
+__all__ = ["BatchingConfig", "DynamicBatcher", "model_failure", "request_scheduling"]

@@ -26,14 +26,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from servion.batching.config import BatchingConfig
-from servion.batching.execution import Job, Predict, Report, run_batch
+from servion.batching.execution import Job, Predict, Report, model_failure, run_batch
 from servion.errors import (
     DeadlineExceeded,
     InvalidInput,
     ModelNotReady,
     Overloaded,
-    RuntimeFailure,
-    ServionError,
 )
 from servion.types import Arrays
 
@@ -182,10 +180,10 @@ class DynamicBatcher:
         t0 = time.perf_counter_ns()
         try:
             results = self._predict(arrays, outputs)
-        except ServionError:
+        except InvalidInput:  # the runtime says the input is wrong: the caller's fault
             raise
         except Exception as exc:  # the model's own code may raise anything
-            raise RuntimeFailure(f"model '{self.label}' failed on this input: {exc}") from exc
+            raise model_failure(self.label, exc) from None
         spent = time.perf_counter_ns() - t0
         self._observe_one(rows, spent)
         return results, 0, spent

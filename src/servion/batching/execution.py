@@ -5,14 +5,18 @@ Pure computation with no event-loop state, so it runs inline or in a thread alik
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from servion.errors import RuntimeFailure, ServionError
+from servion.errors import InvalidInput, RuntimeFailure, ServionError
 from servion.types import Arrays
+
+log = logging.getLogger("servion.batching")
 
 Predict = Callable[[Arrays, Sequence[str] | None], Arrays]
 
@@ -46,16 +50,27 @@ class Report:
     """False when the model's outputs have no batch dimension."""
 
 
+def model_failure(label: str, exc: BaseException) -> RuntimeFailure:
+    """What the caller hears when a model fails: no internals, a request id that finds
+    the full story (type, message, trace) in the log."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error(
+        "model_failed",
+        extra={"model": label, "request_id": request_id, "error": type(exc).__name__},
+        exc_info=exc,
+    )
+    return RuntimeFailure(f"model '{label}' failed (request id {request_id})")
+
+
 def run_alone(predict: Predict, job: Job, label: str) -> tuple[Outcome, tuple[int, int]]:
     """Run one request by itself; a model error becomes that request's error only."""
     t0 = time.perf_counter_ns()
     try:
         results = predict(job.arrays, job.outputs)
-    except ServionError as exc:
+    except InvalidInput as exc:  # the runtime says the input is wrong: the caller's fault
         return Outcome(None, exc, 0), (job.rows, time.perf_counter_ns() - t0)
     except Exception as exc:  # the model's own code may raise anything
-        error = RuntimeFailure(f"model '{label}' failed on this input: {exc}")
-        return Outcome(None, error, 0), (job.rows, time.perf_counter_ns() - t0)
+        return Outcome(None, model_failure(label, exc), 0), (job.rows, time.perf_counter_ns() - t0)
     spent = time.perf_counter_ns() - t0
     return Outcome(results, None, spent), (job.rows, spent)
 

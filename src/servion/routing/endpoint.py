@@ -38,7 +38,12 @@ Answer = InferResponse | Awaitable[InferResponse]
 """An answer now (the model ran inline), or something to await for it."""
 
 CALLER_FAULTS = (InvalidInput,)
-"""Errors that say the request was wrong, not the arm: every other error is the arm's."""
+"""Errors that say the request was wrong, not the arm: every other error is the arm's.
+An arm's error counters (which canary gates and breakers read) count only the arm's."""
+
+
+def is_callers(error: BaseException) -> bool:
+    return isinstance(error, CALLER_FAULTS)
 
 
 class ModelRunner(Protocol):
@@ -73,8 +78,8 @@ def _plain(
     t0 = perf_ns()
     try:
         answer = runner.run(router, route.ref, request)
-    except Exception:
-        route.stats.record((perf_ns() - t0) / 1e6, ok=False)
+    except Exception as exc:
+        route.stats.record((perf_ns() - t0) / 1e6, ok=is_callers(exc))
         raise
     if isinstance(answer, InferResponse):
         route.stats.record((perf_ns() - t0) / 1e6, ok=True)
@@ -92,12 +97,12 @@ async def _counted(
     answer: Awaitable[InferResponse],
     t0: int,
 ) -> InferResponse:
-    ok = False
     try:
         response = await answer
-        ok = True
-    finally:
-        route.stats.record((perf_ns() - t0) / 1e6, ok)
+    except Exception as exc:
+        route.stats.record((perf_ns() - t0) / 1e6, ok=is_callers(exc))
+        raise
+    route.stats.record((perf_ns() - t0) / 1e6, ok=True)
     if router.shadows:
         runner.shadow(router, request, response)
     return response
@@ -183,8 +188,8 @@ async def _arm(
                 ) from None
             return await _fallback(router, route, request, runner, "timeout")
         except Exception as exc:
-            route.stats.record((perf_ns() - t0) / 1e6, ok=False)
-            caller = isinstance(exc, CALLER_FAULTS)
+            caller = is_callers(exc)
+            route.stats.record((perf_ns() - t0) / 1e6, ok=caller)
             if breaker is not None:
                 breaker.record(caller, time.monotonic())
             if caller:
@@ -307,6 +312,9 @@ async def _ensemble(
             for output in answer.outputs:
                 values[f"{step.name}.{output.name}"] = output.data
             ok = True
+        except Exception as exc:
+            ok = is_callers(exc)
+            raise
         finally:
             route.stats.record((perf_ns() - t0) / 1e6, ok)
     sources = dict(ensemble.outputs)

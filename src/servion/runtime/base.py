@@ -103,6 +103,9 @@ class Runtime(ABC):
     """The registry's name for the artifact format (``onnx``, ``sklearn-joblib``, ...)."""
     platform: ClassVar[str]
     """What model metadata reports as ``platform``."""
+    finite_inputs: ClassVar[bool] = False
+    """True when the model cannot take NaN or infinite values: such requests are refused
+    as the caller's error (400) before the model runs, instead of failing inside it."""
 
     def __init__(self, path: Path, settings: RuntimeSettings, options: dict[str, Any]) -> None:
         self.path = path

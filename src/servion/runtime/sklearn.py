@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from servion.datatypes import datatype_of
-from servion.errors import RuntimeFailure, UnsafeArtifact
+from servion.errors import InvalidInput, RuntimeFailure, UnsafeArtifact
 from servion.runtime.base import Runtime, Signature, TensorSpec
 from servion.runtime.safe_pickle import AllowList, load_joblib_file, load_pickle_file
 from servion.types import Arrays
@@ -47,6 +47,8 @@ class SklearnRuntime(Runtime):
     """
 
     platform = "sklearn"
+    # scikit-learn's input validation refuses NaN and infinity in most estimators.
+    finite_inputs = True
     loaders = {
         "sklearn-skops": _load_skops,
         "sklearn-joblib": load_joblib_file,
@@ -86,7 +88,13 @@ class SklearnRuntime(Runtime):
         return self._signature
 
     def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
-        x = inputs[INPUT]
+        try:
+            return self._predict(inputs[INPUT], outputs)
+        except ValueError as exc:
+            # scikit-learn's input validation speaks of the input, not of the model.
+            raise InvalidInput(f"the estimator refused the input: {exc}") from None
+
+    def _predict(self, x: Any, outputs: Sequence[str] | None) -> Arrays:
         if self._signature.outputs[0].name == "prediction":
             return {"prediction": np.asarray(self._model.predict(x), dtype=np.float64)}
         wanted = outputs or self._output_names

@@ -20,7 +20,8 @@ from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
 from typing import Any, Protocol
 
-from servion.errors import RuntimeFailure, ServionError
+from servion.batching import model_failure
+from servion.errors import InvalidInput, ServionError
 from servion.protocol import InferRequest, InferResponse
 from servion.routing import (
     EndpointRouter,
@@ -136,10 +137,10 @@ class DataPlane:
             started = perf_ns()
             try:
                 results = model.runtime.predict(job.arrays, job.wanted)
-            except ServionError:
+            except InvalidInput:
                 raise
             except Exception as exc:  # the model's own code may raise anything
-                raise RuntimeFailure(f"model '{model.meta.label}' failed: {exc}") from exc
+                raise model_failure(model.meta.label, exc) from None
             return results, 0, perf_ns() - started
 
         def finish(done: ThreadFuture[Ran]) -> None:
@@ -191,7 +192,7 @@ def _answered(
 ) -> InferResponse:
     results, t_queue, t_infer = ran
     t2 = perf_ns()
-    outputs = outputs_of(model, job.wanted, results)
+    outputs = outputs_of(model, job.wanted, job.rows, results)
     response = InferResponse(model.name, model.version, request.id, outputs, parameters)
     model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
     return response

@@ -10,8 +10,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from servion.batching import BatchingConfig, DynamicBatcher, request_scheduling
-from servion.errors import InvalidInput, PayloadTooLarge, quoted
+from servion.batching import BatchingConfig, DynamicBatcher, model_failure, request_scheduling
+from servion.errors import InvalidInput, PayloadTooLarge, RuntimeFailure, quoted
 from servion.protocol import InferOutput, InferRequest
 from servion.registry import ModelVersion
 from servion.runtime import Runtime, Signature
@@ -108,8 +108,13 @@ class LoadedModel:
             hold=(self.handle.acquire, self.handle.release),
         )
         self._checks = _checks(self.signature)
+        self._finite = self.runtime.finite_inputs
         self._expected = sorted(self._checks)
         self.output_order = [s.name for s in self.signature.outputs]
+        self.per_row = frozenset(
+            s.name for s in self.signature.outputs if self.batched and s.shape and s.shape[0] < 0
+        )
+        """Outputs with a row per input row: their first dimension is the batch."""
         self.output_names = frozenset(self.output_order)
 
     def validate(self, inputs: Sequence[Any]) -> tuple[Arrays, int]:
@@ -139,6 +144,15 @@ class LoadedModel:
                 if batch >= 0 and shape[0] != batch:
                     raise InvalidInput("all inputs must have the same batch size (first dimension)")
                 batch = shape[0]
+            if (
+                self._finite
+                and tensor.data.dtype.kind in "fc"
+                and not np.isfinite(tensor.data).all()
+            ):
+                raise InvalidInput(
+                    f"input '{tensor.name}' holds NaN or infinite values;"
+                    f" model '{self.name}' takes finite numbers only"
+                )
             arrays[tensor.name] = tensor.data
         if len(arrays) != len(self._checks):
             missing = sorted(set(self._checks) - set(arrays))
@@ -173,6 +187,10 @@ class LoadedModel:
         return LoadedModel(self.meta, self.handle, config, self.stats)
 
 
+def _finite(data: Any) -> bool:
+    return data.dtype.kind not in "fc" or bool(np.isfinite(data).all())
+
+
 class Admitted(NamedTuple):
     """A request checked against its model, ready for the batcher."""
 
@@ -194,7 +212,23 @@ def admit(model: LoadedModel, request: InferRequest) -> Admitted:
     return Admitted(arrays, rows, wanted, priority, timeout)
 
 
-def outputs_of(model: LoadedModel, wanted: list[str] | None, results: Arrays) -> list[InferOutput]:
-    """The outputs to answer with, in the order asked for (the signature's by default)."""
-    names = wanted or model.output_order
-    return [InferOutput.of(n, np.asarray(results[n])) for n in names]
+def outputs_of(
+    model: LoadedModel, wanted: list[str] | None, rows: int, results: Arrays
+) -> list[InferOutput]:
+    """The outputs to answer with, in the order asked for (the signature's by default).
+
+    A model that leaves out an output it declares, or answers a batch with another
+    number of rows than it was given, has failed: the caller never sees such an answer.
+    """
+    outputs = []
+    for name in wanted or model.output_order:
+        value = results.get(name)
+        if value is None:
+            raise model_failure(model.meta.label, RuntimeFailure(f"no output {name!r}"))
+        array = np.asarray(value)
+        if name in model.per_row and (array.ndim == 0 or len(array) != rows):
+            shape = list(array.shape)
+            problem = RuntimeFailure(f"output {name!r} has shape {shape} for {rows} input rows")
+            raise model_failure(model.meta.label, problem)
+        outputs.append(InferOutput.of(name, array))
+    return outputs
