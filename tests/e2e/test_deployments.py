@@ -296,14 +296,19 @@ def test_grpc_requests_are_routed_too(server: RunningServer, tokens: dict[str, s
     assert pinned.get_response().model_version == "v1.2.0"
 
 
-def test_cli_end_to_end(server: RunningServer, tokens: dict[str, str], tmp_path: Path) -> None:
+def test_cli_end_to_end(
+    server: RunningServer, tokens: dict[str, str], tmp_path: Path, home: Path
+) -> None:
     spec_file = tmp_path / "cli.yaml"
     spec_file.write_text(
         "endpoint: cli-ep\nmodels:\n  - {model: tabular, version: v1.0.0, weight: 60}\n"
         "  - {model: tabular, version: v1.1.0, weight: 40}\n"
     )
     flags = ("--url", server.url, "--token", tokens["deployer"])
-    assert cli(tmp_path, "deploy", "--check", str(spec_file)).returncode == 0
+    # --check reads the registry of --home: the versions exist there, not in an empty home.
+    assert cli(home, "deploy", "--check", str(spec_file)).returncode == 0
+    unknown = cli(tmp_path, "deploy", "--check", str(spec_file))
+    assert unknown.returncode == 2 and "is not a registered model version" in unknown.stderr
     done = cli(tmp_path, "deploy", str(spec_file), *flags)
     assert done.returncode == 0 and "endpoint cli-ep revision 1" in done.stdout, done.stderr
     spec_file.write_text(spec_file.read_text().replace("60", "90").replace("40", "10"))
@@ -535,6 +540,8 @@ def infer_at(server: RunningServer, endpoint: str, value: float, **headers: str)
 
 
 STATIC = {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [-1]}]}
+PROBABILITIES = {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 0.5]}
+STATIC_BOTH = {"outputs": [*STATIC["outputs"], PROBABILITIES]}
 
 
 def test_fallback_answers_when_the_arm_fails(
@@ -602,7 +609,7 @@ def test_circuit_breaker_opens_and_recovers_through_half_open(
             "endpoint": "cb-ep",
             "models": [{"model": "shadow-fail", "version": "v1.0.0"}],
             "circuit_breaker": {"error_rate": 0.5, "min_requests": 4, "window_s": 30, "open_s": 1},
-            "fallback": STATIC,
+            "fallback": STATIC_BOTH,
         }
     )
     deploy(server, tokens, text)

@@ -297,7 +297,12 @@ def test_bulkhead_refuses_beyond_its_queue(server: RunningServer, transport: Tra
     assert report(server, endpoint)["bulkhead"] == {"running": 0, "waiting": 0, "rejected": 2}
 
 
-STATIC = {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [-1]}]}
+STATIC = {
+    "outputs": [
+        {"name": "label", "datatype": "INT64", "shape": [1], "data": [-1]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [1, 2], "data": [0.5, 0.5]},
+    ]
+}
 
 
 def test_breaker_and_fixed_fallback(server: RunningServer, transport: Transport) -> None:

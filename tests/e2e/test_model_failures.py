@@ -99,7 +99,10 @@ def test_bad_input_never_trips_the_breaker_or_the_fallback(server: RunningServer
         "models": [{"model": "tabsk", "version": "v1.0.0"}],
         "circuit_breaker": {"error_rate": 0.5, "min_requests": 2, "window_s": 60, "open_s": 60},
         "fallback": {
-            "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [9]}]
+            "outputs": [
+                {"name": "label", "datatype": "INT64", "shape": [1], "data": [9]},
+                {"name": "probabilities", "datatype": "FP64", "shape": [1, 2], "data": [0, 1]},
+            ]
         },
     }
     deployed = httpx.post(f"{server.url}/v2/admin/endpoints", content=json.dumps(spec))

@@ -18,6 +18,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def open_registry(settings: Settings) -> Any:
+    """The registry with every subsystem's guards on it: deploy refuses deleting a version
+    an endpoint names, and registering a model under a deployed endpoint's name."""
+    from servion.deploy import Deployments
+    from servion.registry import ModelRegistry
+
+    registry = ModelRegistry(settings)
+    Deployments(registry)
+    return registry
+
+
 class Context:
     """Per-invocation state: settings are built once, here."""
 

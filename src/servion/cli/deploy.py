@@ -20,7 +20,7 @@ import click
 import orjson
 import yaml
 
-from servion.cli.common import echo_json, refusals_exit_2, table
+from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
 from servion.errors import InvalidInput, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,15 +99,26 @@ def _error_text(raw: bytes) -> str:
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=Path), required=False)
 @click.option("--schema", is_flag=True, help="Print the spec's JSON Schema and exit.")
-@click.option("--check", is_flag=True, help="Only check the spec (no server needed).")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check the spec, against the registry of --home (no server needed).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @server_options
+@click.pass_obj
 @refusals_exit_2
 def deploy(
-    spec: Path | None, schema: bool, check: bool, as_json: bool, url: str, token: str | None
+    ctx: Context,
+    spec: Path | None,
+    schema: bool,
+    check: bool,
+    as_json: bool,
+    url: str,
+    token: str | None,
 ) -> None:
     """Apply a deployment spec (YAML) to the running server as a new revision."""
-    from servion.deploy import json_schema, parse_spec
+    from servion.deploy import Deployments, json_schema, parse_spec
 
     if schema:
         click.echo(json_schema(), nl=False)
@@ -120,6 +131,11 @@ def deploy(
         raise InvalidInput(f"cannot read {spec}: {exc.strerror}") from None
     parsed = parse_spec(text, spec.name)
     if check:
+        registry = open_registry(ctx.settings)
+        try:
+            Deployments(registry).check(parsed)
+        finally:
+            registry.close()
         click.echo(f"{spec.name}: valid spec for endpoint {parsed.endpoint!r}")
         return
     answer = call(url, token, "POST", "/v2/admin/endpoints", text)

@@ -8,8 +8,14 @@ import click
 
 from servion.audit import Auditor
 from servion.batching import BatchingConfig
-from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2, table
-from servion.deploy import Deployments
+from servion.cli.common import (
+    Context,
+    echo_json,
+    human_bytes,
+    open_registry,
+    refusals_exit_2,
+    table,
+)
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, VersionPolicy, check_name, parse_ref
 
@@ -89,8 +95,7 @@ def delete(ctx: Context, ref: str) -> None:
     name, version = parse_ref(ref)
     if version is None:
         raise ValidationFailed("name the version to delete: NAME:VERSION")
-    registry = ModelRegistry(ctx.settings)
-    Deployments(registry)  # refuses versions that an endpoint uses
+    registry: ModelRegistry = open_registry(ctx.settings)
     audit = Auditor(ctx.settings)
     try:
         with audit.operation(

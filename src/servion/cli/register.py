@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from servion.audit import Auditor
-from servion.cli.common import Context, echo_json, human_bytes, refusals_exit_2
+from servion.cli.common import Context, echo_json, human_bytes, open_registry, refusals_exit_2
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, RegisterRequest
 from servion.runtime import FORMATS
@@ -79,7 +79,7 @@ def register(
     as_json: bool,
 ) -> None:
     """Validate, store and record a model file or directory as NAME at --version."""
-    registry = ModelRegistry(ctx.settings)
+    registry: ModelRegistry = open_registry(ctx.settings)
     audit = Auditor(ctx.settings)
     try:
         with audit.operation(

@@ -73,6 +73,8 @@ class CanaryDriver:
             raise InvalidInput(
                 f"rollout: {quoted(canary.label)} already serves endpoint {quoted(endpoint)}"
             )
+        # Checked as a step will serve it: beside the stable arms, answering the same requests.
+        await asyncio.to_thread(self.deployments.check, step_spec(current.spec, spec, 50))
         state = await asyncio.to_thread(
             self.rollouts.start, spec, current.revision, user, self.fleet.worker_id, LEASE_S
         )

@@ -15,24 +15,23 @@ import sqlalchemy as sa
 
 from servion.batching import BatchingConfig
 from servion.deploy import tables
+from servion.deploy.checks import (
+    FIELDS,
+    check_fixed_outputs,
+    check_name,
+    check_signatures,
+    where,
+)
 from servion.deploy.plans import policy_of
 from servion.deploy.spec import Arm, DeploymentSpec, Stage, spec_from_dict
 from servion.deploy.tables import DEPLOY
 from servion.errors import ConfigError, InvalidInput, ModelNotFound, ValidationFailed, quoted
 from servion.registry import ModelRegistry
-from servion.routing import EndpointPolicy
+from servion.routing import EndpointPolicy, ModelRef
+from servion.runtime import Signature
 from servion.state import Database, utcnow
 
 log = logging.getLogger("servion.deploy")
-
-FIELDS = {
-    "arm": "models",
-    "shadow": "shadows",
-    "stage": "cascade.then",
-    "step": "ensemble.steps",
-    "fallback": "fallback",
-}
-"""Where in a spec each part of an endpoint is written."""
 
 
 class EndpointNotFound(ModelNotFound):
@@ -89,6 +88,16 @@ class Deployments:
         registry.database.migrate(DEPLOY)
         self.engine = registry.database.engine
         registry.add_delete_guard(self._refuse_delete)
+        registry.add_name_guard(self._refuse_name)
+
+    def _refuse_name(self, conn: sa.Connection, name: str) -> None:
+        """A new model may not take a deployed endpoint's name."""
+        ep = tables.endpoints
+        if conn.execute(sa.select(ep.c.name).where(ep.c.name == name)).first() is not None:
+            raise ValidationFailed(
+                f"{quoted(name)} is a deployed endpoint's name: register the model under"
+                " another name (or undeploy the endpoint first)"
+            )
 
     def _refuse_delete(self, conn: sa.Connection, name: str, version: str) -> None:
         """A version the current or previous revision of an endpoint names stays."""
@@ -113,17 +122,24 @@ class Deployments:
     def check(self, spec: DeploymentSpec) -> None:
         """Every version the spec names is registered, a cascade's output exists, fixed
         outputs fit their shapes (400 naming the field otherwise)."""
-        registered = {(mv.name, mv.version) for mv in self.registry.list_versions()}
+        versions = self.registry.list_versions()
+        registered = {(mv.name, mv.version): mv.signature for mv in versions}
         seen: dict[str, int] = {}
         for role, ref in spec.model_refs():
             index = seen.get(role, 0)
             seen[role] = index + 1
             if (ref.model, ref.version) not in registered:
-                where = FIELDS[role] if role == "fallback" else f"{FIELDS[role]}[{index}]"
                 raise InvalidInput(
-                    f"{where}: {quoted(ref.label)} is not a registered model version"
+                    f"{where(role, index)}: {quoted(ref.label)} is not a registered model version"
                 )
         policy_of(spec)
+        check_name(spec, {mv.name for mv in versions})
+
+        def signature_of(ref: ModelRef) -> Signature:
+            return registered[(ref.model, ref.version)]
+
+        check_signatures(spec, signature_of)
+        check_fixed_outputs(spec, signature_of)
         self._check_cascade(spec)
         self._check_ensemble(spec)
         self._check_resources(spec)

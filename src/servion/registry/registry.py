@@ -48,6 +48,8 @@ from servion.state import Database, utcnow
 
 DeleteGuard = Callable[[sa.Connection, str, str], None]
 """Asked before a version is deleted (connection, name, version); raises to refuse."""
+NameGuard = Callable[[sa.Connection, str], None]
+"""Asked before a new model name is registered (connection, name); raises to refuse."""
 
 
 class ModelRegistry:
@@ -66,6 +68,7 @@ class ModelRegistry:
         self.engine = self.database.engine
         self.store = ArtifactStore(settings.artifacts_dir)
         self._delete_guards: list[DeleteGuard] = []
+        self._name_guards: list[NameGuard] = []
 
     def close(self) -> None:
         self.database.close()
@@ -172,6 +175,8 @@ class ModelRegistry:
                     sa.select(tables.models.c.name).where(tables.models.c.name == req.name)
                 ).first()
                 if not exists:
+                    for guard in self._name_guards:
+                        guard(conn, req.name)
                     conn.execute(tables.models.insert().values(name=req.name, created_at=now))
                 conn.execute(
                     tables.model_versions.insert().values(
@@ -255,6 +260,11 @@ class ModelRegistry:
         inside the delete's transaction, so nothing can start using the version meanwhile."""
         if guard not in self._delete_guards:
             self._delete_guards.append(guard)
+
+    def add_name_guard(self, guard: NameGuard) -> None:
+        """Ask ``guard`` before a new model name is registered; it raises to refuse."""
+        if guard not in self._name_guards:
+            self._name_guards.append(guard)
 
     def delete(self, name: str, version: str) -> ModelVersion:
         """Remove a version; its artifact goes too unless another version shares it.

@@ -228,7 +228,7 @@ async def _fallback(
         "servion_arm": route.label,
     }
     if fallback.outputs is not None:
-        return InferResponse(router.name, None, request.id, list(fallback.outputs), said)
+        return InferResponse(router.name, None, request.id, _fixed(fallback.outputs, request), said)
     assert fallback.ref is not None
     response = await settled(runner.run(router, fallback.ref, request))
     response.parameters = {**(response.parameters or {}), **said}
@@ -321,6 +321,23 @@ async def _ensemble(
     outputs = [InferOutput.of(n, np.asarray(values[sources[n]])) for n in names]
     said = {"servion_ensemble": ",".join(s.ref.label for s in ensemble.steps)}
     return InferResponse(router.name, str(router.revision), request.id, outputs, said)
+
+
+def _fixed(outputs: tuple[InferOutput, ...], request: InferRequest) -> list[InferOutput]:
+    """The fixed answer for this request: its one row repeated for each request row, only
+    the outputs asked for."""
+    first = request.inputs[0] if request.inputs else None
+    rows = first.shape[0] if first is not None and first.shape else 1
+    wanted = {o.name for o in request.outputs} if request.outputs else None
+    answer = []
+    for output in outputs:
+        if wanted is not None and output.name not in wanted:
+            continue
+        data = output.data
+        if rows != 1 and data.ndim and data.shape[0] == 1:
+            data = np.repeat(data, rows, axis=0)
+        answer.append(InferOutput(output.name, output.datatype, data.shape, data))
+    return answer
 
 
 def _check_outputs(names: list[str], known: list[str], what: str) -> None:
