@@ -68,7 +68,7 @@ class ServerSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Loopback by default: listening elsewhere requires an admin token."""
-    port: int = 8080
+    port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1)
     """Worker processes sharing the port; one per core by default."""
     admin_token: str | None = None

@@ -61,6 +61,25 @@ def test_refusals_exit_2_with_a_precise_message(tmp_path: Path, tabular: Tabular
     )
     dup = cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0")
     assert dup.returncode == 2 and "already registered" in dup.stderr
+    later = [
+        (
+            ("register", "tabular", str(tabular.onnx), "--version", "v99999999999999999999.0.0"),
+            "numbers of up to 9 digits",
+        ),
+        (("register", "tabular", str(tabular.onnx), "--version", "v01.0.0"), "no leading zeros"),
+        (("register", "tabular", str(tabular.onnx), "--version", "v\uff11.0.0"), "invalid version"),
+        (
+            ("models", "policy", "tabular", "specific:v1.0.0,v9.9.9"),
+            "names v9.9.9, which 'tabular' does not have (it has v1.0.0)",
+        ),
+        (("serve", "--port", "70000"), "70000 is not in the range 0<=x<=65535"),
+    ]
+    for args, words in later:
+        done = cli(home, *args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert words in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    assert cli(home, "models", "policy", "tabular", "specific:v1.0.0").returncode == 0
 
 
 def test_register_with_sample_file(tmp_path: Path, tabular: TabularModels) -> None:

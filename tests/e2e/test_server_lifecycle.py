@@ -239,3 +239,39 @@ def test_a_port_in_use_is_refused(
     done = cli(registry.settings.home, "serve", "--port", str(server.port))
     assert done.returncode == 2 and "cannot listen" in done.stderr
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+
+
+def test_port_zero_means_any_free_port_for_grpc_too(tmp_path: Path) -> None:
+    """``--port 0`` without ``--grpc-port`` does not fall back on gRPC's fixed 8081."""
+    port_file, grpc_file = tmp_path / "port", tmp_path / "grpc-port"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "servion.cli.main",
+            "--home",
+            str(tmp_path / "home"),
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            "1",
+            "--port-file",
+            str(port_file),
+            "--grpc-port-file",
+            str(grpc_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not grpc_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        grpc_port = int(grpc_file.read_text())
+        assert grpc_port not in (0, 8081)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)

@@ -17,7 +17,12 @@ from servion.server import serve as run_server
 def server_options(func: Any) -> Any:
     options = [
         click.option("--host", default=None, help="Address to listen on (default 127.0.0.1)."),
-        click.option("--port", type=int, default=None, help="Port (default 8080; 0 = any free)."),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=None,
+            help="Port (default 8080; 0 = any free, and then gRPC's default is any free too).",
+        ),
         click.option(
             "--workers",
             type=click.IntRange(1, 256),
@@ -101,6 +106,8 @@ BATCHING_OPTIONS = ("dynamic", "max_batch_size", "max_queue_delay_us", "max_queu
 def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
     """Settings with the command-line options laid over the environment's."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("port") == 0 and "grpc_port" not in given:
+        given["grpc_port"] = 0  # "any free port" holds for both protocols
     batching = {k: given.pop(k) for k in BATCHING_OPTIONS if k in given}
     return settings.model_copy(
         update={

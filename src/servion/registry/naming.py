@@ -10,7 +10,9 @@ from typing import NamedTuple
 from servion.errors import ValidationFailed, quoted
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_\-]{3,64}$")
-VERSION_RE = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+_NUMBER = r"(0|[1-9][0-9]{0,8})"
+VERSION_RE = re.compile(rf"^v{_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
+"""ASCII digits only, no leading zeros (semver), at most 9 digits (any database's integer)."""
 
 
 class Version(NamedTuple):
@@ -43,6 +45,7 @@ def parse_version(version: str) -> Version:
     if not match:
         raise ValidationFailed(
             f"invalid version {quoted(version)}: use vMAJOR.MINOR.PATCH, e.g. v1.0.0"
+            " (numbers of up to 9 digits, no leading zeros)"
         )
     return Version(*(int(g) for g in match.groups()))
 

@@ -295,7 +295,16 @@ class ModelRegistry:
         self._update_model(name, loaded=loaded)
 
     def set_policy(self, name: str, policy: VersionPolicy) -> None:
-        """Choose which versions of a model are served."""
+        """Choose which versions of a model are served; every version it names must exist."""
+        have = [mv.version for mv in self.list_versions(name)]
+        if not have:
+            raise ModelNotFound(name)
+        missing = [v for v in policy.versions if v not in have]
+        if missing:
+            raise ValidationFailed(
+                f"version policy {policy} names {', '.join(missing)}, which {quoted(name)}"
+                f" does not have (it has {', '.join(have)})"
+            )
         self._update_model(name, version_policy=str(policy))
 
     def _update_model(self, name: str, **values: Any) -> None:
