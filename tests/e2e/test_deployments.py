@@ -136,7 +136,7 @@ def test_split_stickiness_pins_and_report(server: RunningServer, tokens: dict[st
         )
         assert wrong.status_code == 400 and "no arm 'v1.2.0' to pin" in wrong.json()["error"]
         meta = client.get("/v2/models/split").json()
-        assert meta["name"] == "split" and meta["versions"] == ["tabular:v1.0.0", "tabular:v1.1.0"]
+        assert meta["name"] == "split" and meta["versions"] == ["v1.0.0", "v1.1.0"]
         assert client.get("/v2/models/split/ready").json()["ready"] is True
     time.sleep(1.5)  # the other worker's counters arrive within a second
     report = admin(server, tokens["viewer"], "GET", "/endpoints/split/report").json()

@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
+import tritonclient.http as th
 from model_sources import DOUBLER_MODEL, FLAKY_MODEL, SHADOW_MODEL, SLOW_MODEL, UNSURE_MODEL
 from tritonclient.utils import InferenceServerException
 
@@ -233,7 +234,7 @@ def test_split_sticky_and_pin(server: RunningServer, transport: Transport) -> No
     assert counted == expected
     meta, config, ready = transport.describe(endpoint)
     assert meta["name"] == endpoint and ready
-    assert meta["versions"] == ["tabular:v1.0.0", "tabular:v1.1.0"]
+    assert meta["versions"] == ["v1.0.0", "v1.1.0"]
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("X", "FP32")]
     assert config["name"] == endpoint and int(config["max_batch_size"]) > 0
 
@@ -488,3 +489,33 @@ def wait_for(read: Any, key: str, value: int, timeout: float = 20) -> dict[str, 
             assert found[key] == value, found
             return found
         time.sleep(0.05)
+
+
+def test_an_endpoint_is_called_like_a_model(server: RunningServer) -> None:
+    endpoint = "like-a-model"
+    deploy(server, {"endpoint": endpoint, "models": arms("tabular", "v1.0.0", "v1.1.0")})
+    meta = httpx.get(f"{server.url}/v2/models/{endpoint}").json()
+    assert meta["versions"] == ["v1.0.0", "v1.1.0"]
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": ROW}]}
+    pinned = httpx.post(f"{server.url}/v2/models/{endpoint}/versions/v1.1.0/infer", json=body)
+    assert pinned.status_code == 200 and pinned.json()["model_version"] == "v1.1.0"
+    nope = httpx.post(f"{server.url}/v2/models/{endpoint}/versions/v9.0.0/infer", json=body)
+    assert nope.status_code == 400 and "no arm 'v9.0.0'" in nope.json()["error"]
+    v1 = httpx.post(f"{server.url}/v1/models/{endpoint}:predict", json={"instances": [ROW, ROW]})
+    assert v1.status_code == 200 and len(v1.json()["predictions"]) == 2
+    assert endpoint in httpx.get(f"{server.url}/v1/models").json()["models"]
+    assert httpx.get(f"{server.url}/v1/models/{endpoint}").json() == {
+        "name": endpoint,
+        "ready": True,
+    }
+    rest = th.InferenceServerClient(server.url.removeprefix("http://"))
+    stats = rest.get_inference_statistics(endpoint)["model_stats"]
+    assert [(s["name"], s["version"]) for s in stats] == [
+        ("tabular", "v1.0.0"),
+        ("tabular", "v1.1.0"),
+    ]
+    with tg.InferenceServerClient(server.grpc_url) as client:
+        over_grpc = client.get_inference_statistics(endpoint, as_json=True)["model_stats"]
+    assert [s["version"] for s in over_grpc] == ["v1.0.0", "v1.1.0"]
+    only = httpx.get(f"{server.url}/v2/models/{endpoint}/versions/v1.1.0/stats").json()
+    assert [s["version"] for s in only["model_stats"]] == ["v1.1.0"]

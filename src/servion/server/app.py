@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from servion.deploy import DeployService
-from servion.errors import InvalidInput, ModelNotFound, ServionError, quoted
+from servion.errors import InvalidInput, ServionError, quoted
 from servion.protocol import (
     InferRequest,
     InferResponse,
@@ -25,7 +25,7 @@ from servion.protocol import (
     http_status_for,
     parse_header_length,
 )
-from servion.routing import request_context
+from servion.routing import EndpointRouter, request_context
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
@@ -40,7 +40,7 @@ from servion.server.http import (
     read_asgi,
     send_asgi,
 )
-from servion.server.v1 import v1_answer, v1_request
+from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import DataPlane, ModelManager, ShadowRunner, describe
 
 log = logging.getLogger("servion.server")
@@ -116,6 +116,7 @@ class ServionApp:
         self.deploys = DeployService(control.deployments, control, control.audit)
         control.every_second.append(self.deploys.canaries.adopt)
         self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard)
+        self.v1 = V1Api(manager, self.plane, limits, self._guard)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -181,7 +182,10 @@ class ServionApp:
                 return self._model(req, *_model_route(parts[2:]))
             return self._v2_other(req, parts[1:])
         if head == "v1" and len(parts) >= 2 and parts[1] == "models":
-            return self._v1(req, parts[2:])
+            try:
+                return self.v1.handle(req, parts[2:])
+            except NoV1Route:
+                raise _NoRoute from None
         raise _NoRoute
 
     async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
@@ -196,15 +200,17 @@ class ServionApp:
         if action == "infer" and req.method == "POST":
             if self.control.inference_auth:
                 self.control.authorize(req.header(b"authorization"), "viewer")
-            router = self.manager.endpoints.get(name) if version is None else None
+            router = self._endpoint(name, version)
             if router is None:
                 model = self.manager.resolve(name, version)  # 404 / 503 before decoding
                 request = self._decode(req)
                 return self._encoded(self.plane.infer_model(model, request), request, req)
             # Headers are read only for endpoints: a model's hot path reads none.
             request = self._decode(req)
-            answer = self.plane.infer_endpoint(router, request, request_context(req.header))
-            return self._encoded(answer, request, req)
+            ctx = request_context(req.header)
+            if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
+                ctx.pin = version.encode()
+            return self._encoded(self.plane.infer_endpoint(router, request, ctx), request, req)
         if req.method != "GET":
             raise _NoRoute
         if action == "":
@@ -217,6 +223,14 @@ class ServionApp:
         if action == "config":
             return json_response(200, describe.config(self.manager, name, version))
         raise _NoRoute
+
+    def _endpoint(self, name: str, version: str | None) -> EndpointRouter | None:
+        """The endpoint a request to ``name`` goes to: ``version`` pins one of its arms,
+        unless ``name`` is also a model's (whose versions it then names)."""
+        router = self.manager.endpoints.get(name)
+        if router is None or version is None or name not in self.manager.served:
+            return router
+        return None
 
     def _decode(self, req: Request) -> InferRequest:
         """The request body as an InferRequest (JSON, or JSON then binary tensors)."""
@@ -306,27 +320,6 @@ class ServionApp:
             except NoAdminRoute:
                 raise _NoRoute from None
         raise _NoRoute
-
-    def _v1(self, req: Request, rest: list[str]) -> Answer:
-        if not rest and req.method == "GET":
-            return json_response(200, {"models": sorted(self.manager.latest)})
-        if len(rest) != 1:
-            raise _NoRoute
-        name, _, verb = rest[0].partition(":")
-        if req.method == "GET" and not verb:
-            ready = name in self.manager.latest
-            if not ready and not any(s.name == name for s in self.manager.states):
-                raise ModelNotFound(name)
-            return json_response(200, {"name": name, "ready": ready})
-        if req.method == "POST" and verb == "predict":
-            model = self.manager.resolve(name, None)
-            request = v1_request(model, req.body, self.limits)
-            return self._guard(self._predict_v1(self.plane.infer_model(model, request)), req)
-        raise _NoRoute
-
-    async def _predict_v1(self, answer: InferResponse | Awaitable[InferResponse]) -> Response:
-        response = answer if isinstance(answer, InferResponse) else await answer
-        return 200, v1_answer(response), JSON_HEADERS
 
 
 def _ok(request: InferRequest, response: InferResponse) -> Response:

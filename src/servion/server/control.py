@@ -145,9 +145,23 @@ class Control:
     # -- statistics --------------------------------------------------------------
 
     async def stats(self, name: str | None, version: str | None) -> dict[str, Any]:
-        """Triton statistics summed over every live worker (others lag by up to a second)."""
+        """Triton statistics summed over every live worker (others lag by up to a second).
+
+        For an endpoint's name: the statistics of the versions that answer it.
+        """
         if name is not None and not any(s.name == name for s in self.manager.states):
-            raise ModelNotFound(name)
+            router = self.manager.endpoints.get(name)
+            if router is None:
+                raise ModelNotFound(name)
+            picked = [
+                r for r in router.routes if version is None or version in (r.version, r.label)
+            ]
+            if not picked:
+                raise ModelNotFound(name, version)
+            entries: list[dict[str, Any]] = []
+            for route in picked:
+                entries += (await self.stats(route.model, route.version))["model_stats"]
+            return {"model_stats": entries}
         reports = await asyncio.to_thread(self.database.worker_reports, WORKER_TTL_S)
         parts: dict[str, list[dict[str, Any]]] = {}
         for worker_id, _, report in reports:

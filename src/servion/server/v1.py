@@ -6,11 +6,13 @@ the data plane; only the two ends differ.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import numpy as np
 import orjson
 
 from servion.datatypes import NUMPY_OF
-from servion.errors import InvalidInput
+from servion.errors import InvalidInput, ModelNotFound
 from servion.protocol import (
     InferInput,
     InferRequest,
@@ -19,7 +21,57 @@ from servion.protocol import (
     decode_v1_request,
     encode_v1_response,
 )
-from servion.serving import LoadedModel
+from servion.routing import request_context
+from servion.server.http import JSON_HEADERS, Request, Response, json_response
+from servion.serving import DataPlane, LoadedModel, ModelManager, describe
+
+Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
+
+
+class NoV1Route(Exception):
+    pass
+
+
+class V1Api:
+    """``GET /v1/models``, ``GET /v1/models/{m}``, ``POST /v1/models/{m}:predict``, for
+    models and endpoints alike."""
+
+    def __init__(
+        self, manager: ModelManager, plane: DataPlane, limits: Limits, guard: Guard
+    ) -> None:
+        self.manager = manager
+        self.plane = plane
+        self.limits = limits
+        self.guard = guard
+
+    def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
+        """``rest``: the path after ``/v1/models``."""
+        manager = self.manager
+        if not rest and req.method == "GET":
+            return json_response(200, {"models": sorted({*manager.latest, *manager.endpoints})})
+        if len(rest) != 1:
+            raise NoV1Route
+        name, _, verb = rest[0].partition(":")
+        router = manager.endpoints.get(name)
+        if req.method == "GET" and not verb:
+            ready = name in manager.latest or router is not None
+            if not ready and not any(s.name == name for s in manager.states):
+                raise ModelNotFound(name)
+            return json_response(200, {"name": name, "ready": ready})
+        if req.method == "POST" and verb == "predict":
+            if router is None:
+                model = manager.resolve(name, None)
+                request = v1_request(model, req.body, self.limits)
+                return self.guard(self._predict(self.plane.infer_model(model, request)), req)
+            # An endpoint's instances are read against its first arm's input.
+            request = v1_request(describe.configured(manager, name, None), req.body, self.limits)
+            answer = self.plane.infer_endpoint(router, request, request_context(req.header))
+            return self.guard(self._predict(answer), req)
+        raise NoV1Route
+
+    async def _predict(self, answer: InferResponse | Awaitable[InferResponse]) -> Response:
+        response = answer if isinstance(answer, InferResponse) else await answer
+        return 200, v1_answer(response), JSON_HEADERS
 
 
 def v1_request(model: LoadedModel, body: bytes, limits: Limits) -> InferRequest:

@@ -19,7 +19,11 @@ def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str,
     models = _models(manager, router)
     if router.ensemble is not None:
         return _ensemble_metadata(router, models)
-    meta = models[0].metadata([r.label for r in router.routes])
+    # Versions as /v2/models/{endpoint}/versions/{v} takes them: bare when they are unique.
+    versions = [r.version for r in router.routes]
+    if len(set(versions)) < len(versions):
+        versions = [r.label for r in router.routes]
+    meta = models[0].metadata(versions)
     return {**meta, "name": name}
 
 
