@@ -276,3 +276,34 @@ def test_auto_execution_moves_slow_models_off_the_loop() -> None:
 
     asyncio.run(scenario())
     assert batcher.threaded  # 3 ms executions average above the 1 ms threshold
+
+
+def test_a_deadline_fires_while_an_execution_runs() -> None:
+    """A queued request hears of its deadline when it passes, not when the model is free."""
+    model = Recorder(sleep_s=0.6)
+    config = BatchingConfig(execution="thread", dynamic=False)
+    batcher = DynamicBatcher(model, config, "m:v1.0.0")
+    _queued_mode(batcher)
+
+    async def scenario() -> tuple[object, float]:
+        running = asyncio.ensure_future(batcher.submit(rows(1), 1, None))
+        await asyncio.sleep(0.05)  # the first execution is under way in the model's thread
+        started = time.perf_counter()
+        try:
+            await batcher.submit(rows(2), 1, None, timeout_us=100_000)
+        except DeadlineExceeded as exc:
+            waited = time.perf_counter() - started
+            await running
+            return exc, waited
+        raise AssertionError("the queued request ran")
+
+    error, waited = asyncio.run(scenario())
+    assert isinstance(error, DeadlineExceeded) and "it was not run" in error.message
+    assert waited < 0.4  # not the 0.55 s left of the running execution
+    assert model.calls == [[1.0]]
+
+
+def test_a_model_measured_slow_at_warm_up_never_runs_on_the_loop() -> None:
+    fast = DynamicBatcher(Recorder(), BatchingConfig(), "m:v1.0.0", expected_ns=20_000)
+    slow = DynamicBatcher(Recorder(), BatchingConfig(), "m:v1.0.0", expected_ns=5_000_000)
+    assert not fast.threaded and slow.threaded

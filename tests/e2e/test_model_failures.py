@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as th
+from model_sources import SLOW_MODEL
 from tritonclient.utils import InferenceServerException
 
 from conftest import RunningServer, TabularModels, register, start_server
@@ -52,6 +55,9 @@ def server(
     leaky = tmp / "leaky.py"
     leaky.write_text(LEAKY_MODEL)
     register(registry, "leaky", leaky, trust_code=True)
+    slow = tmp / "slowish.py"
+    slow.write_text(SLOW_MODEL)  # 0.4 s a call, batching left at its default (auto)
+    register(registry, "slowish", slow, trust_code=True)
     registry.close()
     srv = start_server(settings.home, tmp, "--workers", "1")
     yield srv
@@ -146,3 +152,25 @@ def test_an_answer_of_the_wrong_size_is_a_failure(server: RunningServer) -> None
     line = next(line for line in server.log().splitlines() if found[1] in line)
     assert "output 'label' has shape [4] for 3 input rows" in line
     assert httpx.post(f"{server.url}/v2/models/leaky/infer", json=rows(0.5, 3)).status_code == 200
+
+
+def test_a_slow_model_does_not_hold_up_another(server: RunningServer) -> None:
+    """A user's model runs in its own thread by default: the worker's loop stays free."""
+    slow_done: list[float] = []
+
+    def call_slow() -> None:
+        started = time.perf_counter()
+        reply = httpx.post(f"{server.url}/v2/models/slowish/infer", json=rows(0.5), timeout=30)
+        assert reply.status_code == 200
+        slow_done.append(time.perf_counter() - started)
+
+    for _ in range(2):  # the first call of a model and a later one alike
+        caller = threading.Thread(target=call_slow)
+        caller.start()
+        time.sleep(0.1)  # the slow call is running
+        started = time.perf_counter()
+        fast = httpx.post(f"{server.url}/v2/models/tabular/infer", json=rows(0.5), timeout=30)
+        waited = time.perf_counter() - started
+        caller.join(30)
+        assert fast.status_code == 200 and waited < 0.2, waited
+    assert len(slow_done) == 2 and min(slow_done) >= 0.4

@@ -79,6 +79,7 @@ class DynamicBatcher:
         label: str,
         on_execution: Callable[[int, int], None] | None = None,
         hold: tuple[Callable[[], None], Callable[[], None]] | None = None,
+        expected_ns: float = 0.0,
     ) -> None:
         self._predict = predict
         self._on_execution = on_execution
@@ -102,8 +103,9 @@ class DynamicBatcher:
         """Recent rows per execution: the load signal for inline runs and the queue delay."""
         self.avg_ns_per_row = 100_000.0
         """Recent execution cost per row: the basis of Retry-After."""
-        self.avg_ns_per_execution = 0.0
-        """Recent cost of one execution: decides inline or threaded execution."""
+        self.avg_ns_per_execution = expected_ns
+        """Recent cost of one execution: decides inline or threaded execution. It starts at
+        what the model's warm-up measured, so a slow model never runs on the loop."""
         self.executions = 0
 
     @property
@@ -171,6 +173,10 @@ class DynamicBatcher:
         self._hold()
         self._queued_rows += rows
         self._schedule()
+        if timeout_us:
+            # The caller hears of its deadline when it passes, not when a running
+            # execution ends and the queue is looked at again.
+            loop.call_later(timeout_us / 1e6, self._expire_due)
         return future
 
     def _run_inline(
@@ -270,6 +276,20 @@ class DynamicBatcher:
         for entry in skipped:
             heapq.heappush(self._queue, entry)
         return batch
+
+    def _expire_due(self) -> None:
+        now = time.perf_counter()
+        due = [e for e in self._queue if e[2].deadline <= now or e[2].future.done()]
+        if not due:
+            return
+        self._queue = [e for e in self._queue if not (e[2].deadline <= now or e[2].future.done())]
+        heapq.heapify(self._queue)
+        for _, _, pending in due:
+            self._queued_rows -= pending.job.rows
+            if not pending.future.done():
+                self._expire(pending, now)
+            self._let_go()
+        self._stop_when_done()
 
     def _expire(self, pending: _Pending, now: float) -> None:
         waited = now - pending.enqueued

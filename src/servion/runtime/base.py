@@ -103,6 +103,10 @@ class Runtime(ABC):
     """The registry's name for the artifact format (``onnx``, ``sklearn-joblib``, ...)."""
     platform: ClassVar[str]
     """What model metadata reports as ``platform``."""
+    runs_on_loop: ClassVar[bool] = True
+    """False for code servion cannot vouch for (a user's class): it always runs in the
+    model's thread unless its batching says ``execution: inline``, so that one slow call
+    never holds up the other models of the worker."""
     finite_inputs: ClassVar[bool] = False
     """True when the model cannot take NaN or infinite values: such requests are refused
     as the caller's error (400) before the model runs, instead of failing inside it."""

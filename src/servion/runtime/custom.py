@@ -47,6 +47,7 @@ class PythonRuntime(Runtime):
 
     format = "python"
     platform = "python"
+    runs_on_loop = False
 
     def load(self) -> None:
         if not self.options.get("trust_code"):

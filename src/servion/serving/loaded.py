@@ -30,11 +30,13 @@ class RuntimeHandle:
     thread, a shadow copy) lets go. Counted on the event loop's thread only.
     """
 
-    __slots__ = ("label", "refs", "released", "retired", "runtime")
+    __slots__ = ("execution_ns", "label", "refs", "released", "retired", "runtime")
 
-    def __init__(self, runtime: Runtime, label: str) -> None:
+    def __init__(self, runtime: Runtime, label: str, execution_ns: float = 0.0) -> None:
         self.runtime = runtime
         self.label = label
+        self.execution_ns = execution_ns
+        """One execution's cost, measured at warm-up: where the model runs starts from it."""
         self.refs = 0
         self.retired = False
         self.released = False
@@ -99,6 +101,8 @@ class LoadedModel:
         effective = self.config
         if not self.batched:  # no batch dimension: nothing to merge along
             effective = replace(effective, dynamic=False)
+        if effective.execution == "auto" and not self.runtime.runs_on_loop:
+            effective = replace(effective, execution="thread")
         self.max_batch_size = effective.max_batch_size
         self.batcher = DynamicBatcher(
             self.runtime.predict,
@@ -106,6 +110,7 @@ class LoadedModel:
             self.meta.label,
             self.stats.record_execution,
             hold=(self.handle.acquire, self.handle.release),
+            expected_ns=self.handle.execution_ns,
         )
         self._checks = _checks(self.signature)
         self._finite = self.runtime.finite_inputs

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from servion.batching import BatchingConfig
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.routing import EndpointPolicy, EndpointRouter
+from servion.runtime import Runtime
 from servion.serving.loaded import LoadedModel, RuntimeHandle
 
 log = logging.getLogger("servion.serving")
@@ -30,6 +32,14 @@ PlanSource = Callable[[], list[tuple[EndpointPolicy, EndpointPolicy | None]]]
 
 SERVES = ("arm", "stage", "step")
 """Parts of an endpoint that answer requests: their versions gate readiness."""
+
+
+def _timed_warmup(runtime: Runtime) -> int:
+    """Warm the runtime up, then time one more warm-up: what one execution costs."""
+    runtime.warmup()
+    started = time.perf_counter_ns()
+    runtime.warmup()
+    return time.perf_counter_ns() - started
 
 
 def _no_endpoints() -> list[tuple[EndpointPolicy, EndpointPolicy | None]]:
@@ -212,7 +222,7 @@ class ModelManager:
         key = (mv.name, mv.version)
         try:
             runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
-            await asyncio.to_thread(runtime.warmup)
+            execution_ns = await asyncio.to_thread(_timed_warmup, runtime)
         except ServionError as exc:
             # Reasons reach HTTP clients (index, load): no paths of this machine.
             self.failures[key] = exc.message.replace(
@@ -229,7 +239,7 @@ class ModelManager:
             return None
         self.failures.pop(key, None)
         log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
-        return LoadedModel(mv, RuntimeHandle(runtime, mv.label), config)
+        return LoadedModel(mv, RuntimeHandle(runtime, mv.label, execution_ns), config)
 
     def _routers(
         self, plans: list[EndpointPolicy], models: dict[Key, LoadedModel]
