@@ -8,6 +8,8 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -315,5 +317,23 @@ def test_the_asgi_adapter_under_uvicorn_answers_the_same(
             assert pickled.status_code == 415
             assert client.get("/v2/models/nosuch").status_code == 404
             assert client.get("/v2/health/ready").json() == {"ready": True}
+            assert_dated_and_405(client)
     finally:
         assert srv.stop() == 0
+
+
+def assert_dated_and_405(client: httpx.Client) -> None:
+    answer = client.get("/v2/health/ready")
+    dated = parsedate_to_datetime(answer.headers["date"])
+    assert abs((dated - datetime.now(UTC)).total_seconds()) < 5
+    wrong = client.get("/v2/models/tabular/infer")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert "takes POST, not GET" in wrong.json()["error"]
+    posted = client.post("/v2/models/tabular/config", content=b"{}")
+    assert posted.status_code == 405 and posted.headers["allow"] == "GET"
+
+
+def test_every_answer_is_dated_and_a_wrong_method_is_405(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        assert_dated_and_405(client)
+        assert client.get("/v2/health/ready").status_code == 200

@@ -211,8 +211,12 @@ class ServionApp:
             if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
                 ctx.pin = version.encode()
             return self._encoded(self.plane.infer_endpoint(router, request, ctx), request, req)
-        if req.method != "GET":
+        if action == "infer":
+            return _not_allowed(req, "POST")
+        if action not in ("", "ready", "stats", "config"):
             raise _NoRoute
+        if req.method != "GET":
+            return _not_allowed(req, "GET")
         if action == "":
             return json_response(200, describe.metadata(self.manager, name, version))
         if action == "ready":
@@ -320,6 +324,12 @@ class ServionApp:
             except NoAdminRoute:
                 raise _NoRoute from None
         raise _NoRoute
+
+
+def _not_allowed(req: Request, allowed: str) -> Response:
+    """405 with the method the route takes (RFC 9110 asks for ``Allow``)."""
+    message = encode_error(f"{quoted(req.path)} takes {allowed}, not {req.method}")
+    return 405, message, [*JSON_HEADERS, (b"allow", allowed.encode())]
 
 
 def _ok(request: InferRequest, response: InferResponse) -> Response:

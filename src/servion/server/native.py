@@ -21,8 +21,10 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, cast
 from urllib.parse import unquote
@@ -265,6 +267,7 @@ class HttpProtocol(asyncio.Protocol):
         for name, value in headers:
             head.append(b"%s: %s\r\n" % (name, value))
         head.append(b"content-length: %d\r\n" % len(body))
+        head.append(_date_line())
         if not keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
@@ -286,6 +289,19 @@ class HttpProtocol(asyncio.Protocol):
         self.slots.clear()
         self._write(response, keep_alive=False)
         self.close()
+
+
+_date: list[Any] = [0, b""]
+
+
+def _date_line() -> bytes:
+    """``Date: ...`` (RFC 9110), formatted once a second, not once a response."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[0] = now
+        _date[1] = b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    line: bytes = _date[1]
+    return line
 
 
 def _path(url: bytes) -> str:

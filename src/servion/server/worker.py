@@ -97,7 +97,7 @@ def _run_uvicorn(app: ServionApp, settings: Settings, sock: socket.socket) -> No
         # servion reads no client address; the proxy-headers middleware would
         # cost a call and a header scan on every request.
         proxy_headers=False,
-        date_header=False,
+        date_header=True,
         timeout_graceful_shutdown=int(settings.server.graceful_timeout_s),
         timeout_keep_alive=int(max(1, settings.server.keep_alive_s)),
         h11_max_incomplete_event_size=64 * 1024,
