@@ -84,7 +84,14 @@ class EndpointRouter:
         ]
         self.cache: ResponseCache[Any] | None = None
         if policy.cache is not None:
-            self.cache = ResponseCache(policy.cache.max_entries, policy.cache.ttl_s)
+            # Kept (entries and counts) while its settings hold: keys name the arm, so an
+            # answer stays right for as long as that arm's version serves.
+            same = old is not None and old.cache is not None and old.policy.cache == policy.cache
+            self.cache = (
+                old.cache
+                if same and old is not None
+                else ResponseCache(policy.cache.max_entries, policy.cache.ttl_s)
+            )
         self.bulkhead = _bulkhead(policy, old)
         self.breakers = _breakers(policy, old, self.routes)
         """Per arm label."""
