@@ -35,7 +35,8 @@ ACTIVE = ("running", "paused")
 class RolloutState:
     endpoint: str
     state: str
-    """``running``, ``paused``, ``promoted``, ``rolled_back`` or ``aborted``."""
+    """``running``, ``paused``, ``promoted``, ``rolled_back``, ``aborted``, or ``superseded``
+    (a later deploy, rollback or undeploy changed what the endpoint serves)."""
     spec: DeploymentSpec
     base_revision: int
     step: int

@@ -43,16 +43,44 @@ class DeployService:
         if spec.rollout is not None and spec.rollout.strategy == "canary":
             start = self.canaries.start(spec, change.user)
             return await self._audited("deploy", change, spec.endpoint, start, spec, "canary")
+        await self._not_during_a_rollout(spec.endpoint, "a deploy")
         switch = self._blue_green(spec, change.user)
-        return await self._audited("deploy", change, spec.endpoint, switch, spec, "blue_green")
+        result = await self._audited("deploy", change, spec.endpoint, switch, spec, "blue_green")
+        await self._supersede(spec.endpoint, f"revision {result['revision']} deployed after it")
+        return result
 
     async def rollback(self, endpoint: str, to: int | None, change: Change) -> dict[str, Any]:
-        """Serve an earlier revision again (default: the last good one)."""
+        """Serve an earlier revision again (default: the last good one from before any
+        canary rollout's steps)."""
+        await self._not_during_a_rollout(endpoint, "a rollback")
         work = self._rollback(endpoint, to, change)
-        return await self._audited("rollback", change, endpoint, work)
+        result = await self._audited("rollback", change, endpoint, work)
+        await self._supersede(endpoint, f"rolled back to revision {result['source_revision']}")
+        return result
 
     async def undeploy(self, endpoint: str, change: Change) -> dict[str, Any]:
-        return await self._audited("undeploy", change, endpoint, self._undeploy(endpoint))
+        await self._not_during_a_rollout(endpoint, "an undeploy")
+        result = await self._audited("undeploy", change, endpoint, self._undeploy(endpoint))
+        await self._supersede(endpoint, "the endpoint was undeployed")
+        return result
+
+    async def _not_during_a_rollout(self, endpoint: str, what: str) -> None:
+        """A rollout is one operation: nothing else changes its endpoint while it runs."""
+        state = await asyncio.to_thread(self.canaries.rollouts.find, endpoint)
+        if state is not None and state.active:
+            raise InvalidInput(
+                f"endpoint {quoted(endpoint)} has a canary rollout {state.state}"
+                f" ({state.reason or 'starting'}): {what} now would fight it. Abort it first"
+                f" (servion rollout abort {endpoint}), or let it finish"
+            )
+
+    async def _supersede(self, endpoint: str, why: str) -> None:
+        """A finished rollout's state no longer describes what is served: say so."""
+        state = await asyncio.to_thread(self.canaries.rollouts.find, endpoint)
+        if state is not None and state.state in ("promoted", "rolled_back", "aborted"):
+            await asyncio.to_thread(
+                self.canaries.rollouts.update, endpoint, state="superseded", reason=why
+            )
 
     async def rollout(self, endpoint: str, action: str, change: Change) -> dict[str, Any]:
         """``pause``, ``resume`` or ``abort`` the endpoint's canary rollout."""

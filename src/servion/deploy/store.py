@@ -289,7 +289,9 @@ class Deployments:
                 sa.select(sa.func.max(rev.c.revision)).where(
                     (rev.c.endpoint == endpoint)
                     & (rev.c.revision < before)
-                    & (rev.c.action != "failed")
+                    # A canary's steps are not places to go back to: the revision from
+                    # before the rollout is (and a failed deploy never served).
+                    & rev.c.action.notin_(("failed", "rollout"))
                 )
             ).scalar()
         return int(found or 0)
