@@ -105,6 +105,15 @@ def test_operations_leave_paired_events(tmp_path: Path, tabular: TabularModels) 
     changed = [e for e in events(home) if e["operation"] == "config_change"]
     assert [e["outcome"] for e in changed] == ["started", "success"]
     assert changed[1]["resources"] == {"version_policy": "all"}
+    # Events about an endpoint carry its name in a field of their own and are found by it,
+    # whatever model its arms serve.
+    assert second_deploy["endpoint"] == "fraud" and sandbox["endpoint"] == "sandbox"
+    about = cli(home, "audit", "--endpoint", "sandbox", "--json")
+    found = [json.loads(line) for line in about.stdout.splitlines()]
+    assert {e["operation"] for e in found} == {"deploy"} and len(found) == 2
+    by_model = cli(home, "audit", "--model", "sandbox", "--json").stdout.splitlines()
+    assert len(by_model) == 2
+    assert all(e["endpoint"] is None for e in registered)
     bad = cli(home, "audit", "--since", "yesterday-ish")
     assert bad.returncode == 2 and "--since" in bad.stderr
 

@@ -40,7 +40,8 @@ def since_timestamp(text: str) -> str:
 
 
 @click.command()
-@click.option("--model", help="Only events about this model (or endpoint).")
+@click.option("--model", help="Only events about this model or endpoint.")
+@click.option("--endpoint", help="Only events about this endpoint.")
 @click.option("--operation", help="Only this operation (register, deploy, rollback, ...).")
 @click.option("--since", help="Only events since 30m / 2h / 7d ago, or an ISO date/time.")
 @click.option("--outcome", type=click.Choice(("started", "success", "failure")))
@@ -56,6 +57,7 @@ def since_timestamp(text: str) -> str:
 def audit(
     ctx: Context,
     model: str | None,
+    endpoint: str | None,
     operation: str | None,
     since: str | None,
     outcome: str | None,
@@ -71,7 +73,8 @@ def audit(
     found = [
         e
         for e in read_events(ctx.settings.audit_dir)
-        if (model is None or e.get("model_name") == model)
+        if (model is None or model in (e.get("model_name"), e.get("endpoint")))
+        and (endpoint is None or e.get("endpoint") == endpoint)
         and (operation is None or e.get("operation") == operation)
         and (outcome is None or e.get("outcome") == outcome)
         and (cutoff is None or str(e.get("timestamp", "")) >= cutoff)
@@ -86,6 +89,7 @@ def audit(
             e.get("operation", ""),
             e.get("outcome", ""),
             e.get("user", ""),
+            e.get("endpoint") or "",
             e.get("model_name") or "",
             e.get("model_version") or "",
             e.get("environment") or "",
@@ -95,7 +99,17 @@ def audit(
         )
         for e in found
     ]
-    headers = ("TIME", "OPERATION", "OUTCOME", "USER", "MODEL", "VERSION", "ENV", "TICKET")
+    headers = (
+        "TIME",
+        "OPERATION",
+        "OUTCOME",
+        "USER",
+        "ENDPOINT",
+        "MODEL",
+        "VERSION",
+        "ENV",
+        "TICKET",
+    )
     click.echo(table((*headers, "SECONDS", "ERROR"), rows))
 
 

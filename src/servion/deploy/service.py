@@ -154,6 +154,7 @@ class DeployService:
                 change_ticket=change.change_ticket,
                 environment=environment,
                 command=change.command,
+                endpoint=endpoint,
                 model_name=first.model if first else endpoint,
                 model_version=first.version if first else None,
                 previous_version=previous,
