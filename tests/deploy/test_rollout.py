@@ -18,7 +18,8 @@ def counts(requests: int, errors: int, latency_ms: float) -> dict[str, object]:
 
 STABLE = parse_spec(
     "endpoint: ep1\nmodels: [{model: m1m, version: v1.0.0, weight: 60},"
-    " {model: m1m, version: v1.1.0, weight: 40}]\nsticky: {header: x-user}"
+    " {model: m1m, version: v1.1.0, weight: 40}]\nsticky: {header: x-user}\n"
+    "cache: {max_entries: 10}\ntimeout_ms: 200\nshadows: [{model: m1m, version: v2.0.0}]"
 )
 CANARY = parse_spec(
     "endpoint: ep1\nmodels: [{model: m1m, version: v2.0.0}]\n"
@@ -34,7 +35,16 @@ def test_steps_scale_the_stable_arms_and_keep_the_rest_of_the_spec() -> None:
         ("m1m:v2.0.0", 10.0),
     ]
     assert step.rollout is None  # a step is a plain revision
-    assert step_spec(STABLE, CANARY, 100) == CANARY
+    # The stable revision's settings carry over; the canary stops being a shadow of itself.
+    assert step.sticky == STABLE.sticky and step.cache == STABLE.cache
+    assert step.timeout_ms == 200 and step.shadows == []
+    promoted = step_spec(STABLE, CANARY, 100)
+    assert [(a.label, a.weight) for a in promoted.models] == [("m1m:v2.0.0", 100.0)]
+    assert promoted.cache == STABLE.cache and promoted.timeout_ms == 200
+    assert promoted.rollout is None
+    # What the canary spec sets, it sets.
+    faster = parse_spec(CANARY.to_yaml() + "timeout_ms: 50\n")
+    assert step_spec(STABLE, faster, 100).timeout_ms == 50
     odd = step_spec(STABLE, CANARY, 33.3)
     assert abs(sum(a.weight for a in odd.models) - 100) < 1e-9
 

@@ -71,18 +71,41 @@ class RolloutState:
 
 
 def step_spec(stable: DeploymentSpec, canary: DeploymentSpec, percent: float) -> DeploymentSpec:
-    """The endpoint at one step: the canary at ``percent``, the stable arms scaled into the rest."""
-    if percent >= 100:
-        return canary
+    """The endpoint at one step: the canary at ``percent``, the stable arms scaled into the rest.
+
+    Everything else (cache, shadows, fallback, timeout, sticky key, ...) is the stable
+    revision's unless the canary spec sets it: a canary spec names a version to roll out,
+    not a new configuration to lose the old one's settings to.
+    """
     arm = canary.models[0]
+    doc = stable.to_dict()
+    explicit = canary.to_dict()
+    for field in canary.model_fields_set - {"models", "rollout"}:
+        if field in explicit:
+            doc[field] = explicit[field]
+        else:
+            doc.pop(field, None)
+    doc.pop("rollout", None)
+    # The canary cannot stay a shadow of itself once it serves.
+    doc["shadows"] = [
+        s
+        for s in doc.get("shadows", [])
+        if (s["model"], s["version"])
+        != (
+            arm.model,
+            arm.version,
+        )
+    ]
+    if percent >= 100:
+        doc["models"] = [arm.model_dump()]
+        return spec_from_dict(doc, "rollout promotion")
     rest = (100.0 - percent) / 100.0
     arms = [Arm(model=a.model, version=a.version, weight=a.weight * rest) for a in stable.models]
     arms.append(Arm(model=arm.model, version=arm.version, weight=percent))
     # The rounding of the scaled weights must not break the sum-to-100 rule.
     drift = 100.0 - sum(a.weight for a in arms)
     arms[0] = Arm(model=arms[0].model, version=arms[0].version, weight=arms[0].weight + drift)
-    doc = {**canary.to_dict(), "models": [a.model_dump() for a in arms]}
-    doc.pop("rollout", None)
+    doc["models"] = [a.model_dump() for a in arms]
     return spec_from_dict(doc, "rollout step")
 
 
