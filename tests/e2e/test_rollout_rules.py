@@ -8,12 +8,13 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import RunningServer, TabularModels, register, start_server
+from conftest import RunningServer, TabularModels, cli, register, start_server
 from servion.config import Settings
 from servion.registry import ModelRegistry
 
@@ -112,4 +113,18 @@ def test_a_rollback_after_a_promotion_goes_to_the_revision_before_it(
     assert [a["version"] for a in rolled["spec"]["models"]] == ["v1.0.0"]
     assert rollout_state(server, "promoted")["state"] == "superseded"
     served = httpx.post(f"{server.url}/v2/models/promoted/infer", json=BODY).json()
+    assert served["model_version"] == "v1.0.0"
+
+
+def test_deploy_wait_exits_non_zero_unless_promoted(server: RunningServer, tmp_path: Path) -> None:
+    assert call(server, "POST", "/endpoints", stable("waited")).status_code == 200
+    # No traffic: the step never sees its requests, and the rollout gives up after 2 s.
+    spec = canary("waited", interval_s=0.5, max_wait_s=2, gates={"min_requests": 1000})
+    spec_file = tmp_path / "canary.json"
+    spec_file.write_text(json.dumps(spec))
+    done = cli(tmp_path / "home", "deploy", str(spec_file), "--wait", "--url", server.url)
+    assert done.returncode == 1, done.stderr
+    assert "canary rollout of tabular:v1.1.0: rolled_back (" in done.stdout
+    assert "only 0 canary requests" in done.stdout
+    served = httpx.post(f"{server.url}/v2/models/waited/infer", json=BODY).json()
     assert served["model_version"] == "v1.0.0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -104,6 +105,11 @@ def _error_text(raw: bytes) -> str:
     is_flag=True,
     help="Only check the spec, against the registry of --home (no server needed).",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="For a canary: wait for its outcome; exit 1 unless it is promoted (for CI).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @server_options
 @click.pass_obj
@@ -113,6 +119,7 @@ def deploy(
     spec: Path | None,
     schema: bool,
     check: bool,
+    wait: bool,
     as_json: bool,
     url: str,
     token: str | None,
@@ -139,15 +146,21 @@ def deploy(
         click.echo(f"{spec.name}: valid spec for endpoint {parsed.endpoint!r}")
         return
     answer = call(url, token, "POST", "/v2/admin/endpoints", text)
+    if "state" in answer and wait:
+        answer = _outcome(url, token, answer["endpoint"])
     if as_json:
         echo_json(answer)
-        return
-    if "state" in answer:  # a canary: the server moves traffic step by step
+    elif "state" in answer and wait:
+        click.echo(f"canary rollout of {answer['canary']}: {answer['state']} ({answer['reason']})")
+    elif "state" in answer:  # a canary: the server moves traffic step by step
         steps = ", ".join(f"{p:g}%" for p in answer["steps"])
         click.echo(
             f"canary rollout of {answer['canary']} on endpoint {answer['endpoint']} started:"
             f" steps {steps}; follow it with: servion rollout status {answer['endpoint']}"
         )
+    if "state" in answer:
+        if wait and answer["state"] != "promoted":
+            sys.exit(1)
         return
     click.echo(
         f"endpoint {answer['endpoint']} revision {answer['revision']} serving in every worker"
@@ -246,6 +259,15 @@ def diff(
     )
     text = "".join(lines)
     click.echo(text if text else "no differences", nl=not text)
+
+
+def _outcome(url: str, token: str | None, endpoint: str) -> Any:
+    """Follow a canary rollout until it ends; its final state."""
+    while True:
+        state = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/rollout")
+        if state["state"] not in ("running", "paused"):
+            return state
+        time.sleep(0.5)
 
 
 def _revision(url: str, token: str | None, endpoint: str, number: int) -> Any:
