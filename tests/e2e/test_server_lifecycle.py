@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -275,3 +276,58 @@ def test_port_zero_means_any_free_port_for_grpc_too(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_two_servers_started_together_never_share_a_port(tmp_path: Path) -> None:
+    """SO_REUSEPORT would let both listen and split the traffic between two registries."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "servion.cli.main",
+                "--home",
+                str(tmp_path / f"home-{i}"),
+                "serve",
+                "--port",
+                str(port),
+                "--grpc-port",
+                "0",
+                "--workers",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "neither server refused the shared port"
+            time.sleep(0.05)
+        refused = next(p for p in procs if p.poll() is not None)
+        assert refused.returncode == 2
+        assert refused.stderr is not None
+        message = refused.stderr.read()
+        assert f"port {port}" in message or f":{port}" in message, message
+        serving = next(p for p in procs if p is not refused)
+        wait_until_live = time.monotonic() + 60
+        while True:
+            assert serving.poll() is None and time.monotonic() < wait_until_live
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(30)

@@ -14,6 +14,7 @@ any runtime (12 MB instead of the CLI's 36 MB).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import ipaddress
 import json
 import logging
@@ -21,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from subprocess import PIPE, Popen, TimeoutExpired
@@ -86,14 +88,47 @@ def _reserve(host: str, port: int) -> socket.socket:
     """The supervisor's socket: the listener itself, or under SO_REUSEPORT a holder of the port."""
     if not REUSE_PORT:
         return bind(host, port)
-    # A plain bind first, so a port another server already uses is refused
-    # (a SO_REUSEPORT bind would silently share it with that server).
+    # A plain bind first, so a port another program already uses is refused
+    # (a SO_REUSEPORT bind would silently share it with that program).
     probe = bind(host, port, listen=False)
     port = probe.getsockname()[1]
-    probe.close()
+    # Two servion servers started together could both pass that probe before either
+    # holds the port: a lock per port, kept for the supervisor's life, decides.
+    try:
+        _claim(port)
+    finally:
+        probe.close()
     # This socket never listens, so it gets no connections; it holds the port
     # while workers come and go.
     return bind(host, port, reuse_port=True, listen=False)
+
+
+_claims: list[Any] = []
+"""Open lock files: a port stays claimed while its file is open and locked."""
+
+
+def _claim(port: int) -> None:
+    """Lock ``port`` for this process, or refuse naming the server that holds it."""
+    folder = Path(tempfile.gettempdir()) / "servion-ports"
+    try:
+        folder.mkdir(mode=0o1777, exist_ok=True)
+        fd = os.open(folder / f"{port}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # a folder this user may not write: the probe bind is all there is
+        return
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "?"
+        handle.close()
+        raise ConfigError(
+            f"port {port} is in use by another servion server (pid {holder})"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    _claims.append(handle)
 
 
 def _write_port_file(path: Path, port: int) -> None:
