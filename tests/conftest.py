@@ -143,6 +143,8 @@ def start_server(
     grpc_port_file = tmp / f"grpc-port-{time.monotonic_ns()}"
     # Any free gRPC port unless the test chose: parallel servers must not collide.
     grpc_args = [] if "--grpc-port" in args or "--no-grpc" in args else ["--grpc-port", "0"]
+    if command == "serve" and "--drain-delay" not in args:
+        grpc_args += ["--drain-delay", "0"]  # tests stop servers often: no wait on SIGTERM
     if "--no-grpc" not in args:
         grpc_args += ["--grpc-port-file", str(grpc_port_file)]
     log_path = tmp / f"server-{time.monotonic_ns()}.log"

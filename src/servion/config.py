@@ -83,6 +83,9 @@ class ServerSettings(BaseSettings):
     """How often each worker checks the registry for load/unload changes."""
     http: Literal["native", "uvicorn"] = "native"
     """HTTP front end: servion's own (httptools) or uvicorn running the ASGI app."""
+    drain_delay_s: float = Field(default=5.0, ge=0, le=600)
+    """On SIGTERM, readiness turns false at once while the listener keeps accepting and
+    serving for this long, so load balancers stop sending before connections close."""
     keep_alive_s: float = Field(default=5.0, gt=0)
     """Idle keep-alive connections are closed after this many seconds."""
     inference_auth: bool = False

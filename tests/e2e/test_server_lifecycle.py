@@ -255,6 +255,8 @@ def test_port_zero_means_any_free_port_for_grpc_too(tmp_path: Path) -> None:
             "serve",
             "--port",
             "0",
+            "--drain-delay",
+            "0",
             "--workers",
             "1",
             "--port-file",
@@ -296,6 +298,8 @@ def test_two_servers_started_together_never_share_a_port(tmp_path: Path) -> None
                 str(port),
                 "--grpc-port",
                 "0",
+                "--drain-delay",
+                "0",
                 "--workers",
                 "1",
             ],
@@ -331,3 +335,44 @@ def test_two_servers_started_together_never_share_a_port(tmp_path: Path) -> None
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
+
+
+def test_keep_alive_clients_lose_nothing_when_the_server_drains(
+    registry: ModelRegistry, tabular: TabularModels, serve: Callable[..., RunningServer]
+) -> None:
+    """Readiness fails at SIGTERM, while requests are still served for the drain delay:
+    clients that stop when readiness fails lose no request."""
+    register(registry, "tabular", tabular.onnx)
+    server = serve(registry.settings.home, "--workers", "2", "--drain-delay", "2")
+    body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": [0.5] * 32}]}
+    failures: list[str] = []
+    answered = [0] * 8
+    signalled = threading.Event()
+
+    def client(index: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as session:  # keep-alive
+            while True:
+                try:
+                    if session.get("/v2/health/ready").status_code != 200:
+                        return  # what a load balancer does: stop sending here
+                    reply = session.post("/v2/models/tabular/infer", json=body)
+                    if reply.status_code != 200:
+                        failures.append(f"{reply.status_code} {reply.text}")
+                    answered[index] += 1
+                except httpx.TransportError as exc:
+                    failures.append(repr(exc))
+                    return
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while min(answered) == 0:  # every client is in its loop
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    server.proc.send_signal(signal.SIGTERM)
+    signalled.set()
+    for t in threads:
+        t.join(30)
+    assert failures == []
+    assert server.proc.wait(30) == 0

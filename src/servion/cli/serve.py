@@ -89,6 +89,13 @@ def server_options(func: Any) -> Any:
             help="Requests queued per model before 503 + Retry-After (default 1024).",
         ),
         click.option(
+            "--drain-delay",
+            "drain_delay_s",
+            type=click.FloatRange(0, 600),
+            default=None,
+            help="On SIGTERM: seconds to keep serving, not ready, before closing (default 5).",
+        ),
+        click.option(
             "--max-body-bytes",
             type=click.IntRange(1024),
             default=None,

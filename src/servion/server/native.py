@@ -328,12 +328,29 @@ async def serve(
     *,
     graceful_timeout_s: float,
     keep_alive_s: float,
+    drain_delay_s: float = 0.0,
 ) -> int:
-    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT; return the exit code."""
+    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT; return the exit code.
+
+    On SIGTERM readiness turns false at once and everything goes on for
+    ``drain_delay_s`` (new connections included), so that whoever routes traffic here
+    sees "not ready" and stops sending before any connection closes; SIGINT (Ctrl-C)
+    skips the wait. Then the listener closes, requests already read are answered with
+    ``Connection: close``, idle connections close and in-flight work finishes.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    hurry = asyncio.Event()
+    first: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        first.append(signum)
+        stop.set()
+        if signum == signal.SIGINT or len(first) > 1:
+            hurry.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         await app.startup()
     except Exception:
@@ -344,8 +361,12 @@ async def serve(
     server = await loop.create_server(lambda: HttpProtocol(shared), sock=sock, backlog=2048)
     sweeper = asyncio.create_task(_sweep(shared))
     await stop.wait()
-    # Draining: not ready, no new connections, answer what has been read.
     app.draining = True
+    if drain_delay_s > 0 and not hurry.is_set():
+        log.info("draining", extra={"delay_s": drain_delay_s})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hurry.wait(), drain_delay_s)
+    # Draining: no new connections, answer what has been read.
     shared.draining = True
     server.close()
     shared.sweep(loop.time())

@@ -223,7 +223,7 @@ def supervise(
                 stopping, exit_code = True, 1
                 break
             workers[i] = _start_worker(worker_config, sock, admin_required)
-    _stop(workers, server["graceful_timeout_s"])
+    _stop(workers, server["graceful_timeout_s"] + server["drain_delay_s"])
     sock.close()
     if grpc_sock is not None:
         grpc_sock.close()

@@ -70,6 +70,7 @@ def run_worker(
             sock,
             graceful_timeout_s=settings.server.graceful_timeout_s,
             keep_alive_s=settings.server.keep_alive_s,
+            drain_delay_s=settings.server.drain_delay_s,
         )
         sys.exit(code)
     _run_uvicorn(app, settings, sock)
