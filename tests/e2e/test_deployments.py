@@ -830,7 +830,13 @@ def test_verify_checks_checksums_smoke_and_a_short_bench(
     deploy(
         server,
         tokens,
-        json.dumps({"endpoint": "verified", "models": [{"model": "checked", "version": "v1.0.0"}]}),
+        json.dumps(
+            {
+                "endpoint": "verified",
+                "models": [{"model": "checked", "version": "v1.0.0"}],
+                "cache": {"max_entries": 16},
+            }
+        ),
     )
     flags = ("--url", server.url, "--token", tokens["deployer"], "--duration", "1")
     good = cli(tmp_path, "verify", "verified", *flags, "--json")
@@ -839,6 +845,10 @@ def test_verify_checks_checksums_smoke_and_a_short_bench(
     assert report["ok"] is True and report["arms"][0]["checksum"] == "ok"
     assert report["arms"][0]["smoke"] == "ok" and report["bench"]["errors"] == 0
     assert report["bench"]["rps"] > 10
+    # Verify's traffic went to the model, not the cache, and left the gates' counters alone.
+    counters = admin(server, tokens["viewer"], "GET", "/endpoints/verified/report").json()
+    assert counters["cache"] == {"hits": 0, "misses": 0, "entries": 0}
+    assert counters["arms"][0]["requests"] == 0
     home = server_home(server)
     registry = ModelRegistry(Settings.load(home=home))
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,13 +35,15 @@ class RequestBody:
     content_type: str
     header_length: int | None = None
     """``Inference-Header-Content-Length`` (binary tensor extension only)."""
+    extra: tuple[tuple[str, str], ...] = ()
+    """Headers sent with every request besides those describing the body."""
 
     @property
     def headers(self) -> tuple[tuple[str, str], ...]:
         headers: tuple[tuple[str, str], ...] = (("Content-Type", self.content_type),)
         if self.header_length is not None:
             headers += (("Inference-Header-Content-Length", str(self.header_length)),)
-        return headers
+        return headers + self.extra
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ def prepare_target(
     body_file: Path | None,
     timeout_s: float = 10.0,
     batch_size: int = 1,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> InferTarget:
     """Read the model's metadata (unless a body is given), build the body, and probe it.
 
@@ -169,7 +172,7 @@ def prepare_target(
         if status != 200:
             raise RuntimeFailure(f"metadata of model {quoted(model)}: {_describe(status, reply)}")
         body = build_body(orjson.loads(reply), binary, batch_size)
-    target = InferTarget(endpoint, model, body)
+    target = InferTarget(endpoint, model, replace(body, extra=headers))
     status, reply = _call(endpoint, target.request_bytes(), timeout_s)
     if status != 200:
         raise RuntimeFailure(f"probe request to {target.url} failed: {_describe(status, reply)}")

@@ -25,6 +25,7 @@ from servion.cli.common import Context, echo_json, open_registry, refusals_exit_
 from servion.errors import InvalidInput, printable
 
 F = TypeVar("F", bound=Callable[..., Any])
+PROBE = ("X-Servion-Probe", "verify")
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
@@ -319,7 +320,9 @@ def verify(endpoint: str, duration: float, as_json: bool, url: str, token: str |
     checks = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/verify", b"")
     bench: dict[str, Any]
     try:
-        target = prepare_target(url, endpoint, False, None, 10.0)
+        # Checking traffic: answered by the models, never the cache, and kept out of the
+        # counters a canary's gates read.
+        target = prepare_target(url, endpoint, False, None, 10.0, headers=(PROBE,))
         result = run_load(target, LoadSpec(concurrency=8, duration_s=duration))
         bench = {
             "rps": round(result.rps, 1),

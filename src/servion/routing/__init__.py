@@ -6,6 +6,7 @@ the models."""
 from servion.routing.context import (
     PIN_HEADER,
     PLAIN,
+    PROBE_HEADER,
     TIMEOUT_HEADER,
     RequestContext,
     parse_timeout_ms,
@@ -44,6 +45,7 @@ __all__ = [
     "BUCKETS_MS",
     "PIN_HEADER",
     "PLAIN",
+    "PROBE_HEADER",
     "TIMEOUT_HEADER",
     "ArmPolicy",
     "ArmStats",

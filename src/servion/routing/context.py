@@ -11,6 +11,9 @@ PIN_HEADER = b"x-servion-version"
 """Clients pin an arm with this header (``v1.3.0`` or ``model:v1.3.0``): a feature flag."""
 TIMEOUT_HEADER = b"x-servion-timeout-ms"
 """A request's own time budget, overriding the endpoint's ``timeout_ms``."""
+PROBE_HEADER = b"x-servion-probe"
+"""Marks checking traffic (``servion verify``): never answered from the cache, and kept out
+of the arm counters that canary gates read."""
 
 
 def _no_headers(_: bytes) -> bytes | None:
@@ -31,6 +34,7 @@ class RequestContext:
     timeout_s: float | None = None
     principal: str | None = None
     request_id: str | None = None
+    probe: bool = False
 
 
 PLAIN = RequestContext()
@@ -55,5 +59,9 @@ def request_context(
 ) -> RequestContext:
     """The context a transport builds from a header (or metadata) lookup."""
     return RequestContext(
-        header, header(PIN_HEADER), parse_timeout_ms(header(TIMEOUT_HEADER)), principal
+        header,
+        header(PIN_HEADER),
+        parse_timeout_ms(header(TIMEOUT_HEADER)),
+        principal,
+        probe=header(PROBE_HEADER) is not None,
     )

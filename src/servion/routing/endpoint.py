@@ -31,6 +31,7 @@ from servion.protocol import InferInput, InferOutput, InferRequest, InferRespons
 from servion.routing.context import RequestContext
 from servion.routing.policies import ModelRef
 from servion.routing.router import EndpointRouter, Route
+from servion.routing.stats import ArmStats
 
 perf_ns = time.perf_counter_ns
 
@@ -64,8 +65,10 @@ def infer_endpoint(
 ) -> Answer:
     """The endpoint's answer to ``request``; errors are raised as domain errors."""
     if router.ensemble is not None:
-        return _ensemble(router, request, runner)
+        return _ensemble(router, request, runner, ctx.probe)
     route = router.choose(ctx.header, ctx.pin)
+    if ctx.probe:  # checking traffic counts on a copy of the arm's counters, thrown away
+        route = Route(route.model, route.version, route.weight, ArmStats())
     if router.policy.plain and ctx.timeout_s is None:
         return _plain(router, route, request, runner)
     return _guarded(router, route, request, ctx, runner)
@@ -118,7 +121,7 @@ async def _guarded(
     """Cache, bulkhead, then the arm behind its breaker, timeout, retries and fallback."""
     if router.retries is not None:
         router.retries.request()
-    cache = router.cache
+    cache = None if ctx.probe else router.cache
     key = None
     if cache is not None:
         # The arm is part of the key: a cached answer never crosses arms.
@@ -285,7 +288,7 @@ async def _cascade(
 
 
 async def _ensemble(
-    router: EndpointRouter, request: InferRequest, runner: ModelRunner
+    router: EndpointRouter, request: InferRequest, runner: ModelRunner, probe: bool = False
 ) -> InferResponse:
     """Run the graph's steps in order; each reads the request's inputs or earlier outputs."""
     ensemble = router.ensemble
@@ -293,7 +296,8 @@ async def _ensemble(
     names = [o.name for o in request.outputs] if request.outputs else list(ensemble.output_names)
     _check_outputs(names, list(ensemble.output_names), f"ensemble {quoted(router.name)}")
     values: dict[str, Any] = {f"$request.{i.name}": i.data for i in request.inputs}
-    for step, route in zip(ensemble.steps, router.routes, strict=True):
+    for step, counted in zip(ensemble.steps, router.routes, strict=True):
+        route = Route(step.ref.model, step.ref.version, 0.0, ArmStats()) if probe else counted
         t0 = perf_ns()
         ok = False
         try:
