@@ -98,3 +98,31 @@ def test_the_published_schema_is_current() -> None:
     assert set(schema["required"]) == {"endpoint"}
     assert "weight" in schema["$defs"]["Arm"]["properties"]
     assert DeploymentSpec.model_json_schema()["title"] == "DeploymentSpec"
+
+
+@pytest.mark.parametrize(
+    ("extra", "hint"),
+    [
+        ("shadow: []", "shadow: unknown field (did you mean 'shadows'?)"),
+        ("cache: {ttl: 3}", "cache.ttl: unknown field (did you mean 'ttl_s'?)"),
+        ("routing: {sticky: {header: x}}", "routing: unknown field (did you mean 'sticky', at"),
+        ("zebra: 1", "zebra: unknown field"),
+    ],
+)
+def test_an_unknown_field_gets_a_hint(extra: str, hint: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_spec(f"endpoint: abc\nmodels: [{{model: m1m, version: v1.0.0}}]\n{extra}\n")
+    assert hint in info.value.message
+    if extra.startswith("zebra"):
+        assert "did you mean" not in info.value.message
+
+
+def test_a_blue_green_rollout_takes_no_canary_settings() -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_spec(
+            "endpoint: abc\nmodels: [{model: m1m, version: v1.0.0}]\n"
+            "rollout: {strategy: blue_green, steps: [50, 100], interval_s: 5}\n"
+        )
+    assert "rollout: interval_s, steps: canary settings; a blue_green rollout switches at once" in (
+        info.value.message
+    )

@@ -60,6 +60,8 @@ def rollout_state(server: RunningServer, endpoint: str) -> dict[str, Any]:
 
 def test_no_change_while_a_rollout_runs(server: RunningServer) -> None:
     assert call(server, "POST", "/endpoints", stable("held")).status_code == 200
+    none_yet = call(server, "GET", "/endpoints/held/rollout")
+    assert none_yet.status_code == 404 and "has no rollout" in none_yet.json()["error"]
     started = call(server, "POST", "/endpoints", canary("held", interval_s=600))
     assert started.status_code == 200, started.text
     for method, path, body in (

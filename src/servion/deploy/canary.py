@@ -30,7 +30,7 @@ from servion.deploy.rollout import (
 )
 from servion.deploy.spec import DeploymentSpec, Rollout
 from servion.deploy.store import Deployments, EndpointNotFound
-from servion.errors import InvalidInput, quoted
+from servion.errors import InvalidInput, ModelNotFound, quoted
 from servion.routing import BUCKETS_MS
 
 log = logging.getLogger("servion.deploy")
@@ -39,6 +39,14 @@ TICK_S = 0.25
 LEASE_S = 3.0
 """How long a driver's claim holds without renewal: a dead driver's rollout waits this long."""
 RENEW_EVERY_S = 1.0
+
+
+class RolloutNotFound(ModelNotFound):
+    """The endpoint has had no canary rollout (404)."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(endpoint)
+        self.message = f"endpoint {quoted(endpoint)} has no rollout"
 
 
 class CanaryDriver:
@@ -125,7 +133,7 @@ class CanaryDriver:
     async def status(self, endpoint: str) -> dict[str, Any]:
         state = await asyncio.to_thread(self.rollouts.find, endpoint)
         if state is None:
-            raise InvalidInput(f"endpoint {quoted(endpoint)} has no rollout")
+            raise RolloutNotFound(endpoint)
         return state.to_dict()
 
     async def pause(self, endpoint: str) -> dict[str, Any]:
@@ -164,7 +172,7 @@ class CanaryDriver:
     async def _need(self, endpoint: str) -> RolloutState:
         state = await asyncio.to_thread(self.rollouts.find, endpoint)
         if state is None:
-            raise InvalidInput(f"endpoint {quoted(endpoint)} has no rollout")
+            raise RolloutNotFound(endpoint)
         return state
 
     async def _restore(self, state: RolloutState, user: str) -> None:

@@ -28,12 +28,14 @@ concurrency: {limit: 32, queue: 64}
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
+import typing
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from servion.deploy._fields import Arm, Shadow, Sticky, _Strict
 from servion.deploy.graphs import Cascade, Ensemble, EnsembleStep, Stage
@@ -126,6 +128,16 @@ class Rollout(_Strict):
         if value[-1] != 100:
             raise ValueError("the last step must be 100")
         return value
+
+    @model_validator(mode="after")
+    def _canary_fields_for_canaries(self) -> Rollout:
+        if self.strategy == "blue_green":
+            given = sorted(self.model_fields_set - {"strategy"})
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: canary settings; a blue_green rollout switches at once"
+                )
+        return self
 
 
 class Batching(_Strict):
@@ -256,9 +268,41 @@ def _problems(exc: ValidationError) -> list[str]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown field"
+            message = "unknown field" + _did_you_mean(error["loc"], error.get("input"))
         problems.append(f"{path}: {message}" if path else message)
     return problems
+
+
+def _did_you_mean(loc: tuple[Any, ...], value: Any) -> str:
+    """A hint for an unknown field: a near spelling at its level, or, when it holds
+    fields of its level (``routing: {sticky: ...}``), to move them up."""
+    model: Any = DeploymentSpec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    if model is None:
+        return ""
+    known = list(model.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if isinstance(value, dict):
+        inner = [k for k in value if k in known]
+        if inner:
+            return f" (did you mean {inner[0]!r}, at this level?)"
+    return ""
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model a field holds (itself, in a list, or optional), if any."""
+    candidates = [annotation, *typing.get_args(annotation)]
+    for candidate in candidates:
+        for inner in (candidate, *typing.get_args(candidate)):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                return inner
+    return None
 
 
 def json_schema() -> str:
