@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from servion.deploy import DeploymentSpec, json_schema, parse_spec
+from servion.deploy.spec import spec_from_dict
 from servion.errors import InvalidInput
 
 GOOD = """
@@ -118,6 +119,11 @@ def test_an_unknown_field_gets_a_hint(extra: str, hint: str) -> None:
 
 
 def test_a_blue_green_rollout_takes_no_canary_settings() -> None:
+    plain = parse_spec(
+        "endpoint: abc\nmodels: [{model: m1m, version: v1.0.0}]\nrollout: {strategy: blue_green}"
+    )
+    # As stored with a revision (every default written out), it reads back.
+    assert spec_from_dict(plain.to_dict()) == plain
     with pytest.raises(InvalidInput) as info:
         parse_spec(
             "endpoint: abc\nmodels: [{model: m1m, version: v1.0.0}]\n"

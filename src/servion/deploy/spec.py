@@ -132,7 +132,13 @@ class Rollout(_Strict):
     @model_validator(mode="after")
     def _canary_fields_for_canaries(self) -> Rollout:
         if self.strategy == "blue_green":
-            given = sorted(self.model_fields_set - {"strategy"})
+            # Stored specs carry every default: only values that say something count.
+            fields = type(self).model_fields
+            given = sorted(
+                name
+                for name in self.model_fields_set - {"strategy"}
+                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
+            )
             if given:
                 raise ValueError(
                     f"{', '.join(given)}: canary settings; a blue_green rollout switches at once"
