@@ -6,7 +6,7 @@ import bisect
 
 from servion.deploy import parse_spec
 from servion.deploy.rollout import combine, delta, judge, step_spec
-from servion.deploy.spec import Gates
+from servion.deploy.spec import Gates, spec_from_dict
 from servion.routing import BUCKETS_MS
 
 
@@ -42,6 +42,12 @@ def test_steps_scale_the_stable_arms_and_keep_the_rest_of_the_spec() -> None:
     assert [(a.label, a.weight) for a in promoted.models] == [("m1m:v2.0.0", 100.0)]
     assert promoted.cache == STABLE.cache and promoted.timeout_ms == 200
     assert promoted.rollout is None
+    # A canary spec read back from storage (every default written out) changes nothing more.
+    stored = spec_from_dict(CANARY.to_dict())
+    assert step_spec(STABLE, stored, 50).cache == STABLE.cache
+    assert step_spec(STABLE, stored, 50).shadows == []  # only the canary's own shadow went
+    production = parse_spec(STABLE.to_yaml() + "environment: production\n")
+    assert step_spec(production, stored, 100).environment == "production"
     # What the canary spec sets, it sets.
     faster = parse_spec(CANARY.to_yaml() + "timeout_ms: 50\n")
     assert step_spec(STABLE, faster, 100).timeout_ms == 50

@@ -64,6 +64,15 @@ def test_operations_leave_paired_events(tmp_path: Path, tabular: TabularModels) 
         assert post("/endpoints", second, "CHG-101").status_code == 200
         assert post("/endpoints/fraud/rollback", "", None).status_code == 400
         assert post("/endpoints/fraud/rollback", "", "CHG-102").status_code == 200
+        # A canary spec that leaves its environment out is still a change to production.
+        canary = {
+            "endpoint": "fraud",
+            "models": [{"model": "tabular", "version": "v1.1.0"}],
+            "rollout": {"steps": [50, 100]},
+        }
+        unticketed = post("/endpoints", json.dumps(canary))
+        assert unticketed.status_code == 400
+        assert "needs a change ticket" in unticketed.json()["error"]
         dev = json.dumps(
             {"endpoint": "sandbox", "models": [{"model": "tabular", "version": "v1.0.0"}]}
         )

@@ -80,7 +80,12 @@ def step_spec(stable: DeploymentSpec, canary: DeploymentSpec, percent: float) ->
     arm = canary.models[0]
     doc = stable.to_dict()
     explicit = canary.to_dict()
+    fields = type(canary).model_fields
     for field in canary.model_fields_set - {"models", "rollout"}:
+        # A spec read back from storage has every default written out: only values
+        # that differ from the defaults are the canary spec's own.
+        if getattr(canary, field) == fields[field].get_default(call_default_factory=True):
+            continue
         if field in explicit:
             doc[field] = explicit[field]
         else:

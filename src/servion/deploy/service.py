@@ -21,6 +21,8 @@ from servion.deploy.spec import DeploymentSpec
 from servion.deploy.store import Deployments, EndpointNotFound
 from servion.errors import InvalidInput, ModelNotReady, quoted
 
+STRICTNESS = ("dev", "staging", "production")
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -142,8 +144,10 @@ class DeployService:
             current = await asyncio.to_thread(self.deployments.current, endpoint)
         except EndpointNotFound:
             current = None
-        described = spec or (current.spec if current else None)
-        environment = described.environment if described else "dev"
+        # The stricter of what serves now and what is asked for: a spec that leaves its
+        # environment out (a canary) cannot take a production endpoint past the policy.
+        environments = [s.environment for s in (spec, current.spec if current else None) if s]
+        environment = max(environments, key=STRICTNESS.index) if environments else "dev"
         arms = [*(spec.models if spec else ())]
         first = arms[0] if arms else None
         previous = current.spec.models[0].version if current and current.spec.models else None
