@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from servion.deploy import tables
-from servion.deploy.spec import Arm, DeploymentSpec, Gates, spec_from_dict
+from servion.deploy.spec import Arm, DeploymentSpec, Gates, said, spec_from_dict
 from servion.deploy.tables import DEPLOY
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
@@ -80,12 +80,7 @@ def step_spec(stable: DeploymentSpec, canary: DeploymentSpec, percent: float) ->
     arm = canary.models[0]
     doc = stable.to_dict()
     explicit = canary.to_dict()
-    fields = type(canary).model_fields
-    for field in canary.model_fields_set - {"models", "rollout"}:
-        # A spec read back from storage has every default written out: only values
-        # that differ from the defaults are the canary spec's own.
-        if getattr(canary, field) == fields[field].get_default(call_default_factory=True):
-            continue
+    for field in said(canary) - {"models", "rollout"}:
         if field in explicit:
             doc[field] = explicit[field]
         else:

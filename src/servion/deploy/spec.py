@@ -73,6 +73,7 @@ __all__ = [
     "Sticky",
     "json_schema",
     "parse_spec",
+    "said",
     "spec_from_dict",
 ]
 
@@ -95,6 +96,17 @@ class Gates(_Strict):
     min_requests: int = Field(
         default=50, ge=1, le=10_000_000, description="Canary requests needed to judge a step."
     )
+
+
+def said(spec: BaseModel) -> set[str]:
+    """The fields a spec sets to something other than their defaults. A spec read back
+    from storage has every default written out, so "given" alone would say too much."""
+    fields = type(spec).model_fields
+    return {
+        name
+        for name in spec.model_fields_set
+        if getattr(spec, name) != fields[name].get_default(call_default_factory=True)
+    }
 
 
 class Rollout(_Strict):
@@ -132,13 +144,7 @@ class Rollout(_Strict):
     @model_validator(mode="after")
     def _canary_fields_for_canaries(self) -> Rollout:
         if self.strategy == "blue_green":
-            # Stored specs carry every default: only values that say something count.
-            fields = type(self).model_fields
-            given = sorted(
-                name
-                for name in self.model_fields_set - {"strategy"}
-                if getattr(self, name) != fields[name].get_default(call_default_factory=True)
-            )
+            given = sorted(said(self) - {"strategy"})
             if given:
                 raise ValueError(
                     f"{', '.join(given)}: canary settings; a blue_green rollout switches at once"
