@@ -111,3 +111,24 @@ def test_register_with_sample_file(tmp_path: Path, tabular: TabularModels) -> No
         str(bad),
     )
     assert done.returncode == 2 and "sample" in done.stderr
+
+
+def test_token_secret_alone_on_stdout_and_policy_shown(
+    tmp_path: Path, tabular: TabularModels
+) -> None:
+    home = tmp_path / "home"
+    created = cli(home, "tokens", "create", "--role", "viewer", "--name", "ci-bot")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("\n") == 1 and created.stdout.startswith("svt_")
+    assert "keep it, it is not shown again" in created.stderr
+    for version in ("v1.0.0", "v1.1.0"):
+        assert (
+            cli(home, "register", "tabular", str(tabular.onnx), "--version", version).returncode
+            == 0
+        )
+    shown = cli(home, "models", "policy", "tabular")
+    assert shown.returncode == 0 and shown.stdout.strip() == "tabular: latest:1 (selects v1.1.0)"
+    both = cli(home, "models", "policy", "tabular", "latest:2")
+    assert both.stdout.strip() == "tabular: serving latest:2 (selects v1.0.0, v1.1.0)"
+    unknown = cli(home, "models", "policy", "nosuch")
+    assert unknown.returncode == 2 and "unknown model 'nosuch'" in unknown.stderr

@@ -16,7 +16,7 @@ from servion.cli.common import (
     refusals_exit_2,
     table,
 )
-from servion.errors import ValidationFailed
+from servion.errors import ModelNotFound, ValidationFailed
 from servion.registry import ModelRegistry, VersionPolicy, check_name, parse_ref
 
 
@@ -173,12 +173,21 @@ def _int_list(text: str) -> list[int]:
 
 @models.command("policy")
 @click.argument("name")
-@click.argument("policy", metavar="latest[:N]|all|specific:vX.Y.Z[,...]")
+@click.argument("policy", metavar="[latest[:N]|all|specific:vX.Y.Z[,...]]", required=False)
 @click.pass_obj
 @refusals_exit_2
-def policy(ctx: Context, name: str, policy: str) -> None:
-    """Choose which versions of NAME are served; running servers follow within a second."""
+def policy(ctx: Context, name: str, policy: str | None) -> None:
+    """Choose which versions of NAME are served (running servers follow within a second);
+    without a policy, show the one in force and the versions it selects."""
     check_name(name)
+    if policy is None:
+        registry = ModelRegistry(ctx.settings)
+        try:
+            current, _ = registry.policies().get(name, (VersionPolicy("latest"), True))
+            click.echo(f"{name}: {current} ({_selected(registry, name, current)})")
+        finally:
+            registry.close()
+        return
     parsed = VersionPolicy.parse(policy)
     registry = ModelRegistry(ctx.settings)
     audit = Auditor(ctx.settings)
@@ -188,7 +197,16 @@ def policy(ctx: Context, name: str, policy: str) -> None:
         ) as op:
             registry.set_policy(name, parsed)
             op.resources_affected = [f"model:{name}"]
+        selected = _selected(registry, name, parsed)
     finally:
         registry.close()
         audit.close()
-    click.echo(f"{name}: serving {parsed}")
+    click.echo(f"{name}: serving {parsed} ({selected})")
+
+
+def _selected(registry: ModelRegistry, name: str, policy: VersionPolicy) -> str:
+    versions = [mv.version for mv in registry.list_versions(name)]
+    if not versions:
+        raise ModelNotFound(name)
+    chosen = policy.select(versions)
+    return "selects " + ", ".join(chosen) if chosen else "selects no version"

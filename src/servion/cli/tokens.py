@@ -31,7 +31,10 @@ def create(ctx: Context, role: str, name: str) -> None:
     finally:
         registry.close()
         audit.close()
-    click.echo(f"token {info.id} ({info.name}, {info.role}); keep it, it is not shown again:")
+    # The secret alone on stdout, so that TOKEN=$(servion tokens create ...) holds just it.
+    click.echo(
+        f"token {info.id} ({info.name}, {info.role}); keep it, it is not shown again:", err=True
+    )
     click.echo(token)
 
 
