@@ -5,7 +5,6 @@ the models."""
 
 from servion.routing.context import (
     PIN_HEADER,
-    PLAIN,
     PROBE_HEADER,
     TIMEOUT_HEADER,
     RequestContext,
@@ -44,7 +43,6 @@ from servion.routing.stats import (
 __all__ = [
     "BUCKETS_MS",
     "PIN_HEADER",
-    "PLAIN",
     "PROBE_HEADER",
     "TIMEOUT_HEADER",
     "ArmPolicy",

@@ -37,10 +37,6 @@ class RequestContext:
     probe: bool = False
 
 
-PLAIN = RequestContext()
-"""The context of a request that says nothing beyond its tensors."""
-
-
 def parse_timeout_ms(value: bytes | None) -> float | None:
     """Seconds from an ``X-Servion-Timeout-Ms`` value; None when it was not sent."""
     if value is None:

@@ -1,5 +1,5 @@
 """The data plane: the model manager (load, warm-up, serve, retire, with reference
-counts) and ``DataPlane.infer`` / ``infer_model`` over protocol-neutral requests and
+counts) and ``DataPlane.infer_endpoint`` / ``infer_model`` over protocol-neutral requests and
 answers, the only place that validates, submits to a batcher and counts."""
 
 from servion.serving.dataplane import DataPlane

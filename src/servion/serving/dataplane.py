@@ -46,22 +46,12 @@ class ShadowSink(Protocol):
 
 
 class DataPlane:
-    """``infer`` and ``infer_model`` over one worker's model manager."""
+    """``infer_endpoint`` and ``infer_model`` over one worker's model manager."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
         self.shadows: ShadowSink | None = None
         """Set by the shadow runner, which itself runs its copies through here."""
-
-    def infer(
-        self, name: str, version: str | None, request: InferRequest, ctx: RequestContext
-    ) -> Answer:
-        """``/v2/models/{name}[/versions/{version}]/infer``: an endpoint when ``name``
-        is one and no version is pinned, else the model version itself."""
-        router = self.manager.endpoints.get(name) if version is None else None
-        if router is not None:
-            return self.infer_endpoint(router, request, ctx)
-        return self.infer_model(self.manager.resolve(name, version), request)
 
     def infer_endpoint(
         self, router: EndpointRouter, request: InferRequest, ctx: RequestContext
