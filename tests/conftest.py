@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -93,6 +94,25 @@ def cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedPro
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def cli_on_terminal(
+    home: Path, answer: str, *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``servion`` with a terminal as its stdin, typing ``answer`` into it."""
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode())
+        return subprocess.run(
+            [sys.executable, "-m", "servion.cli.main", "--home", str(home), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=terminal,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
 
 
 @dataclass

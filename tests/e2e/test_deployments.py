@@ -5,6 +5,7 @@ change, and a failed deploy that leaves the previous revision serving."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -18,7 +19,14 @@ import pytest
 import tritonclient.grpc as tg
 from model_sources import DOUBLER_MODEL, FLAKY_MODEL, SHADOW_MODEL, SLOW_MODEL, UNSURE_MODEL
 
-from conftest import RunningServer, TabularModels, cli, register, start_server
+from conftest import (
+    RunningServer,
+    TabularModels,
+    cli,
+    cli_on_terminal,
+    register,
+    start_server,
+)
 from servion.audit import read_events
 from servion.config import Settings
 from servion.registry import ModelRegistry
@@ -316,11 +324,17 @@ def test_cli_end_to_end(
     status = cli(tmp_path, "status", "cli-ep", *flags)
     assert "tabular:v1.0.0 90%, tabular:v1.1.0 10%" in status.stdout
     diff = cli(tmp_path, "diff", "cli-ep", *flags)
-    assert "-  weight: 60.0" in diff.stdout and "+  weight: 90.0" in diff.stdout
+    assert "-  weight: 60\n" in diff.stdout and "+  weight: 90\n" in diff.stdout
+    # Only what the specs say: no defaults, no float noise.
+    assert "environment" not in diff.stdout and "weight: 60.0" not in diff.stdout, diff.stdout
     rolled = cli(tmp_path, "rollback", "cli-ep", *flags)
     assert rolled.returncode == 0 and "rolled back to revision 1 (now revision 3)" in rolled.stdout
     history = cli(tmp_path, "history", "cli-ep", *flags)
     assert "rollback to 1" in history.stdout and "token:deployer-bot" in history.stdout
+    # Timestamps to the second, in UTC as the header says.
+    assert "AT (UTC)" in history.stdout
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\n", history.stdout), history.stdout
+    assert not re.search(r":\d\d\.\d", history.stdout), history.stdout
     report = cli(tmp_path, "ab", "report", "cli-ep", *flags, "--json")
     assert {a["arm"] for a in json.loads(report.stdout)["arms"]} == {
         "tabular:v1.0.0",
@@ -334,8 +348,12 @@ def test_cli_end_to_end(
     assert down.returncode == 1 and "cannot reach" in down.stderr
     in_use = cli(server_home(server), "models", "delete", "tabular:v1.0.0")
     assert in_use.returncode == 2 and "used by endpoint" in in_use.stderr
-    undeployed = cli(tmp_path, "undeploy", "cli-ep", *flags)
-    assert undeployed.returncode == 0
+    # On a terminal undeploy asks first; "n" keeps the endpoint serving.
+    kept = cli_on_terminal(tmp_path, "n\n", "undeploy", "cli-ep", *flags)
+    assert kept.returncode == 1 and "Stop serving endpoint 'cli-ep'?" in kept.stdout
+    assert httpx.post(f"{server.url}/v2/models/cli-ep/infer", json=BODY).status_code == 200
+    undeployed = cli_on_terminal(tmp_path, "", "undeploy", "cli-ep", "--yes", *flags)
+    assert undeployed.returncode == 0, undeployed.stderr
     assert httpx.post(f"{server.url}/v2/models/cli-ep/infer", json=BODY).status_code == 404
 
 

@@ -6,13 +6,15 @@ import functools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 import orjson
 
-from servion.config import Settings
 from servion.errors import ServionError
+
+if TYPE_CHECKING:  # settings pull in pydantic: commands that only talk to a server skip it
+    from servion.config import Settings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -39,6 +41,8 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from servion.config import Settings
+
             self._settings = Settings.load(home=self.home)
         return self._settings
 

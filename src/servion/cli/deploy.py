@@ -1,9 +1,9 @@
-"""Deployment commands, spoken to a running server's admin API.
+"""``servion deploy | diff | verify``: deployment commands spoken to a running server.
 
-``servion deploy SPEC``, ``status``, ``history``, ``diff``, ``rollback``,
-``undeploy`` and ``ab report`` talk HTTP to ``--url`` (``$SERVION_URL``,
-default http://127.0.0.1:8080) with ``--token`` (``$SERVION_TOKEN``). A refusal by
-the server (4xx) exits 2 with its message; an unreachable server exits 1.
+They (and ``status``, ``history``, ``rollback``, ``undeploy``, ``rollout``, ``ab``) talk
+HTTP to ``--url`` (``$SERVION_URL``, default http://127.0.0.1:8080) with ``--token``
+(``$SERVION_TOKEN``). A refusal by the server (4xx) exits 2 with its message; an
+unreachable server exits 1.
 """
 
 from __future__ import annotations
@@ -11,91 +11,17 @@ from __future__ import annotations
 import difflib
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-import orjson
 import yaml
 
+from servion.cli.client import call, change_options, server_options
 from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
-from servion.errors import InvalidInput, printable
+from servion.errors import InvalidInput
 
-F = TypeVar("F", bound=Callable[..., Any])
 PROBE = ("X-Servion-Probe", "verify")
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-class Refused(InvalidInput):
-    """The server answered 4xx."""
-
-
-_change_ticket: dict[str, str] = {}
-
-
-def _remember_ticket(_: click.Context, __: click.Parameter, value: str | None) -> None:
-    if value:
-        _change_ticket["value"] = value
-
-
-def server_options(func: F) -> F:
-    func = click.option(
-        "--change-ticket",
-        envvar="SERVION_CHANGE_TICKET",
-        default=None,
-        expose_value=False,
-        callback=_remember_ticket,
-        help="Change ticket for the audit trail; required in production ($SERVION_CHANGE_TICKET).",
-    )(func)
-    func = click.option(
-        "--token",
-        envvar="SERVION_TOKEN",
-        default=None,
-        help="Bearer token ($SERVION_TOKEN).",
-    )(func)
-    func = click.option(
-        "--url",
-        envvar="SERVION_URL",
-        default=DEFAULT_URL,
-        show_default=True,
-        help="Server to talk to ($SERVION_URL).",
-    )(func)
-    return func
-
-
-def call(url: str, token: str | None, method: str, path: str, body: bytes | None = None) -> Any:
-    """One admin API call; the decoded JSON answer."""
-    request = urllib.request.Request(url.rstrip("/") + path, data=body, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if "value" in _change_ticket:
-        request.add_header("X-Servion-Change-Ticket", _change_ticket["value"])
-    if body is not None:
-        request.add_header("Content-Type", "application/yaml")
-    try:
-        with urllib.request.urlopen(request, timeout=120) as reply:
-            return orjson.loads(reply.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        message = _error_text(exc.read())
-        if exc.code < 500:
-            raise Refused(f"HTTP {exc.code}: {message}") from None
-        click.echo(f"error: the server failed: HTTP {exc.code}: {message}", err=True)
-        sys.exit(1)
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        click.echo(f"error: cannot reach {url}: {reason}", err=True)
-        sys.exit(1)
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        value = orjson.loads(raw).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        value = None
-    return printable(value if isinstance(value, str) else raw[:300].decode("utf-8", "replace"))
 
 
 @click.command()
@@ -112,7 +38,7 @@ def _error_text(raw: bytes) -> str:
     help="For a canary: wait for its outcome; exit 1 unless it is promoted (for CI).",
 )
 @click.option("--json", "as_json", is_flag=True)
-@server_options
+@change_options
 @click.pass_obj
 @refusals_exit_2
 def deploy(
@@ -137,15 +63,19 @@ def deploy(
         text = spec.read_bytes()
     except OSError as exc:
         raise InvalidInput(f"cannot read {spec}: {exc.strerror}") from None
-    parsed = parse_spec(text, spec.name)
     if check:
         registry = open_registry(ctx.settings)
         try:
-            Deployments(registry).check(parsed)
+            problems = Deployments(registry).problems(text, spec.name)
         finally:
             registry.close()
-        click.echo(f"{spec.name}: valid spec for endpoint {parsed.endpoint!r}")
+        if problems:
+            for problem in problems:
+                click.echo(f"error: {spec.name}: {problem}", err=True)
+            sys.exit(2)
+        click.echo(f"{spec.name}: valid spec for endpoint {parse_spec(text).endpoint!r}")
         return
+    parse_spec(text, spec.name)
     answer = call(url, token, "POST", "/v2/admin/endpoints", text)
     if "state" in answer and wait:
         answer = _outcome(url, token, answer["endpoint"])
@@ -167,57 +97,6 @@ def deploy(
         f"endpoint {answer['endpoint']} revision {answer['revision']} serving in every worker"
         f" ({answer['applied_ms']:.0f} ms)"
     )
-
-
-@click.command()
-@click.argument("endpoint", required=False)
-@click.option("--json", "as_json", is_flag=True)
-@server_options
-@refusals_exit_2
-def status(endpoint: str | None, as_json: bool, url: str, token: str | None) -> None:
-    """Deployed endpoints: current revision, arms and readiness."""
-    path = "/v2/admin/endpoints" + (f"/{endpoint}" if endpoint else "")
-    answer = call(url, token, "GET", path)
-    states = [answer] if endpoint else answer["endpoints"]
-    if as_json:
-        echo_json(answer)
-        return
-    rows = [
-        (
-            s["endpoint"],
-            s["revision"],
-            s["spec"].get("environment", "dev"),
-            ", ".join(f"{a['model']}:{a['version']} {a['weight']:g}%" for a in s["spec"]["models"]),
-            "yes" if s["ready"] else "no",
-            s["created_at"],
-        )
-        for s in states
-    ]
-    click.echo(table(("ENDPOINT", "REVISION", "ENV", "ARMS", "READY", "SINCE"), rows))
-
-
-@click.command()
-@click.argument("endpoint")
-@click.option("--json", "as_json", is_flag=True)
-@server_options
-@refusals_exit_2
-def history(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
-    """Every revision of an endpoint, oldest first."""
-    answer = call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/history")
-    if as_json:
-        echo_json(answer)
-        return
-    rows = [
-        (
-            r["revision"],
-            r["action"] + (f" to {r['source_revision']}" if r["source_revision"] else ""),
-            ", ".join(f"{a['model']}:{a['version']} {a['weight']:g}%" for a in r["spec"]["models"]),
-            r["created_by"],
-            r["created_at"],
-        )
-        for r in answer["revisions"]
-    ]
-    click.echo(table(("REVISION", "ACTION", "ARMS", "BY", "AT"), rows))
 
 
 @click.command()
@@ -253,13 +132,20 @@ def diff(
             raise InvalidInput(f"endpoint {endpoint!r} has only revision {new_rev}")
         old = _revision(url, token, endpoint, old_rev)
     lines = difflib.unified_diff(
-        yaml.safe_dump(old["spec"], sort_keys=False).splitlines(keepends=True),
-        yaml.safe_dump(new["spec"], sort_keys=False).splitlines(keepends=True),
+        _as_written(old["spec"]).splitlines(keepends=True),
+        _as_written(new["spec"]).splitlines(keepends=True),
         fromfile=f"{endpoint} revision {old['revision']}",
         tofile=f"{endpoint} revision {new['revision']}" if spec is None else f"{new['revision']}",
     )
     text = "".join(lines)
     click.echo(text if text else "no differences", nl=not text)
+
+
+def _as_written(spec: dict[str, Any]) -> str:
+    """A spec as someone would write it: the settings it makes, not every default."""
+    from servion.deploy import spec_from_dict
+
+    return str(yaml.safe_dump(spec_from_dict(spec).written(), sort_keys=False))
 
 
 def _outcome(url: str, token: str | None, endpoint: str) -> Any:
@@ -273,36 +159,6 @@ def _outcome(url: str, token: str | None, endpoint: str) -> Any:
 
 def _revision(url: str, token: str | None, endpoint: str, number: int) -> Any:
     return call(url, token, "GET", f"/v2/admin/endpoints/{endpoint}/revisions/{number}")
-
-
-@click.command()
-@click.argument("endpoint")
-@click.option("--to", type=click.IntRange(1), help="Revision to restore (default: previous).")
-@click.option("--json", "as_json", is_flag=True)
-@server_options
-@refusals_exit_2
-def rollback(endpoint: str, to: int | None, as_json: bool, url: str, token: str | None) -> None:
-    """Serve an earlier revision again (as a new revision); returns once every worker does."""
-    body = orjson.dumps({"to": to}) if to is not None else b""
-    answer = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/rollback", body)
-    if as_json:
-        echo_json(answer)
-        return
-    click.echo(
-        f"endpoint {endpoint} rolled back to revision {answer['source_revision']}"
-        f" (now revision {answer['revision']}), serving in every worker"
-        f" after {answer['applied_ms']:.0f} ms"
-    )
-
-
-@click.command()
-@click.argument("endpoint")
-@server_options
-@refusals_exit_2
-def undeploy(endpoint: str, url: str, token: str | None) -> None:
-    """Stop serving an endpoint (its history is kept)."""
-    call(url, token, "DELETE", f"/v2/admin/endpoints/{endpoint}")
-    click.echo(f"endpoint {endpoint} is no longer served")
 
 
 @click.command()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 unexpected failure (or a missed SLO), 2 refused input
 (a ``ServionError`` or a usage error). Command modules are imported only when
-their command runs, so ``servion serve`` does not carry the registry tooling.
+their command runs, and ``servion --help`` imports none of them: their one-line
+summaries are written here.
 """
 
 from __future__ import annotations
@@ -16,27 +17,57 @@ import click
 
 from servion._version import __version__
 
-# command name -> (module, attribute)
+# command name -> (module, attribute, summary for --help)
 COMMANDS = {
-    "ab": ("servion.cli.rollout", "ab"),
-    "audit": ("servion.cli.audit", "audit"),
-    "bench": ("servion.cli.bench", "bench"),
-    "deploy": ("servion.cli.deploy", "deploy"),
-    "diff": ("servion.cli.deploy", "diff"),
-    "history": ("servion.cli.deploy", "history"),
-    "models": ("servion.cli.models", "models"),
-    "profile": ("servion.cli.profile", "profile"),
-    "quickstart": ("servion.cli.quickstart", "quickstart"),
-    "register": ("servion.cli.register", "register"),
-    "registry": ("servion.cli.registry_cmd", "registry"),
-    "rollback": ("servion.cli.deploy", "rollback"),
-    "rollout": ("servion.cli.rollout", "rollout"),
-    "serve": ("servion.cli.serve", "serve"),
-    "status": ("servion.cli.deploy", "status"),
-    "tokens": ("servion.cli.tokens", "tokens"),
-    "undeploy": ("servion.cli.deploy", "undeploy"),
-    "verify": ("servion.cli.deploy", "verify"),
+    "ab": ("servion.cli.rollout", "ab", "A/B comparisons between an endpoint's arms."),
+    "audit": ("servion.cli.audit", "audit", "Search and follow the audit trail."),
+    "bench": ("servion.cli.bench", "bench", "Load a server and check latency SLOs."),
+    "deploy": ("servion.cli.deploy", "deploy", "Apply a deployment spec as a new revision."),
+    "diff": ("servion.cli.deploy", "diff", "What changed between two revisions."),
+    "history": ("servion.cli.endpoints", "history", "Every revision of an endpoint."),
+    "models": ("servion.cli.models", "models", "Inspect and manage registered models."),
+    "profile": ("servion.cli.profile", "profile", "Measure a model at growing batch sizes."),
+    "quickstart": ("servion.cli.quickstart", "quickstart", "Register a demo model and serve it."),
+    "register": ("servion.cli.register", "register", "Validate and store a model version."),
+    "registry": ("servion.cli.registry_cmd", "registry", "Back up and restore the registry."),
+    "rollback": ("servion.cli.endpoints", "rollback", "Serve an earlier revision again."),
+    "rollout": ("servion.cli.rollout", "rollout", "Follow and steer a canary rollout."),
+    "serve": ("servion.cli.serve", "serve", "Serve the registered models and endpoints."),
+    "status": ("servion.cli.endpoints", "status", "Deployed endpoints and their readiness."),
+    "tokens": ("servion.cli.tokens", "tokens", "Create, list and revoke admin API tokens."),
+    "undeploy": ("servion.cli.endpoints", "undeploy", "Stop serving an endpoint."),
+    "verify": ("servion.cli.deploy", "verify", "Check an endpoint after a change."),
 }
+
+
+def _set_home(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        from servion.cli.common import Context
+
+        obj = ctx.find_object(Context)
+        if obj is not None:
+            obj.home = value
+
+
+def _with_home(command: click.Command) -> None:
+    """Let ``--home`` follow the subcommand too (``servion models list --home DIR``)."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_home(sub)
+        return
+    if any(p.name == "home" for p in command.params):
+        return
+    command.params.append(
+        click.Option(
+            ["--home"],
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_home,
+            help="Registry home (default: $SERVION_HOME or ./.servion).",
+        )
+    )
 
 
 class LazyGroup(click.Group):
@@ -51,7 +82,13 @@ class LazyGroup(click.Group):
             return None
         command = getattr(importlib.import_module(found[0]), found[1])
         assert isinstance(command, click.Command)
+        _with_home(command)
         return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,7 +97,7 @@ class LazyGroup(click.Group):
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Registry home (default: $SERVION_HOME or ./.servion).",
+    help="Registry home (default: $SERVION_HOME or ./.servion); also after the command.",
 )
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None) -> None:

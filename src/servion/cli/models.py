@@ -8,6 +8,7 @@ import click
 
 from servion.audit import Auditor
 from servion.batching import BatchingConfig
+from servion.cli.client import confirm, when
 from servion.cli.common import (
     Context,
     echo_json,
@@ -49,11 +50,12 @@ def list_models(ctx: Context, as_json: bool) -> None:
             human_bytes(mv.size_bytes),
             mv.sha256[:12],
             str(policies[mv.name][0]) + ("" if policies[mv.name][1] else " (unloaded)"),
-            mv.registered_at[:19].replace("T", " "),
+            when(mv.registered_at),
         )
         for mv in versions
     ]
-    click.echo(table(("NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "POLICY", "REGISTERED"), rows))
+    headers = ("NAME", "VERSION", "FORMAT", "SIZE", "SHA256", "POLICY", "REGISTERED (UTC)")
+    click.echo(table(headers, rows))
 
 
 @models.command("show")
@@ -74,7 +76,7 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo(f"  format         {mv.format}")
     click.echo(f"  size           {human_bytes(mv.size_bytes)} ({mv.size_bytes} bytes)")
     click.echo(f"  sha256         {mv.sha256}")
-    click.echo(f"  registered     {mv.registered_at} by {mv.registered_by}")
+    click.echo(f"  registered     {when(mv.registered_at)} UTC by {mv.registered_by}")
     click.echo(f"  source         {mv.source_name}")
     if mv.large_reason:
         click.echo(f"  large because  {mv.large_reason}")
@@ -83,18 +85,20 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo(f"  environment    Python {env.get('python')}; {pkgs}")
     rows = [("input", s.name, s.datatype, list(s.shape)) for s in mv.signature.inputs]
     rows += [("output", s.name, s.datatype, list(s.shape)) for s in mv.signature.outputs]
-    click.echo(table(("", "TENSOR", "DATATYPE", "SHAPE"), rows))
+    click.echo(table(("ROLE", "TENSOR", "DATATYPE", "SHAPE"), rows))
 
 
 @models.command("delete")
 @click.argument("ref", metavar="NAME:VERSION")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_obj
 @refusals_exit_2
-def delete(ctx: Context, ref: str) -> None:
+def delete(ctx: Context, ref: str, yes: bool) -> None:
     """Remove one version (and its artifact, unless another version shares it)."""
     name, version = parse_ref(ref)
     if version is None:
         raise ValidationFailed("name the version to delete: NAME:VERSION")
+    confirm(f"Delete {name}:{version} and its artifact?", yes)
     registry: ModelRegistry = open_registry(ctx.settings)
     audit = Auditor(ctx.settings)
     try:
@@ -128,12 +132,13 @@ def delete(ctx: Context, ref: str) -> None:
     help="Run on the event loop, in the model's thread, or decide by execution time.",
 )
 @click.option("--reset", is_flag=True, help="Forget this model's settings: server defaults apply.")
+@click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @refusals_exit_2
-def batching(ctx: Context, /, name: str, reset: bool, **values: Any) -> None:
+def batching(ctx: Context, /, name: str, reset: bool, as_json: bool, **values: Any) -> None:
     """Set NAME's dynamic batching; running servers follow within a second.
 
-    Without options, prints the model's own settings.
+    Without options, shows the settings in effect and where each comes from.
     """
     check_name(name)
     given = {k: v for k, v in values.items() if v is not None}
@@ -145,23 +150,43 @@ def batching(ctx: Context, /, name: str, reset: bool, **values: Any) -> None:
         if current is None:
             registry.get(name)  # raises ModelNotFound with the usual message
             current = {}
-        if not given and not reset:
-            echo_json(current)
-            return
-        merged = {} if reset else {**current, **given}
-        BatchingConfig.from_dict(merged)  # refuse bad values before storing them
-        audit = Auditor(ctx.settings)
-        try:
-            with audit.operation(
-                "config_change", model_name=name, resources={"batching": merged}
-            ) as op:
-                registry.set_batching(name, merged)
-                op.resources_affected = [f"model:{name}"]
-        finally:
-            audit.close()
+        merged = current
+        if given or reset:
+            merged = {} if reset else {**current, **given}
+            BatchingConfig.from_dict(merged)  # refuse bad values before storing them
+            audit = Auditor(ctx.settings)
+            try:
+                with audit.operation(
+                    "config_change", model_name=name, resources={"batching": merged}
+                ) as op:
+                    registry.set_batching(name, merged)
+                    op.resources_affected = [f"model:{name}"]
+            finally:
+                audit.close()
     finally:
         registry.close()
-    click.echo(f"{name}: batching {merged or 'server defaults'}")
+    base = BatchingConfig(**ctx.settings.batching.model_dump())
+    effective = BatchingConfig.from_dict(merged, base=base).to_dict()
+    if as_json:
+        echo_json({"model": name, "own": merged, "effective": effective})
+        return
+    rows = [
+        (key, _setting(value), "model" if key in merged else "server default")
+        for key, value in effective.items()
+    ]
+    click.echo(
+        f"{name}: batching"
+        + (" (changed; servers follow within a second)" if given or reset else "")
+    )
+    click.echo(table(("SETTING", "VALUE", "FROM"), rows))
+
+
+def _setting(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
 
 
 def _int_list(text: str) -> list[int]:

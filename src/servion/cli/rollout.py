@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from servion.cli.client import call, change_options, server_options
 from servion.cli.common import echo_json, refusals_exit_2, table
-from servion.cli.deploy import call, server_options
 
 
 @click.group()
@@ -103,7 +103,7 @@ def rollout_status(endpoint: str, as_json: bool, url: str, token: str | None) ->
 def _rollout_action(verb: str) -> click.Command:
     @click.argument("endpoint")
     @click.option("--json", "as_json", is_flag=True)
-    @server_options
+    @change_options
     @refusals_exit_2
     def command(endpoint: str, as_json: bool, url: str, token: str | None) -> None:
         answer = call(url, token, "POST", f"/v2/admin/endpoints/{endpoint}/rollout/{verb}", b"")

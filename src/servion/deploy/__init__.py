@@ -4,7 +4,14 @@ from servion.deploy.canary import CanaryDriver
 from servion.deploy.fleet import Fleet
 from servion.deploy.plans import policy_of
 from servion.deploy.service import Change, DeployService
-from servion.deploy.spec import Arm, DeploymentSpec, Sticky, json_schema, parse_spec
+from servion.deploy.spec import (
+    Arm,
+    DeploymentSpec,
+    Sticky,
+    json_schema,
+    parse_spec,
+    spec_from_dict,
+)
 from servion.deploy.store import Deployments, EndpointNotFound, Revision
 
 __all__ = [
@@ -21,4 +28,5 @@ __all__ = [
     "json_schema",
     "parse_spec",
     "policy_of",
+    "spec_from_dict",
 ]

@@ -221,20 +221,24 @@ class DeploymentSpec(_Strict):
             return self
         if not self.models:
             raise ValueError("models: List should have at least 1 item")
+        # Every problem at once: a spec fixed one complaint at a time wastes a deploy each.
+        problems: list[str] = []
         seen: set[str] = set()
         for arm in self.models:
             if arm.label in seen:
-                raise ValueError(f"models: {arm.label} appears more than once")
+                problems.append(f"models: {arm.label} appears more than once")
             seen.add(arm.label)
         for shadow in self.shadows:
             if shadow.label in seen:
-                raise ValueError(f"shadows: {shadow.label} is already an arm or a shadow")
+                problems.append(f"shadows: {shadow.label} is already an arm or a shadow")
             seen.add(shadow.label)
         if self.rollout is not None and self.rollout.strategy == "canary" and len(self.models) != 1:
-            raise ValueError("rollout: a canary spec names exactly one model version in models")
+            problems.append("rollout: a canary spec names exactly one model version in models")
         total = sum(arm.weight for arm in self.models)
         if abs(total - 100.0) > 1e-6:
-            raise ValueError(f"models: the weights sum to {total:g}, not 100")
+            problems.append(f"models: the weights sum to {total:g}, not 100")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def model_refs(self) -> list[tuple[RefRole, ModelRef]]:
@@ -247,20 +251,50 @@ class DeploymentSpec(_Strict):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
+    def written(self) -> dict[str, Any]:
+        """The spec as someone would write it: no defaults, whole numbers without ``.0``."""
+        doc = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        doc = {"endpoint": self.endpoint, **doc}
+        return _whole_numbers(doc)  # type: ignore[no-any-return]
+
     def to_yaml(self) -> str:
         return str(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def _whole_numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def parse_spec(text: str | bytes, source: str = "spec") -> DeploymentSpec:
     """Parse and check a YAML or JSON spec; ``InvalidInput`` lists every problem found."""
+    raw, problems = read_spec(text, source)
+    if problems:
+        raise InvalidInput(f"{source}: " + "; ".join(problems))
+    return spec_from_dict(raw, source)
+
+
+def read_spec(text: str | bytes, source: str = "spec") -> tuple[Any, list[str]]:
+    """The parsed document (None when it is not YAML) and every problem of its fields."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise InvalidInput(f"{source}: {problem}{where}") from None
-    return spec_from_dict(raw, source)
+        return None, [f"{problem}{where}"]
+    if not isinstance(raw, dict):
+        return None, ["a deployment spec is a mapping (endpoint:, models:, ...)"]
+    try:
+        DeploymentSpec.model_validate(raw)
+    except ValidationError as exc:
+        return raw, _problems(exc)
+    return raw, []
 
 
 def spec_from_dict(raw: Any, source: str = "spec") -> DeploymentSpec:
@@ -281,7 +315,10 @@ def _problems(exc: ValidationError) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field" + _did_you_mean(error["loc"], error.get("input"))
-        problems.append(f"{path}: {message}" if path else message)
+        if not path:  # a whole-spec check names its fields itself, several at once
+            problems += message.split("; ")
+            continue
+        problems.append(f"{path}: {message}")
     return problems
 
 

@@ -13,21 +13,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from servion.batching import BatchingConfig
 from servion.deploy import tables
-from servion.deploy.checks import (
-    FIELDS,
-    check_fixed_outputs,
-    check_name,
-    check_signatures,
-    where,
-)
+from servion.deploy.checks import FIELDS, raw_problems, registry_problems
 from servion.deploy.plans import policy_of
-from servion.deploy.spec import Arm, DeploymentSpec, Stage, spec_from_dict
+from servion.deploy.spec import DeploymentSpec, read_spec, spec_from_dict
 from servion.deploy.tables import DEPLOY
-from servion.errors import ConfigError, InvalidInput, ModelNotFound, ValidationFailed, quoted
+from servion.errors import InvalidInput, ModelNotFound, ValidationFailed, quoted
 from servion.registry import ModelRegistry
-from servion.routing import EndpointPolicy, ModelRef
+from servion.routing import EndpointPolicy
 from servion.runtime import Signature
 from servion.state import Database, utcnow
 
@@ -120,106 +113,25 @@ class Deployments:
                     )
 
     def check(self, spec: DeploymentSpec) -> None:
-        """Every version the spec names is registered, a cascade's output exists, fixed
-        outputs fit their shapes (400 naming the field otherwise)."""
-        versions = self.registry.list_versions()
-        registered = {(mv.name, mv.version): mv.signature for mv in versions}
-        seen: dict[str, int] = {}
-        for role, ref in spec.model_refs():
-            index = seen.get(role, 0)
-            seen[role] = index + 1
-            if (ref.model, ref.version) not in registered:
-                raise InvalidInput(
-                    f"{where(role, index)}: {quoted(ref.label)} is not a registered model version"
-                )
-        policy_of(spec)
-        check_name(spec, {mv.name for mv in versions})
+        """Every version the spec names is registered, signatures agree, a cascade's output
+        exists, fixed outputs fit (400 naming every problem otherwise)."""
+        problems = registry_problems(spec, self.signatures(), self.registry.settings.deploy)
+        if problems:
+            raise InvalidInput("; ".join(problems))
 
-        def signature_of(ref: ModelRef) -> Signature:
-            return registered[(ref.model, ref.version)]
+    def signatures(self) -> dict[tuple[str, str], Signature]:
+        return {(mv.name, mv.version): mv.signature for mv in self.registry.list_versions()}
 
-        check_signatures(spec, signature_of)
-        check_fixed_outputs(spec, signature_of)
-        self._check_cascade(spec)
-        self._check_ensemble(spec)
-        self._check_resources(spec)
-        if spec.batching is not None:
-            try:
-                BatchingConfig.from_dict(spec.batching.settings())
-            except ConfigError as exc:
-                raise InvalidInput(f"batching: {exc.message}") from None
-
-    def _check_resources(self, spec: DeploymentSpec) -> None:
-        resources = spec.resources
-        if resources is None:
-            return
-        bounds = self.registry.settings.deploy
-        if not bounds.min_replicas <= resources.replicas <= bounds.max_replicas:
-            raise InvalidInput(
-                f"resources.replicas: {resources.replicas} is outside"
-                f" {bounds.min_replicas}..{bounds.max_replicas} (SERVION_DEPLOY_MAX_REPLICAS)"
-            )
-        if resources.gpus > bounds.max_gpus:
-            raise InvalidInput(
-                f"resources.gpus: {resources.gpus} per replica is more than"
-                f" {bounds.max_gpus} (SERVION_DEPLOY_MAX_GPUS)"
-            )
-        if resources.memory_gb is not None and resources.memory_gb > bounds.max_memory_gb:
-            raise InvalidInput(
-                f"resources.memory_gb: {resources.memory_gb:g} GB per replica is more than"
-                f" {bounds.max_memory_gb:g} (SERVION_DEPLOY_MAX_MEMORY_GB)"
-            )
-
-    def _check_ensemble(self, spec: DeploymentSpec) -> None:
-        """Each step's inputs are its model's inputs; every source names a real output."""
-        ensemble = spec.ensemble
-        if ensemble is None:
-            return
-        produced: dict[str, list[str]] = {}
-        for index, step in enumerate(ensemble.steps):
-            signature = self.registry.get(step.model, step.version).signature
-            wanted = sorted(t.name for t in signature.inputs)
-            if sorted(step.inputs) != wanted:
-                raise InvalidInput(
-                    f"ensemble.steps[{index}].inputs: {quoted(step.label)} takes"
-                    f" {', '.join(wanted)}, the step gives {', '.join(sorted(step.inputs))}"
-                )
-            for model_input, source in step.inputs.items():
-                self._check_output(
-                    source, produced, f"ensemble.steps[{index}].inputs.{model_input}"
-                )
-            produced[step.name] = [t.name for t in signature.outputs]
-        for name, source in ensemble.outputs.items():
-            self._check_output(source, produced, f"ensemble.outputs.{name}")
-
-    @staticmethod
-    def _check_output(source: str, produced: dict[str, list[str]], where: str) -> None:
-        step, _, output = source.partition(".")
-        if step != "$request" and output not in produced[step]:
-            raise InvalidInput(
-                f"{where}: step {quoted(step)} has no output {quoted(output)}"
-                f" (it has {', '.join(produced[step])})"
-            )
-
-    def _check_cascade(self, spec: DeploymentSpec) -> None:
-        """Every arm and stage must produce the confidence output, batch-first."""
-        cascade = spec.cascade
-        if cascade is None:
-            return
-        refs: list[tuple[str, Arm | Stage]] = [("models", a) for a in spec.models]
-        refs += [("cascade.then", s) for s in cascade.then]
-        for field, ref in refs:
-            signature = self.registry.get(ref.model, ref.version).signature
-            names = [o.name for o in signature.outputs]
-            if cascade.output not in names:
-                raise InvalidInput(
-                    f"{field}: {quoted(ref.label)} has no output {quoted(cascade.output)}"
-                    f" (it has {', '.join(names)})"
-                )
-            if not signature.batched:
-                raise InvalidInput(
-                    f"{field}: {quoted(ref.label)} has no batch dimension: a cascade splits rows"
-                )
+    def problems(self, text: bytes, source: str) -> list[str]:
+        """Everything wrong with a spec file, registry checks included, all at once."""
+        raw, problems = read_spec(text, source)
+        if raw is None:
+            return problems
+        registered = self.signatures()
+        if problems:
+            return problems + raw_problems(raw, registered)
+        spec = spec_from_dict(raw, source)
+        return registry_problems(spec, registered, self.registry.settings.deploy)
 
     def deploy(self, spec: DeploymentSpec, user: str) -> Revision:
         """Record ``spec`` as the endpoint's next revision and serve it."""

@@ -1,0 +1,160 @@
+"""What a new user meets first: help that answers at once, --home anywhere, tables
+rather than dicts, confirmation before deleting, every spec problem in one go."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TabularModels, cli, cli_on_terminal
+
+HEAVY = ("servion.cli.deploy", "servion.registry", "sqlalchemy", "numpy", "pydantic", "yaml")
+
+
+def imported(*args: str) -> set[str]:
+    """The modules ``servion ARGS`` imports, read off ``python -X importtime``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "servion.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_help_and_server_commands_import_nothing_heavy() -> None:
+    for args in (
+        ("--help",),
+        ("status", "--help"),
+        ("history", "x", "--url", "http://127.0.0.1:9"),
+        ("rollback", "x", "--url", "http://127.0.0.1:9"),
+        ("status", "--url", "http://127.0.0.1:9"),
+    ):
+        modules = imported(*args)
+        assert "click" in modules, args  # the measurement itself works
+        heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY or m in HEAVY)
+        assert not heavy, (args, heavy)
+    # Every command is listed with its summary, none of them imported to get it.
+    listing = cli(Path("unused"), "--help").stdout
+    for name in ("deploy", "rollback", "models", "quickstart", "verify"):
+        assert f"  {name} " in listing
+
+
+def test_home_is_taken_after_the_command_too(tmp_path: Path, tabular: TabularModels) -> None:
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-m", "servion.cli.main", "register", "tabular", str(tabular.onnx),
+         "--version", "v1.0.0", "--home", str(home)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "servion.cli.main", "models", "list", "--home", str(home)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "tabular" in listed.stdout and "v1.0.0" in listed.stdout
+    elsewhere = cli(tmp_path / "other", "models", "list")
+    assert "no models registered" in elsewhere.stdout
+    # The one after the command wins over the one before it.
+    after = cli(tmp_path / "other", "models", "list", "--home", str(home))
+    assert "tabular" in after.stdout
+
+
+def test_models_batching_shows_the_settings_in_effect(
+    tmp_path: Path, tabular: TabularModels
+) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    shown = cli(home, "models", "batching", "tabular")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert lines[1].split() == ["SETTING", "VALUE", "FROM"]
+    assert any(line.split()[:3] == ["max_batch_size", "128", "server"] for line in lines)
+    assert "{" not in shown.stdout
+    changed = cli(home, "models", "batching", "tabular", "--max-batch-size", "16")
+    assert changed.returncode == 0, changed.stderr
+    assert any(
+        line.split() == ["max_batch_size", "16", "model"] for line in changed.stdout.splitlines()
+    )
+    as_json = json.loads(cli(home, "models", "batching", "tabular", "--json").stdout)
+    assert as_json["own"] == {"max_batch_size": 16}
+    assert as_json["effective"]["max_batch_size"] == 16
+    assert as_json["effective"]["max_queue_size"] == 1024
+    # models show has a header over every column
+    table = cli(home, "models", "show", "tabular").stdout
+    header = next(line for line in table.splitlines() if "TENSOR" in line)
+    assert header.split() == ["ROLE", "TENSOR", "DATATYPE", "SHAPE"], table
+
+
+def test_delete_asks_on_a_terminal(tmp_path: Path, tabular: TabularModels) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    kept = cli_on_terminal(home, "n\n", "models", "delete", "tabular:v1.0.0")
+    assert kept.returncode == 1 and "Delete tabular:v1.0.0" in kept.stdout
+    assert "cancelled" in kept.stderr
+    assert "v1.0.0" in cli(home, "models", "list").stdout
+    gone = cli_on_terminal(home, "", "models", "delete", "tabular:v1.0.0", "--yes")
+    assert gone.returncode == 0 and "deleted tabular:v1.0.0" in gone.stdout
+    assert "Delete" not in gone.stdout
+
+
+def test_change_ticket_only_on_commands_that_change_something() -> None:
+    home = Path("unused")
+    for command in (("status",), ("history",), ("diff",), ("ab", "report"), ("rollout", "status")):
+        assert "--change-ticket" not in cli(home, *command, "--help").stdout, command
+    for command in (("deploy",), ("rollback",), ("undeploy",), ("rollout", "abort")):
+        assert "--change-ticket" in cli(home, *command, "--help").stdout, command
+
+
+def test_deploy_check_reports_every_problem_at_once(tmp_path: Path, tabular: TabularModels) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "endpoint: fraud-ep\n"
+        "models:\n"
+        "  - {model: tabular, version: v1.0.0, weight: 50}\n"
+        "  - {model: frad, version: v1.0.0, weight: 40}\n"
+        "shadow: []\n"
+        "timeout_ms: -5\n"
+    )
+    done = cli(home, "deploy", "--check", str(spec))
+    assert done.returncode == 2
+    errors = done.stderr.splitlines()
+    assert all(line.startswith("error: bad.yaml: ") for line in errors), errors
+    text = done.stderr
+    assert "shadow: unknown field (did you mean 'shadows'?)" in text
+    assert "timeout_ms" in text
+    assert "the weights sum to 90, not 100" in text
+    assert "models[1]: 'frad:v1.0.0' is not a registered model version" in text
+    assert len(errors) >= 4
+    # Fields that parse: the cross-field and registry problems, all of them.
+    spec.write_text(
+        "endpoint: fraud-ep\n"
+        "models:\n"
+        "  - {model: tabular, version: v1.0.0, weight: 50}\n"
+        "  - {model: tabular, version: v9.0.0, weight: 40}\n"
+        "shadows: [{model: nosuch, version: v1.0.0}]\n"
+    )
+    done = cli(home, "deploy", "--check", str(spec))
+    assert done.returncode == 2
+    assert "the weights sum to 90, not 100" in done.stderr
+    assert "'tabular:v9.0.0' is not a registered model version (tabular has v1.0.0)" in done.stderr
+    spec.write_text(spec.read_text().replace("weight: 40", "weight: 50"))
+    done = cli(home, "deploy", "--check", str(spec))
+    assert done.returncode == 2 and "weights" not in done.stderr
+    assert "tabular:v9.0.0" in done.stderr and "'nosuch:v1.0.0'" in done.stderr
+    assert "no model 'nosuch' is registered" in done.stderr
