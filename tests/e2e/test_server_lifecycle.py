@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from conftest import RunningServer, TabularModels, cli, register, start_server
+from conftest import RunningServer, TabularModels, cli, register, start_server, wait_until
 from servion.registry import ModelRegistry, RegisterRequest
 
 
@@ -125,10 +125,17 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
 
 def test_quickstart_end_to_end(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    server = start_server(home, tmp_path, "--workers", "1", command="quickstart")
+    server = start_server(home, tmp_path, "--workers", "1", command="quickstart", ready=False)
     try:
+        # The examples appear once the server answers, with its real port: the very next
+        # call is served.
+        wait_until(lambda: "Stop the server with Ctrl-C." in server.log(), 120, "the examples")
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
         out_text = server.log()
+        assert f"serving on http://127.0.0.1:{server.port}\n" in out_text
         assert "registered demo:v1.0.0" in out_text and "curl -s -X POST" in out_text
+        # No child is left a zombie (the registration's helper processes are reaped).
+        assert zombies(server.proc.pid) == [], zombies(server.proc.pid)
         snippet = out_text.split("python3 - <<'PY'\n", 1)[1].split("PY\n", 1)[0]
         snippet = snippet.replace("PORT", str(server.port))
         ran = subprocess.run(
@@ -162,6 +169,29 @@ def test_quickstart_end_to_end(tmp_path: Path) -> None:
     again = start_server(home, tmp_path, "--workers", "1", command="quickstart")
     assert "registered demo" not in again.log()
     again.stop()
+    # A taken port fails at once, before any "Try it" text.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = subprocess.run(
+            [sys.executable, "-m", "servion.cli.main", "--home", str(home), "quickstart",
+             "--port", str(taken.getsockname()[1]), "--no-grpc"],
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert busy.returncode == 2, busy.stdout + busy.stderr
+    assert "Try it" not in busy.stdout and "serving on" not in busy.stdout
+    assert "already in use" in busy.stderr or "in use" in busy.stderr, busy.stderr
+
+
+def zombies(pid: int) -> list[int]:
+    """Children of ``pid`` that exited and were never waited for."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            stat = Path(f"/proc/{child}/stat").read_text()
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":
+                found.append(int(child))
+    return found
 
 
 def test_version_policy_selects_served_versions(

@@ -73,8 +73,7 @@ def quickstart(
         click.echo(f"registered {mv.label} (sha256 {mv.sha256[:12]}...) in {settings.home}")
     registry.close()
     host = settings.server.host
-    port = settings.server.port
-    click.echo(f"serving on http://{host}:{port if port else '<port in --port-file>'}")
-    click.echo(examples(host, port if port else "PORT"))
-    sys.stdout.flush()
-    sys.exit(run_server(settings, port_file, grpc_port_file))
+    # Printed by the server once it answers ready: a port already taken fails first, and
+    # a curl pasted the moment the text appears is answered.
+    announce = f"serving on http://{host}:{{PORT}}\n" + examples(host, "{PORT}")
+    sys.exit(run_server(settings, port_file, grpc_port_file, announce=announce))

@@ -142,12 +142,22 @@ MAX_SETTINGS_BYTES = 60_000
 
 
 def serve(
-    settings: Settings, port_file: Path | None = None, grpc_port_file: Path | None = None
+    settings: Settings,
+    port_file: Path | None = None,
+    grpc_port_file: Path | None = None,
+    announce: str | None = None,
 ) -> int:
     """Run the server until SIGTERM/SIGINT: refuse unsafe settings here, then
-    replace this process with the supervisor (the call returns only on error)."""
+    replace this process with the supervisor (the call returns only on error).
+
+    ``announce`` is printed on stdout once the server answers ready, with ``{PORT}``
+    replaced by the port it listens on: text that tells a user to call the server
+    must not come before the server can answer.
+    """
     check_bind_safety(settings.server.host, settings.server.admin_token)
     config = settings.model_dump_json().encode()
+    if announce is not None:  # through the pipe, not the command line that ps shows
+        config = json.dumps({**json.loads(config), "announce": announce}).encode()
     if len(config) > MAX_SETTINGS_BYTES:
         raise ConfigError(f"settings are larger than {MAX_SETTINGS_BYTES} bytes")
     read_end, write_end = os.pipe()
@@ -159,14 +169,60 @@ def serve(
         argv += ["--port-file", str(port_file)]
     if grpc_port_file is not None:
         argv += ["--grpc-port-file", str(grpc_port_file)]
+    _reap_children()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, argv)
 
 
+def _reap_children() -> None:
+    """Leave no child behind for the supervisor to inherit as a zombie: the process that
+    execs has run registry probes, whose multiprocessing resource tracker would exit
+    (its pipe closes at exec) with nobody left to wait for it."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _announce_when_ready(host: str, port: int, text: str) -> None:
+    """Print ``text`` once ``/v2/health/ready`` answers 200 (polled from a thread)."""
+    import urllib.request
+
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    if ":" in target:
+        target = f"[{target}]"
+    url = f"http://{target}:{port}/v2/health/ready"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.1)
+    else:
+        return
+    log.info("server_ready", extra={"url": f"http://{host}:{port}"})
+    sys.stdout.write(text.replace("{PORT}", str(port)))
+    sys.stdout.flush()
+
+
 def supervise(
-    config: dict[str, Any], port_file: Path | None = None, grpc_port_file: Path | None = None
+    config: dict[str, Any],
+    port_file: Path | None = None,
+    grpc_port_file: Path | None = None,
+    announce: str | None = None,
 ) -> int:
     """The supervisor's loop over validated settings (``Settings.model_dump()``)."""
     server = config["server"]
@@ -208,6 +264,12 @@ def supervise(
     signal.signal(signal.SIGINT, on_signal)
     worker_config = json.dumps(config).encode()
     workers = [_start_worker(worker_config, sock, admin_required) for _ in range(server["workers"])]
+    if announce is not None:
+        import threading
+
+        threading.Thread(
+            target=_announce_when_ready, args=(host, port, announce), daemon=True
+        ).start()
     restarts: list[float] = []
     exit_code = 0
     while not stopping:
@@ -275,11 +337,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with os.fdopen(args.settings_fd, "rb") as pipe:
         config = json.loads(pipe.read())
+    announce = config.pop("announce", None)
     from servion.logs import configure_logging
 
     configure_logging()
     try:
-        code = supervise(config, args.port_file, args.grpc_port_file)
+        code = supervise(config, args.port_file, args.grpc_port_file, announce)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(2)
