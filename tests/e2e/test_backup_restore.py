@@ -74,3 +74,36 @@ def test_backup_under_load_and_restore(tmp_path: Path, tabular: TabularModels) -
         for line in cli(home, "audit", "--operation", "backup", "--json").stdout.splitlines()
     ]
     assert [e["outcome"] for e in events] == ["started", "success"]
+    # The audit trail travelled with the backup: the fresh home knows both registrations.
+    registered = [
+        json.loads(line)
+        for line in cli(fresh, "audit", "--operation", "register", "--json").stdout.splitlines()
+    ]
+    assert {(e["model_name"], e["outcome"]) for e in registered} >= {
+        ("tabular", "success"),
+        ("tabsk", "success"),
+    }
+    assert summary["audit"] and all(n.startswith("audit-") for n in summary["audit"])
+
+
+def test_backup_never_overwrites_silently_and_names_its_format(
+    tmp_path: Path, tabular: TabularModels
+) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    archive = tmp_path / "keep.tar.gz"
+    archive.write_bytes(b"precious")
+    again = cli(home, "registry", "backup", str(archive))
+    assert again.returncode == 2 and "exists: pass --force" in again.stderr
+    assert archive.read_bytes() == b"precious"
+    forced = cli(home, "registry", "backup", str(archive), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "audit files" in forced.stdout
+    assert archive.read_bytes()[:2] == b"\x1f\x8b"  # gzip
+    for wrong in ("backup.zip", "backup.tar", "backup"):
+        refused = cli(home, "registry", "backup", str(tmp_path / wrong))
+        assert refused.returncode == 2 and "name it *.tar.gz or *.tgz" in refused.stderr, wrong
+        assert not (tmp_path / wrong).exists()
+    assert cli(home, "registry", "backup", str(tmp_path / "b.tgz")).returncode == 0

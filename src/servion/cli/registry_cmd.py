@@ -17,17 +17,19 @@ def registry() -> None:
 
 @registry.command("backup")
 @click.argument("target", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace TARGET if it exists.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 @refusals_exit_2
-def backup_command(ctx: Context, target: Path, as_json: bool) -> None:
-    """Write a consistent snapshot to TARGET (.tar.gz), safe while a server runs."""
+def backup_command(ctx: Context, target: Path, force: bool, as_json: bool) -> None:
+    """Write a consistent snapshot (models, artifacts, audit trail) to TARGET (.tar.gz),
+    safe while a server runs."""
     from servion.registry.backup import backup
 
     audit = Auditor(ctx.settings)
     try:
         with audit.operation("backup") as op:
-            summary = backup(ctx.settings, target)
+            summary = backup(ctx.settings, target, overwrite=force)
             op.resources_affected = [f"file:{target}"]
     finally:
         audit.close()
@@ -35,8 +37,9 @@ def backup_command(ctx: Context, target: Path, as_json: bool) -> None:
         echo_json(summary)
         return
     click.echo(
-        f"backed up {len(summary['versions'])} model versions and"
-        f" {len(summary['artifacts'])} artifacts to {target} ({human_bytes(summary['bytes'])})"
+        f"backed up {len(summary['versions'])} model versions,"
+        f" {len(summary['artifacts'])} artifacts and {len(summary['audit'])} audit files"
+        f" to {target} ({human_bytes(summary['bytes'])})"
     )
 
 

@@ -3,7 +3,8 @@
 A backup is a gzipped tar holding ``registry.db`` (taken with SQLite's online
 backup, so it is consistent while a server writes), ``artifacts/`` (the stored
 artifacts that snapshot refers to: content-addressed and never rewritten, so
-copying them after the snapshot is safe) and ``manifest.json``. A restore goes
+copying them after the snapshot is safe), ``audit/`` (the audit trail's daily
+files: a registry's history is part of it) and ``manifest.json``. A restore goes
 into an empty home, through the same safe extractor as model archives, and
 re-verifies every artifact's checksum before it reports success.
 """
@@ -11,12 +12,14 @@ re-verifies every artifact's checksum before it reports success.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
 import sqlite3
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,23 @@ def _sqlite_path(settings: Settings) -> Path:
     return Path(settings.db_url[len(prefix) :])
 
 
-def backup(settings: Settings, target: Path) -> dict[str, Any]:
-    """Write a consistent snapshot of the registry to ``target`` (a .tar.gz)."""
+SUFFIXES = (".tar.gz", ".tgz")
+
+
+def backup(settings: Settings, target: Path, overwrite: bool = False) -> dict[str, Any]:
+    """Write a consistent snapshot of the registry to ``target`` (a .tar.gz); an existing
+    file is replaced only when ``overwrite`` says so."""
     source = _sqlite_path(settings)
     if not source.exists():
         raise InvalidInput(f"there is no registry at {settings.home}")
     if target.exists() and target.is_dir():
         raise InvalidInput(f"{quoted(str(target))} is a folder: name the backup file")
+    if not target.name.endswith(SUFFIXES):
+        raise InvalidInput(
+            f"{quoted(target.name)}: a backup is a gzipped tar; name it *.tar.gz or *.tgz"
+        )
+    if target.exists() and not overwrite:
+        raise InvalidInput(f"{quoted(str(target))} exists: pass --force to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".servion-backup.") as tmp:
         snapshot = Path(tmp) / "registry.db"
@@ -61,12 +74,14 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
                 "SELECT name, version, artifact, sha256 FROM model_versions"
             ).fetchall()
         artifacts = sorted({row[2] for row in rows})
+        audit_files = sorted(settings.audit_dir.glob("audit-*.jsonl"))
         manifest = {
             "format": FORMAT,
             "servion": __version__,
             "created_at": utcnow(),
             "versions": [f"{r[0]}:{r[1]}" for r in rows],
             "artifacts": artifacts,
+            "audit": [path.name for path in audit_files],
         }
         partial = Path(tmp) / "backup.tar.gz"
         with tarfile.open(partial, "w:gz") as tar:
@@ -76,15 +91,21 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
                 if not path.exists():
                     raise ServionError(f"artifact {key} is missing from the store")
                 tar.add(path, f"artifacts/{key}")
-            raw = json.dumps(manifest, indent=2).encode()
-            info = tarfile.TarInfo("manifest.json")
-            info.size = len(raw)
-            with tempfile.TemporaryFile() as buffer:
-                buffer.write(raw)
-                buffer.seek(0)
-                tar.addfile(info, buffer)
+            for path in audit_files:
+                # Copied, not added: the day's file may grow while the tar is written.
+                raw_events = path.read_bytes()
+                _add_bytes(tar, f"audit/{path.name}", raw_events)
+            _add_bytes(tar, "manifest.json", json.dumps(manifest, indent=2).encode())
         os.replace(partial, target)
     return {**manifest, "bytes": target.stat().st_size}
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, raw: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(raw)
+    info.mtime = int(time.time())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(raw))
 
 
 def restore(settings: Settings, source: Path) -> dict[str, Any]:
@@ -118,6 +139,7 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
             if not destination.exists():
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(unpacked / "artifacts" / key), destination)
+        _restore_audit(unpacked, manifest.get("audit", []), settings.audit_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     registry = ModelRegistry(settings)  # brings an older schema forward
@@ -132,6 +154,18 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
         "versions": [mv.label for mv in versions],
         "checksums": "verified",
     }
+
+
+def _restore_audit(unpacked: Path, names: list[str], directory: Path) -> None:
+    """Put the backed-up audit files back. A day file that already exists holds only this
+    restore's own events (the home was empty): the restored ones are appended to it, as
+    the audit writer appends, so no event of either is lost."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if not (name.startswith("audit-") and name.endswith(".jsonl") and "/" not in name):
+            raise InvalidInput(f"backup lists an odd audit file {quoted(name)}")
+        with (unpacked / "audit" / name).open("rb") as src, (directory / name).open("ab") as out:
+            shutil.copyfileobj(src, out)
 
 
 def _has_versions(database: Path) -> bool:
