@@ -88,10 +88,17 @@ def test_recommendation_rule() -> None:
     ]
     rec = recommend(sweep, budget_ms=10)
     assert rec.within_budget and rec.max_batch_size == 8
-    # Gathering 7 more rows at 2000 rows/s takes 3.5 ms; the budget leaves 8 ms.
-    assert rec.max_queue_delay_us == 3500
-    # A tighter budget caps the wait: 3 ms - 2 ms of execution leaves 1 ms.
-    assert recommend(sweep, budget_ms=3).max_queue_delay_us == 1000
+    # Gathering 7 more rows at 2000 rows/s takes 3.5 ms and the budget leaves 8 ms, but
+    # one execution of batch 8 takes 1 ms (p50): waiting longer than that only adds latency.
+    assert rec.max_queue_delay_us == 1000
+    # A tighter budget caps the wait: 2.5 ms - 2 ms of execution leaves 0.5 ms.
+    assert recommend(sweep, budget_ms=2.5).max_queue_delay_us == 500
+    # A 10 us model is not told to wait milliseconds: at most one 40 us execution of its batch.
+    fast = [point(1, 0.02, 100_000), point(64, 0.08, 1_000_000)]
+    quick = recommend(fast, budget_ms=10)
+    assert quick.max_batch_size == 64 and quick.max_queue_delay_us == 40
+    # Without the cap, gathering 63 rows would have said 630 us.
+    assert "630 us" in quick.reason
     none_fit = recommend(sweep, budget_ms=0.1)
     assert (none_fit.within_budget, none_fit.max_batch_size, none_fit.max_queue_delay_us) == (
         False,

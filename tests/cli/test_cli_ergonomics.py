@@ -4,8 +4,11 @@ rather than dicts, confirmation before deleting, every spec problem in one go.""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from conftest import TabularModels, cli, cli_on_terminal
@@ -158,3 +161,59 @@ def test_deploy_check_reports_every_problem_at_once(tmp_path: Path, tabular: Tab
     assert done.returncode == 2 and "weights" not in done.stderr
     assert "tabular:v9.0.0" in done.stderr and "'nosuch:v1.0.0'" in done.stderr
     assert "no model 'nosuch' is registered" in done.stderr
+
+
+def run_with_terminal_stderr(home: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``servion`` with stderr on a terminal (stdout piped); exit code, stdout, and
+    what the terminal showed."""
+    controller, terminal = pty.openpty()
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:  # the terminal closed: the command is done
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "servion.cli.main", "--home", str(home), *args],
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        os.close(terminal)
+        reader.join(10)
+        os.close(controller)
+    return done.returncode, done.stdout, shown.decode("utf-8", "replace")
+
+
+def test_long_commands_show_progress_on_a_terminal_only(
+    tmp_path: Path, tabular: TabularModels
+) -> None:
+    home = tmp_path / "home"
+    code, out, shown = run_with_terminal_stderr(
+        home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0"
+    )
+    assert code == 0 and "registered tabular:v1.0.0" in out
+    assert "smoke inference" in shown and "done" in shown, shown
+    assert "\x1b[" not in out  # the result on stdout stays plain
+    code, out, shown = run_with_terminal_stderr(
+        home, "profile", "tabular", "--duration", "0.05", "--max-batch-size", "4"
+    )
+    assert code == 0 and "batch" in out
+    assert "profiling tabular:v1.0.0 at 3 batch sizes" in shown, shown
+    # Piped: no progress at all.
+    piped = cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.1.0")
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    piped = cli(home, "profile", "tabular", "--duration", "0.05", "--max-batch-size", "4")
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr

@@ -23,6 +23,7 @@ from servion.bench import (
     run_load,
 )
 from servion.cli.common import echo_json, refusals_exit_2, table
+from servion.cli.progress import timed
 from servion.errors import RuntimeFailure
 
 _POSITIVE = click.FloatRange(0, min_open=True)
@@ -86,16 +87,8 @@ def bench(
             "gRPC runs closed loop with raw tensors: drop --rate, --binary, --body, --engine"
         )
     try:
-        if grpc:
-            from servion.bench import _grpc_engine
-
-            grpc_target = _grpc_engine.prepare_grpc_target(url, model, batch_size, timeout)
-            where = grpc_target.url
-            result = _grpc_engine.run(grpc_target, spec.connections, duration, timeout)
-        else:
-            target = prepare_target(url, model, binary, body, timeout, batch_size)
-            where = target.url
-            result = run_load(target, spec)
+        with timed(f"bench {model}", duration):
+            result, where = _run(url, model, grpc, spec, binary, body, timeout, batch_size)
     except RuntimeFailure as exc:  # the server failed, not the arguments
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
@@ -105,6 +98,26 @@ def bench(
     else:
         _print(result, verdict)
     sys.exit(0 if verdict.met else 1)
+
+
+def _run(
+    url: str,
+    model: str,
+    grpc: bool,
+    spec: LoadSpec,
+    binary: bool,
+    body: Path | None,
+    timeout: float,
+    batch_size: int,
+) -> tuple[LoadResult, str]:
+    if grpc:
+        from servion.bench import _grpc_engine
+
+        grpc_target = _grpc_engine.prepare_grpc_target(url, model, batch_size, timeout)
+        result = _grpc_engine.run(grpc_target, spec.connections, spec.duration_s, timeout)
+        return result, grpc_target.url
+    target = prepare_target(url, model, binary, body, timeout, batch_size)
+    return run_load(target, spec), target.url
 
 
 def _print(result: LoadResult, verdict: SloVerdict) -> None:

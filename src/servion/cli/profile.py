@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import ExitStack
+
 import click
 
 from servion.bench import ProfileReport, profile_version
 from servion.cli.common import Context, echo_json, refusals_exit_2, table
+from servion.cli.progress import bar
 from servion.registry import ModelRegistry, parse_ref
 
 
@@ -46,7 +50,15 @@ def profile(
     registry = ModelRegistry(ctx.settings)
     try:
         mv = registry.get(name, version)
-        report = profile_version(registry, mv, max_batch_size, latency_budget_ms, duration)
+        with ExitStack() as shown:
+
+            def on_sizes(sizes: list[int]) -> Callable[[int], None]:
+                title = f"profiling {mv.label} at {len(sizes)} batch sizes"
+                return shown.enter_context(bar(title, len(sizes)))
+
+            report = profile_version(
+                registry, mv, max_batch_size, latency_budget_ms, duration, on_sizes
+            )
     finally:
         registry.close()
     if as_json:

@@ -10,6 +10,7 @@ import orjson
 
 from servion.audit import Auditor
 from servion.cli.common import Context, echo_json, human_bytes, open_registry, refusals_exit_2
+from servion.cli.progress import steps
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, RegisterRequest
 from servion.runtime import FORMATS
@@ -82,9 +83,12 @@ def register(
     registry: ModelRegistry = open_registry(ctx.settings)
     audit = Auditor(ctx.settings)
     try:
-        with audit.operation(
-            "register", model_name=name, model_version=version, rollback_available=False
-        ) as op:
+        with (
+            audit.operation(
+                "register", model_name=name, model_version=version, rollback_available=False
+            ) as op,
+            steps(f"registering {name}:{version}") as step,
+        ):
             mv = registry.register(
                 RegisterRequest(
                     name=name,
@@ -95,7 +99,8 @@ def register(
                     sample=load_sample(sample) if sample else None,
                     large_reason=large_reason,
                     trust_code=trust_code,
-                )
+                ),
+                on_step=step,
             )
             op.resources_affected = [f"model:{mv.label}", f"artifact:{mv.sha256}"]
     finally:

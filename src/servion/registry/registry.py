@@ -75,8 +75,13 @@ class ModelRegistry:
 
     # -- registration -------------------------------------------------------
 
-    def register(self, req: RegisterRequest) -> ModelVersion:
-        """Validate, store, probe and record a model version."""
+    def register(
+        self, req: RegisterRequest, on_step: Callable[[str], None] | None = None
+    ) -> ModelVersion:
+        """Validate, store, probe and record a model version; ``on_step`` hears each stage
+        as it starts (for a progress display)."""
+        step = on_step or (lambda _: None)
+        step("checking the name, version and file")
         check_name(req.name)
         semver = parse_version(req.version)
         source = check_source(req.path)
@@ -87,6 +92,7 @@ class ModelRegistry:
             if fmt == "python" and not req.trust_code:
                 raise ValidationFailed("custom Python models run arbitrary code: add --trust-code")
             self._check_size(unpacked, req.large_reason)
+            step("copying into the store and computing its SHA-256")
             stored = self.store.put(unpacked)
         try:
             if checksum and checksum != stored.sha256:
@@ -95,7 +101,9 @@ class ModelRegistry:
                 )
             options = {"trust_code": True} if req.trust_code else {}
             entry = entrypoint(self.store.path(stored.key), fmt)
+            step("checking the file without running it")
             self._static_checks(fmt, entry)
+            step("loading it in a child process and running a smoke inference")
             result = probe(
                 fmt,
                 self.store.path(stored.key),
@@ -104,6 +112,7 @@ class ModelRegistry:
                 req.sample,
                 self.settings.registry.probe_timeout_s,
             )
+            step("recording the version")
             return self._insert(req, semver, fmt, stored, result.signature, options, source)
         except BaseException:
             self._forget_artifact(stored.sha256)
