@@ -317,6 +317,7 @@ def test_the_asgi_adapter_under_uvicorn_answers_the_same(
             assert pickled.status_code == 415
             assert client.get("/v2/models/nosuch").status_code == 404
             assert client.get("/v2/health/ready").json() == {"ready": True}
+            assert client.get("/v2/openapi.json").json()["openapi"] == "3.1.0"
             assert_dated_and_405(client)
     finally:
         assert srv.stop() == 0

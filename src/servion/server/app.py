@@ -26,6 +26,7 @@ from servion.protocol import (
     parse_header_length,
 )
 from servion.routing import EndpointRouter, request_context
+from servion.server import openapi
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
 from servion.server.http import (
@@ -307,6 +308,8 @@ class ServionApp:
         if route == ("GET", "health", "ready"):
             ready = self.manager.ready and not self.draining
             return json_response(200 if ready else 503, {"ready": ready})
+        if route == ("GET", "openapi.json"):  # a description, readable like the metadata
+            return 200, openapi.served(), JSON_HEADERS
         if route == ("GET", "models", "stats"):
             return self._guard(self._stats(None, None), req)
         if route == ("POST", "repository", "index"):
