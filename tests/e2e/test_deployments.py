@@ -370,6 +370,12 @@ def test_inference_can_require_a_token(home: Path, tokens: dict[str, str], tmp_p
         assert httpx.post(url, json=BODY).status_code == 401
         ok = httpx.post(url, json=BODY, headers={"authorization": f"Bearer {tokens['viewer']}"})
         assert ok.status_code == 200
+        # KServe V1 is inference too: the same token rule.
+        v1 = f"{srv.url}/v1/models/tabular:predict"
+        v1_body = {"instances": [[0.25] * 32]}
+        assert httpx.post(v1, json=v1_body).status_code == 401
+        auth = {"authorization": f"Bearer {tokens['viewer']}"}
+        assert httpx.post(v1, json=v1_body, headers=auth).status_code == 200
         assert httpx.get(f"{srv.url}/v2/health/ready").status_code == 200
     finally:
         srv.stop()

@@ -311,8 +311,11 @@ def _v1_paths() -> dict[str, Any]:
                 "KServe V1 prediction on a single-input model or endpoint",
                 "kserve-v1",
                 json_body(ref("V1PredictResponse"), "Predictions."),
-                (404, 503, 504),
+                (401, 404, 503, 504),
+                description="A token (any role) is needed only when the server requires one"
+                " for inference (SERVION_SERVER_INFERENCE_AUTH), as for V2 inference.",
                 body={"required": True, **json_body(ref("V1PredictRequest"), "Instances.")},
+                security=[{}, {"bearer": []}],
             ),
         },
     }

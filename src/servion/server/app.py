@@ -183,6 +183,8 @@ class ServionApp:
                 return self._model(req, *_model_route(parts[2:]))
             return self._v2_other(req, parts[1:])
         if head == "v1" and len(parts) >= 2 and parts[1] == "models":
+            if req.method == "POST" and self.control.inference_auth:  # :predict is inference
+                self.control.authorize(req.header(b"authorization"), "viewer")
             try:
                 return self.v1.handle(req, parts[2:])
             except NoV1Route:
