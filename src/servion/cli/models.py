@@ -49,7 +49,9 @@ def list_models(ctx: Context, as_json: bool) -> None:
             mv.format,
             human_bytes(mv.size_bytes),
             mv.sha256[:12],
-            str(policies[mv.name][0]) + ("" if policies[mv.name][1] else " (unloaded)"),
+            str(policies[mv.name][0])
+            + ("" if policies[mv.name][1] else " (unloaded)")
+            + (" (held)" if mv.held else ""),
             when(mv.registered_at),
         )
         for mv in versions
@@ -80,6 +82,8 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo(f"  source         {mv.source_name}")
     if mv.large_reason:
         click.echo(f"  large because  {mv.large_reason}")
+    if mv.held:
+        click.echo(f"  held           {mv.held} (servion models confirm {mv.label})")
     env = mv.environment
     pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     click.echo(f"  environment    Python {env.get('python')}; {pkgs}")
@@ -111,6 +115,32 @@ def delete(ctx: Context, ref: str, yes: bool) -> None:
         registry.close()
         audit.close()
     click.echo(f"deleted {mv.label}")
+
+
+@models.command("confirm")
+@click.argument("ref", metavar="NAME:VERSION")
+@click.pass_obj
+@refusals_exit_2
+def confirm_command(ctx: Context, ref: str) -> None:
+    """Serve a version held for a signature change (latest:N policies pass over it until
+    then); running servers follow within a second."""
+    name, version = parse_ref(ref)
+    if version is None:
+        raise ValidationFailed("name the version to confirm: NAME:VERSION")
+    registry = ModelRegistry(ctx.settings)
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(
+            "config_change", model_name=name, model_version=version, resources={"held": None}
+        ) as op:
+            mv = registry.confirm(name, version)
+            op.resources_affected = [f"model:{mv.label}"]
+        policy, _ = registry.policies()[name]
+        selected = _selected(registry, name, policy)
+    finally:
+        registry.close()
+        audit.close()
+    click.echo(f"{mv.label}: signature change confirmed; {policy} {selected}")
 
 
 @models.command("batching")
@@ -230,8 +260,8 @@ def policy(ctx: Context, name: str, policy: str | None) -> None:
 
 
 def _selected(registry: ModelRegistry, name: str, policy: VersionPolicy) -> str:
-    versions = [mv.version for mv in registry.list_versions(name)]
-    if not versions:
+    mvs = registry.list_versions(name)
+    if not mvs:
         raise ModelNotFound(name)
-    chosen = policy.select(versions)
+    chosen = policy.select([mv.version for mv in mvs], {mv.version for mv in mvs if mv.held})
     return "selects " + ", ".join(chosen) if chosen else "selects no version"

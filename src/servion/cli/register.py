@@ -64,6 +64,11 @@ def load_sample(path: Path) -> Arrays:
     help="Admit a model over the size limit; the reason is recorded.",
 )
 @click.option("--trust-code", is_flag=True, help="Allow a custom Python model (runs its code).")
+@click.option(
+    "--allow-signature-change",
+    is_flag=True,
+    help="Serve it under latest:N even if its inputs or outputs differ from the served version.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded version as JSON.")
 @click.pass_obj
 @refusals_exit_2
@@ -77,6 +82,7 @@ def register(
     sample: Path | None,
     large_reason: str | None,
     trust_code: bool,
+    allow_signature_change: bool,
     as_json: bool,
 ) -> None:
     """Validate, store and record a model file or directory as NAME at --version."""
@@ -99,6 +105,7 @@ def register(
                     sample=load_sample(sample) if sample else None,
                     large_reason=large_reason,
                     trust_code=trust_code,
+                    allow_signature_change=allow_signature_change,
                 ),
                 on_step=step,
             )
@@ -106,6 +113,13 @@ def register(
     finally:
         registry.close()
         audit.close()
+    if mv.held:
+        click.echo(
+            f"warning: {mv.label} is registered but not served yet: {mv.held}. Callers of"
+            f" /v2/models/{mv.name} would have to change their requests. Serve it with:"
+            f" servion models confirm {mv.label} (or name it in an explicit version policy)",
+            err=True,
+        )
     if as_json:
         echo_json(mv.to_dict())
         return

@@ -17,7 +17,7 @@ from servion.config import DeploySettings
 from servion.deploy.spec import DeploymentSpec, Stage
 from servion.errors import ConfigError, InvalidInput, quoted
 from servion.routing import ModelRef
-from servion.runtime import Signature, TensorSpec
+from servion.runtime import Signature
 
 Signatures = Callable[[ModelRef], Signature]
 Problems = Iterator[str]
@@ -51,48 +51,15 @@ def signature_problems(spec: DeploymentSpec, signature_of: Signatures) -> Proble
         if ref == reference:
             continue
         got = signature_of(ref)
-        problem = _input_difference(expected, got)
+        problem = expected.input_difference(got)
         if problem is None and role != "shadow":
-            problem = _output_difference(expected, got)
+            problem = expected.output_difference(got)
         if problem is not None:
             yield (
                 f"{where(role, index)}: {quoted(ref.label)} {problem}, unlike"
                 f" {quoted(reference.label)} (models[0]): every model of an endpoint must"
                 " answer the same requests"
             )
-
-
-def _input_difference(expected: Signature, got: Signature) -> str | None:
-    mine = {t.name: t for t in got.inputs}
-    for tensor in expected.inputs:
-        other = mine.pop(tensor.name, None)
-        if other is None:
-            return f"has no input {quoted(tensor.name)}"
-        if not _same(tensor, other):
-            return f"takes input {_describe(other)} where the endpoint takes {_describe(tensor)}"
-    if mine:
-        return f"also needs input {quoted(next(iter(mine)))}"
-    return None
-
-
-def _output_difference(expected: Signature, got: Signature) -> str | None:
-    mine = {t.name: t for t in got.outputs}
-    for tensor in expected.outputs:
-        other = mine.get(tensor.name)
-        if other is None:
-            return f"has no output {quoted(tensor.name)}"
-        if not _same(tensor, other):
-            return f"gives output {_describe(other)} where the endpoint gives {_describe(tensor)}"
-    return None
-
-
-def _same(a: TensorSpec, b: TensorSpec) -> bool:
-    """The same datatype and shape, the batch dimension aside."""
-    return a.datatype == b.datatype and a.shape[1:] == b.shape[1:]
-
-
-def _describe(tensor: TensorSpec) -> str:
-    return f"{quoted(tensor.name)} {tensor.datatype} {list(tensor.shape)}"
 
 
 def fixed_output_problems(spec: DeploymentSpec, signature_of: Signatures) -> Problems:

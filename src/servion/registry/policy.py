@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from servion.errors import ValidationFailed, quoted
@@ -39,12 +40,13 @@ class VersionPolicy:
             f"invalid version policy {quoted(text)}: use latest[:N], all, or specific:vX.Y.Z[,...]"
         )
 
-    def select(self, ordered: list[str]) -> list[str]:
-        """Pick from versions ordered oldest to newest."""
+    def select(self, ordered: list[str], held: Collection[str] = ()) -> list[str]:
+        """Pick from versions ordered oldest to newest. ``latest`` passes over ``held``
+        versions (a signature change not yet confirmed); explicit policies do not."""
         if self.kind == "all":
             return list(ordered)
         if self.kind == "latest":
-            return ordered[-self.count :]
+            return [v for v in ordered if v not in held][-self.count :]
         return [v for v in ordered if v in self.versions]
 
     def __str__(self) -> str:

@@ -29,6 +29,7 @@ from servion.errors import (
 from servion.registry import tables
 from servion.registry.archive import extract_archive, is_archive
 from servion.registry.environment import recorded_environment
+from servion.registry.holds import hold_for
 from servion.registry.naming import Version, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
@@ -187,6 +188,7 @@ class ModelRegistry:
                     for guard in self._name_guards:
                         guard(conn, req.name)
                     conn.execute(tables.models.insert().values(name=req.name, created_at=now))
+                held = None if req.allow_signature_change else hold_for(conn, req, signature)
                 conn.execute(
                     tables.model_versions.insert().values(
                         name=req.name,
@@ -205,12 +207,28 @@ class ModelRegistry:
                         source_name=source.name,
                         registered_at=now,
                         registered_by=user,
+                        held=held,
                     )
                 )
                 Database.bump(conn)
         except sa.exc.IntegrityError:
             raise DuplicateVersion(f"{req.name}:{req.version} is already registered") from None
         return self.get(req.name, req.version)
+
+    def confirm(self, name: str, version: str) -> ModelVersion:
+        """Lift a version's signature hold: ``latest:N`` policies serve it from now on."""
+        mv = self.get(name, version)
+        if mv.held is None:
+            raise ValidationFailed(f"{mv.label} is not held: nothing to confirm")
+        with self.engine.begin() as conn:
+            mv_t = tables.model_versions
+            conn.execute(
+                mv_t.update()
+                .where((mv_t.c.name == name) & (mv_t.c.version == version))
+                .values(held=None)
+            )
+            Database.bump(conn)
+        return self.get(name, version)
 
     def _forget_artifact(self, sha256: str) -> None:
         with self.engine.connect() as conn:

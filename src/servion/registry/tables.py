@@ -39,6 +39,7 @@ model_versions = sa.Table(
     sa.Column("source_name", sa.String(512), nullable=False),
     sa.Column("registered_at", sa.String(32), nullable=False),
     sa.Column("registered_by", sa.String(128), nullable=False),
+    sa.Column("held", sa.Text, nullable=True),
     sa.UniqueConstraint("name", "version", name="uq_model_version"),
 )
 
@@ -54,4 +55,10 @@ def _add_batching_v2(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE models ADD COLUMN batching JSON"))
 
 
-REGISTRY = Track("registry", (_create_v1, _add_batching_v2))
+def _add_held_v3(conn: Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("model_versions")}
+    if "held" not in columns:
+        conn.execute(sa.text("ALTER TABLE model_versions ADD COLUMN held TEXT"))
+
+
+REGISTRY = Track("registry", (_create_v1, _add_batching_v2, _add_held_v3))

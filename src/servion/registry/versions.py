@@ -28,6 +28,8 @@ class ModelVersion:
     registered_by: str
     source_name: str
     large_reason: str | None = None
+    held: str | None = None
+    """Why ``latest:N`` policies do not serve it yet (a signature change to confirm)."""
     semver: Version = field(init=False)
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class ModelVersion:
             "registered_by": self.registered_by,
             "source_name": self.source_name,
             "large_reason": self.large_reason,
+            "held": self.held,
         }
 
 
@@ -67,6 +70,8 @@ class RegisterRequest:
     large_reason: str | None = None
     trust_code: bool = False
     user: str | None = None
+    allow_signature_change: bool = False
+    """Serve it under ``latest:N`` even if its signature differs from the version served."""
 
 
 def row_to_version(row: Any) -> ModelVersion:
@@ -84,4 +89,5 @@ def row_to_version(row: Any) -> ModelVersion:
         registered_by=row.registered_by,
         source_name=row.source_name,
         large_reason=row.large_reason,
+        held=row.held,
     )

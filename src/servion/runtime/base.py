@@ -18,6 +18,7 @@ import numpy as np
 
 from servion.config import RuntimeSettings
 from servion.datatypes import NUMPY_OF
+from servion.errors import quoted
 from servion.types import Arrays
 
 
@@ -35,6 +36,13 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
         return cls(str(data["name"]), str(data["datatype"]), tuple(int(d) for d in data["shape"]))
+
+    def same_rows(self, other: TensorSpec) -> bool:
+        """The same datatype and shape, the batch dimension aside."""
+        return self.datatype == other.datatype and self.shape[1:] == other.shape[1:]
+
+    def describe(self) -> str:
+        return f"{quoted(self.name)} {self.datatype} {list(self.shape)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,35 @@ class Signature:
             tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
             bool(data.get("batched", True)),
         )
+
+    def input_difference(self, other: Signature) -> str | None:
+        """How ``other`` fails to take this signature's requests (None: it takes them):
+        the same input names, datatypes and shapes, the batch dimension aside."""
+        theirs = {t.name: t for t in other.inputs}
+        for tensor in self.inputs:
+            found = theirs.pop(tensor.name, None)
+            if found is None:
+                return f"has no input {quoted(tensor.name)}"
+            if not tensor.same_rows(found):
+                return (
+                    f"takes input {found.describe()} where the endpoint takes {tensor.describe()}"
+                )
+        if theirs:
+            return f"also needs input {quoted(next(iter(theirs)))}"
+        return None
+
+    def output_difference(self, other: Signature) -> str | None:
+        """How ``other`` fails to give this signature's outputs (it may give more)."""
+        theirs = {t.name: t for t in other.outputs}
+        for tensor in self.outputs:
+            found = theirs.get(tensor.name)
+            if found is None:
+                return f"has no output {quoted(tensor.name)}"
+            if not tensor.same_rows(found):
+                return (
+                    f"gives output {found.describe()} where the endpoint gives {tensor.describe()}"
+                )
+        return None
 
 
 def sample_inputs(signature: Signature, batch_size: int = 1, seed: int = 0) -> Arrays:

@@ -180,7 +180,8 @@ class ModelManager:
             policy, loaded = policies.get(name, (VersionPolicy("latest"), True))
             if not loaded:
                 continue
-            chosen = set(policy.select([mv.version for mv in mvs]))
+            held = {mv.version for mv in mvs if mv.held}
+            chosen = set(policy.select([mv.version for mv in mvs], held))
             wanted.update({(name, mv.version): mv for mv in mvs if mv.version in chosen})
         return wanted
 
@@ -205,6 +206,11 @@ class ModelManager:
                 states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", reason, True))
             else:
                 why = "unloaded" if not loaded else f"not selected by version policy {policy}"
+                if loaded and mv.held and policy.kind == "latest":
+                    why = (
+                        f"held: its signature changes; confirm with servion models confirm"
+                        f" {mv.label}"
+                    )
                 states.append(ModelState(mv.name, mv.version, "UNAVAILABLE", why, False))
         return states
 
