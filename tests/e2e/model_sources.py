@@ -76,6 +76,8 @@ import time
 
 import numpy as np
 
+SEEN = set()
+
 
 class Shadow:
     inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
@@ -94,5 +96,9 @@ class Shadow:
         if MODE == "slow" and x[0, 0] == np.float32(0.25):
             time.sleep(0.3)
         n = len(x)
+        if MODE == "checked":  # answers how many different inputs it has seen
+            SEEN.add(x.tobytes())
+            label = np.full(n, len(SEEN), np.int64)
+            return {"label": label, "probabilities": np.zeros((n, 2), np.float32)}
         return {"label": np.zeros(n, np.int64), "probabilities": np.zeros((n, 2), np.float32)}
 """

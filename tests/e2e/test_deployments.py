@@ -873,6 +873,9 @@ def test_verify_checks_checksums_smoke_and_a_short_bench(
     counters = admin(server, tokens["viewer"], "GET", "/endpoints/verified/report").json()
     assert counters["cache"] == {"hits": 0, "misses": 0, "entries": 0}
     assert counters["arms"][0]["requests"] == 0
+    # Its inputs varied: the model has seen many different ones (it answers how many).
+    seen = httpx.post(f"{server.url}/v2/models/checked/infer", json=BODY).json()
+    assert seen["outputs"][0]["data"][0] > 16, seen
     home = server_home(server)
     registry = ModelRegistry(Settings.load(home=home))
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from time import perf_counter_ns
 from typing import Any, TypeVar
 
@@ -31,6 +31,8 @@ from servion.bench._http import Connection, Endpoint, ProtocolViolation
 from servion.bench.stats import ERROR_KINDS, LatencySummary, LoadResult
 
 T = TypeVar("T")
+Requests = bytes | Sequence[bytes]
+"""One encoded request, or several sent in turn."""
 _RECONNECT_PAUSE_S = 0.01
 """After a failed connect: retrying at once would turn a down server into a busy loop."""
 _READ_ERRORS = (OSError, EOFError, ValueError, asyncio.LimitOverrunError, ProtocolViolation)
@@ -49,11 +51,14 @@ class _Recorder:
 class _Client:
     """One connection, reopened after any error; counts its failures into the recorder."""
 
-    __slots__ = ("_conn", "_endpoint", "_rec", "_request", "_timeout_s")
+    __slots__ = ("_conn", "_endpoint", "_rec", "_requests", "_timeout_s", "_turn")
 
-    def __init__(self, endpoint: Endpoint, request: bytes, timeout_s: float, rec: _Recorder):
+    def __init__(self, endpoint: Endpoint, request: Requests, timeout_s: float, rec: _Recorder):
         self._endpoint = endpoint
-        self._request = request
+        # Several requests are sent in turn (inputs that vary, so nothing can be answered
+        # from a cache); one is the usual, cheapest case.
+        self._requests = (request,) if isinstance(request, bytes) else tuple(request)
+        self._turn = 0
         self._timeout_s = timeout_s
         self._rec = rec
         self._conn: Connection | None = None
@@ -73,9 +78,15 @@ class _Client:
         """One request on the open connection; True when a response came back."""
         conn = self._conn
         assert conn is not None, "connect() first"
+        requests = self._requests
+        if len(requests) == 1:
+            request = requests[0]
+        else:
+            request = requests[self._turn % len(requests)]
+            self._turn += 1
         try:
             async with asyncio.timeout(self._timeout_s):
-                status, _ = await conn.exchange(self._request)
+                status, _ = await conn.exchange(request)
         except TimeoutError:
             self._rec.errors["timeout"] += 1
             conn.close()
@@ -113,7 +124,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def closed_loop(
-    endpoint: Endpoint, request: bytes, concurrency: int, duration_s: float, timeout_s: float
+    endpoint: Endpoint, request: Requests, concurrency: int, duration_s: float, timeout_s: float
 ) -> LoadResult:
     """``concurrency`` connections, each sending its next request when the last returns."""
     rec = _Recorder()
@@ -146,7 +157,7 @@ class _OpenLoop:
     Connections open as the queue needs them, up to ``max_connections``.
     """
 
-    def __init__(self, endpoint: Endpoint, request: bytes, timeout_s: float, max_conns: int):
+    def __init__(self, endpoint: Endpoint, request: Requests, timeout_s: float, max_conns: int):
         self.rec = _Recorder()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._client_args = (endpoint, request, timeout_s)
@@ -208,7 +219,7 @@ class _OpenLoop:
 
 async def open_loop(
     endpoint: Endpoint,
-    request: bytes,
+    request: Requests,
     rate: float,
     duration_s: float,
     timeout_s: float,

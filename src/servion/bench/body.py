@@ -53,6 +53,8 @@ class InferTarget:
     endpoint: Endpoint
     model: str
     body: RequestBody
+    variants: tuple[RequestBody, ...] = ()
+    """Further bodies with other input values, sent in turn with ``body``."""
 
     @property
     def path(self) -> str:
@@ -62,13 +64,15 @@ class InferTarget:
     def url(self) -> str:
         return self.endpoint.url(self.path)
 
-    def request_bytes(self) -> bytes:
-        return encode_request(
-            self.endpoint, "POST", self.path, self.body.content, self.body.headers
-        )
+    def request_bytes(self, body: RequestBody | None = None) -> bytes:
+        body = body or self.body
+        return encode_request(self.endpoint, "POST", self.path, body.content, body.headers)
+
+    def all_request_bytes(self) -> list[bytes]:
+        return [self.request_bytes(b) for b in (self.body, *self.variants)]
 
 
-def build_body(metadata: JSON, binary: bool, batch_size: int = 1) -> RequestBody:
+def build_body(metadata: JSON, binary: bool, batch_size: int = 1, seed: int = 0) -> RequestBody:
     """``batch_size`` rows of each input in a model's V2 metadata (other dynamic
     dimensions become 1).
 
@@ -85,7 +89,7 @@ def build_body(metadata: JSON, binary: bool, batch_size: int = 1) -> RequestBody
             raise InvalidInput(f"input {quoted(spec.name)} has unknown datatype {spec.datatype}")
         if not binary and spec.datatype in _NO_JSON_FORM:
             raise InvalidInput(f"input {quoted(spec.name)} is {spec.datatype}: use --binary")
-    arrays = sample_inputs(signature, batch_size=batch_size, seed=0)
+    arrays = sample_inputs(signature, batch_size=batch_size, seed=seed)
     specs = {spec.name: spec.datatype for spec in signature.inputs}
     return _binary_body(arrays, specs) if binary else _json_body(arrays, specs)
 
@@ -157,8 +161,11 @@ def prepare_target(
     timeout_s: float = 10.0,
     batch_size: int = 1,
     headers: tuple[tuple[str, str], ...] = (),
+    variants: int = 1,
 ) -> InferTarget:
     """Read the model's metadata (unless a body is given), build the body, and probe it.
+    With ``variants`` above 1, as many bodies with different input values are built (a
+    load that must reach the model, never a response cache).
 
     Raises ``InvalidInput`` for a bad URL or body and ``RuntimeFailure`` with
     the server's own error when the server cannot be reached or refuses.
@@ -171,8 +178,15 @@ def prepare_target(
         status, reply = _call(endpoint, encode_request(endpoint, "GET", meta_path), timeout_s)
         if status != 200:
             raise RuntimeFailure(f"metadata of model {quoted(model)}: {_describe(status, reply)}")
-        body = build_body(orjson.loads(reply), binary, batch_size)
+        metadata = orjson.loads(reply)
+        body = build_body(metadata, binary, batch_size)
+        others = tuple(
+            replace(build_body(metadata, binary, batch_size, seed), extra=headers)
+            for seed in range(1, variants)
+        )
     target = InferTarget(endpoint, model, replace(body, extra=headers))
+    if body_file is None:
+        target = replace(target, variants=others)
     status, reply = _call(endpoint, target.request_bytes(), timeout_s)
     if status != 200:
         raise RuntimeFailure(f"probe request to {target.url} failed: {_describe(status, reply)}")

@@ -87,7 +87,7 @@ def run_load(target: InferTarget, spec: LoadSpec) -> LoadResult:
         wrk = wrk_path()
         assert wrk is not None
         return run_wrk(wrk, target, spec.connections, spec.duration_s, spec.timeout_s)
-    request = target.request_bytes()
+    request = target.all_request_bytes()
     if spec.rate is not None:
         coro = _python_engine.open_loop(
             target.endpoint,
