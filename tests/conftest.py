@@ -137,6 +137,13 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
+def server_home(server: RunningServer) -> Path:
+    """The registry home a test server was started with."""
+    args = server.proc.args
+    assert isinstance(args, list)
+    return Path(args[args.index("--home") + 1])
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll ``predicate`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

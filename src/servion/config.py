@@ -73,6 +73,9 @@ class ServerSettings(BaseSettings):
     """Worker processes sharing the port; one per core by default."""
     admin_token: str | None = None
     """Bearer token for control operations (repository load/unload)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names answered besides the loopback ones on a loopback bind ('*': any); when
+    given on a network bind, only these are answered."""
     max_body_bytes: int = 10 * 1024 * 1024
     """Larger request bodies are answered 413 before being read."""
     max_json_depth: int = 32

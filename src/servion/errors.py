@@ -103,6 +103,10 @@ class Forbidden(ServionError):
     """Valid credentials whose role does not allow the operation."""
 
 
+class MisdirectedRequest(Forbidden):
+    """The request names a host this server does not answer for (DNS rebinding)."""
+
+
 class Overloaded(ServionError):
     """A bounded queue or concurrency limit is full; retry after ``retry_after`` s."""
 
@@ -153,6 +157,7 @@ __all__ = [
     "DeadlineExceeded",
     "DuplicateVersion",
     "Forbidden",
+    "MisdirectedRequest",
     "InvalidInput",
     "ModelNotFound",
     "ModelNotReady",

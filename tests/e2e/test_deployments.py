@@ -25,6 +25,7 @@ from conftest import (
     cli,
     cli_on_terminal,
     register,
+    server_home,
     start_server,
 )
 from servion.audit import read_events
@@ -355,12 +356,6 @@ def test_cli_end_to_end(
     undeployed = cli_on_terminal(tmp_path, "", "undeploy", "cli-ep", "--yes", *flags)
     assert undeployed.returncode == 0, undeployed.stderr
     assert httpx.post(f"{server.url}/v2/models/cli-ep/infer", json=BODY).status_code == 404
-
-
-def server_home(server: RunningServer) -> Path:
-    args = server.proc.args
-    assert isinstance(args, list)
-    return Path(args[args.index("--home") + 1])
 
 
 def test_inference_can_require_a_token(home: Path, tokens: dict[str, str], tmp_path: Path) -> None:

@@ -34,13 +34,13 @@ def infer_body(request_id: str = "", rows: int = 1) -> bytes:
 
 def post(path: str, body: bytes, extra: str = "") -> bytes:
     return (
-        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
 
 
 def get(path: str, extra: str = "", version: str = "1.1") -> bytes:
-    return f"GET {path} HTTP/{version}\r\nHost: t\r\n{extra}\r\n".encode()
+    return f"GET {path} HTTP/{version}\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
 
 
 class Reply:
@@ -171,7 +171,7 @@ def test_expect_100_continue(conn: Conn) -> None:
 
 def test_oversized_body_is_refused_before_it_is_sent(conn: Conn, server: RunningServer) -> None:
     head = (
-        "POST /v2/models/tabular/infer HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n"
+        "POST /v2/models/tabular/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
         "Expect: 100-continue\r\n\r\n"
     )
     conn.send(head.encode())
@@ -192,7 +192,7 @@ def test_chunked_body_within_and_over_the_limit(server: RunningServer) -> None:
         return out + b"0\r\n\r\n"
 
     head = (
-        b"POST /v2/models/tabular/infer HTTP/1.1\r\nHost: t\r\n"
+        b"POST /v2/models/tabular/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n"
     )
     c = Conn(server.port)
@@ -250,13 +250,18 @@ def test_idle_connection_is_closed_after_keep_alive_timeout(conn: Conn) -> None:
         (b"NONSENSE\r\n\r\n", 400, "malformed HTTP request"),
         (b"GET /v2 HTTP/9.9\r\n\r\n", 400, "malformed"),
         (b"POST /v2 HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400, "malformed"),
-        (b"GET /v2 HTTP/1.1\r\nHost: t\r\nX: " + b"a" * 70_000 + b"\r\n\r\n", 431, "exceed"),
         (
-            b"GET /v2 HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /v2 HTTP/1.1\r\nHost: localhost\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+            431,
+            "exceed",
+        ),
+        (
+            b"GET /v2 HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+            b"Upgrade: websocket\r\n\r\n",
             400,
             "upgrades are not supported",
         ),
-        (b"GET /v2/models/tab\xc3\xa9 HTTP/1.1\r\nHost: t\r\n\r\n", 400, "malformed"),
+        (b"GET /v2/models/tab\xc3\xa9 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400, "malformed"),
     ],
     ids=["garbage", "bad-version", "bad-length", "huge-headers", "upgrade", "non-ascii-path"],
 )

@@ -16,6 +16,7 @@ CASES: list[tuple[BaseException, int, str]] = [
     (errors.ModelNotReady("m"), 503, "UNAVAILABLE"),
     (errors.Unauthorized("no token"), 401, "UNAUTHENTICATED"),
     (errors.Forbidden("viewer"), 403, "PERMISSION_DENIED"),
+    (errors.MisdirectedRequest("attacker.example"), 421, "PERMISSION_DENIED"),
     (errors.Overloaded("queue full"), 503, "UNAVAILABLE"),
     (errors.DeadlineExceeded("too late", waited_s=0.2), 504, "DEADLINE_EXCEEDED"),
     (errors.RegistryError("refused"), 400, "INVALID_ARGUMENT"),
@@ -40,7 +41,9 @@ def test_every_error_maps_to_its_http_status_and_grpc_code(
     status, headers = http_status_for(exc)
     assert status == http
     assert grpc_code_for(exc) == grpc
-    if not isinstance(exc, errors.Overloaded):
+    if isinstance(exc, errors.Unauthorized):
+        assert headers == {"WWW-Authenticate": 'Bearer realm="servion"'}
+    elif not isinstance(exc, errors.Overloaded):
         assert headers == {}
 
 

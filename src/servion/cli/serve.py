@@ -96,6 +96,12 @@ def server_options(func: Any) -> Any:
             help="On SIGTERM: seconds to keep serving, not ready, before closing (default 5).",
         ),
         click.option(
+            "--allowed-hosts",
+            default=None,
+            metavar="NAME,NAME,...",
+            help="Host names answered besides the loopback ones ('*': any); see the README.",
+        ),
+        click.option(
             "--max-body-bytes",
             type=click.IntRange(1024),
             default=None,
@@ -113,6 +119,8 @@ BATCHING_OPTIONS = ("dynamic", "max_batch_size", "max_queue_delay_us", "max_queu
 def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
     """Settings with the command-line options laid over the environment's."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "allowed_hosts" in given:
+        given["allowed_hosts"] = tuple(h.strip() for h in given["allowed_hosts"].split(","))
     if given.get("port") == 0 and "grpc_port" not in given:
         given["grpc_port"] = 0  # "any free port" holds for both protocols
     batching = {k: given.pop(k) for k in BATCHING_OPTIONS if k in given}

@@ -19,6 +19,7 @@ from servion.errors import (
     DuplicateVersion,
     Forbidden,
     InvalidInput,
+    MisdirectedRequest,
     ModelNotFound,
     ModelNotReady,
     Overloaded,
@@ -49,6 +50,7 @@ STATUS_OF: Final[Mapping[type[BaseException], Status]] = MappingProxyType(
         ModelNotReady: Status(503, "UNAVAILABLE"),
         Unauthorized: Status(401, "UNAUTHENTICATED"),
         Forbidden: Status(403, "PERMISSION_DENIED"),
+        MisdirectedRequest: Status(421, "PERMISSION_DENIED"),
         # UNAVAILABLE, not RESOURCE_EXHAUSTED: gRPC clients retry UNAVAILABLE.
         Overloaded: Status(503, "UNAVAILABLE"),
         DeadlineExceeded: Status(504, "DEADLINE_EXCEEDED"),
@@ -88,6 +90,8 @@ def http_status_for(exc: BaseException) -> tuple[int, dict[str, str]]:
         delay = exc.retry_after
         seconds = math.ceil(delay) if math.isfinite(delay) else 1
         return status, {"Retry-After": str(max(1, seconds))}
+    if isinstance(exc, Unauthorized):  # RFC 9110: a 401 names the scheme it wants
+        return status, {"WWW-Authenticate": 'Bearer realm="servion"'}
     return status, {}
 
 

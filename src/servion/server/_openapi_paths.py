@@ -25,6 +25,7 @@ ERROR_RESPONSES: dict[int, str] = {
     405: "MethodNotAllowed",
     413: "PayloadTooLarge",
     415: "UnsupportedMediaType",
+    421: "MisdirectedRequest",
     431: "HeadersTooLarge",
     500: "InternalError",
     503: "Unavailable",
@@ -32,9 +33,10 @@ ERROR_RESPONSES: dict[int, str] = {
 }
 """Each error status and the name of its entry in ``components/responses``."""
 
-ANY_ROUTE = (400, 413, 415, 431, 500)
+ANY_ROUTE = (400, 413, 415, 421, 431, 500)
 """What the HTTP layer may answer on any route, before it is even chosen: malformed HTTP,
-a body or headers over the limits, a pickled body; and an unexpected failure."""
+a body or headers over the limits, a body type servion does not decode, a foreign Host;
+and an unexpected failure."""
 
 
 def json_body(schema: Schema, description: str) -> dict[str, Any]:

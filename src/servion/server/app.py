@@ -29,6 +29,7 @@ from servion.routing import EndpointRouter, request_context
 from servion.server import openapi
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.control import Control
+from servion.server.gate import Gate
 from servion.server.http import (
     EMPTY_HEADERS,
     JSON_HEADERS,
@@ -101,8 +102,10 @@ class ServionApp:
         limits: Limits,
         server_version: str,
         graceful_timeout_s: float = 30.0,
+        gate: Gate | None = None,
     ) -> None:
         self.manager = manager
+        self.gate = gate or Gate(loopback=True)
         self.graceful_timeout_s = graceful_timeout_s
         self.control = control
         self.limits = limits
@@ -166,6 +169,9 @@ class ServionApp:
     def respond(self, req: Request) -> Answer:
         """The answer to ``req``; never raises (errors become their HTTP responses)."""
         try:
+            refusal = self.gate.check(req)
+            if refusal is not None:
+                return error_response(refusal)
             return self._dispatch(req)
         except ServionError as exc:
             return error_response(exc)

@@ -34,11 +34,15 @@ does not list is answered 405 with `Allow` (model routes) or 404."""
 _ERROR_TEXT: dict[int, str] = {
     400: "The request is malformed or does not fit the model (the message names the field).",
     401: "No valid token, where one is required.",
-    403: "The token's role does not allow the operation.",
+    403: "The token's role does not allow the operation, or a change comes from another"
+    " origin (Origin, Sec-Fetch-Site).",
     404: "No such model, version, endpoint or revision.",
     405: "The path takes another method (named in Allow).",
     413: "The body, a batch or a tensor is over the server's limit.",
-    415: "A pickled body: never accepted.",
+    415: "A body of a type servion does not decode (JSON, the binary extension's"
+    " application/octet-stream on inference, YAML on the admin API); pickles never.",
+    421: "The Host names a server this one is not: on a loopback bind only loopback names"
+    " (and --allowed-hosts) are answered.",
     431: "The request line and headers are over 64 KiB.",
     500: "The server or the model failed; the message names a request id to find the log line.",
     503: "Not ready: loading, unloaded or draining; or a full queue (with Retry-After).",
@@ -46,6 +50,13 @@ _ERROR_TEXT: dict[int, str] = {
 }
 
 _HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "required": True,
+            "schema": {"type": "string"},
+            "description": 'Bearer realm="servion"',
+        }
+    },
     405: {"Allow": {"required": True, "schema": {"type": "string"}}},
     503: {
         "Retry-After": {

@@ -17,7 +17,8 @@ from servion.registry import ModelRegistry
 from servion.server import native
 from servion.server.app import ServionApp
 from servion.server.control import Control
-from servion.server.supervisor import bind
+from servion.server.gate import Gate
+from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
 
 
@@ -41,7 +42,12 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
     )
     control.inference_auth = settings.server.inference_auth
     app = ServionApp(
-        manager, control, limits, __version__, graceful_timeout_s=settings.server.graceful_timeout_s
+        manager,
+        control,
+        limits,
+        __version__,
+        graceful_timeout_s=settings.server.graceful_timeout_s,
+        gate=Gate(is_loopback(settings.server.host), settings.server.allowed_hosts),
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.
