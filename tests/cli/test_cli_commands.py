@@ -69,6 +69,10 @@ def test_refusals_exit_2_with_a_precise_message(tmp_path: Path, tabular: Tabular
         (("register", "tabular", str(tabular.onnx), "--version", "v01.0.0"), "no leading zeros"),
         (("register", "tabular", str(tabular.onnx), "--version", "v\uff11.0.0"), "invalid version"),
         (
+            ("register", "tabular", str(tabular.onnx), "--version", "v\u0661.\u0660.\u0660"),
+            "invalid version",
+        ),
+        (
             ("models", "policy", "tabular", "specific:v1.0.0,v9.9.9"),
             "names v9.9.9, which 'tabular' does not have (it has v1.0.0)",
         ),
