@@ -27,6 +27,9 @@ class RegistrySettings(BaseSettings):
     """A model that takes longer than this to load and answer a smoke inference is refused."""
     max_archive_bytes: int = 20 * GB
     """Cap on the bytes an archived model may expand to (against archive bombs)."""
+    max_expansion_ratio: float = Field(default=100.0, gt=0)
+    """Most bytes an archive may expand to per byte it occupies, as a whole and per zip
+    member (plus 1 MiB, for small padded files): a 1 MB bomb stops at 101 MB, not the cap."""
 
 
 class RuntimeSettings(BaseSettings):

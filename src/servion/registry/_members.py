@@ -1,5 +1,6 @@
 """Writing an archive's members safely: each name checked before it becomes a path,
-duplicates and links refused, bytes counted as they are decompressed."""
+duplicates and links refused, bytes counted as they are decompressed and bounded both
+by a cap and by a ratio to the compressed size."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from servion.errors import UnsafeArtifact, ValidationFailed, printable
 
 _CHUNK = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
+# Small files of padding compress far past any sane ratio (64 KiB of zeros: ~1000:1), so
+# each ratio bound allows this much on top; a bomb still writes at most this extra.
+RATIO_ALLOWANCE = 1024 * 1024
+_RATIO_NAME = "expansion ratio, SERVION_REGISTRY_MAX_EXPANSION_RATIO"
 
 
 class _Source(Protocol):
@@ -61,6 +66,35 @@ def _key(parts: tuple[str, ...]) -> tuple[str, ...]:
 class _Limits:
     max_total_bytes: int
     max_members: int
+    max_ratio: float | None
+    """Most bytes written per compressed byte (None: only the cap bounds them)."""
+    archive_bytes: int
+
+    def ratio_bound(self, compressed: int) -> int | None:
+        """Most bytes ``compressed`` bytes may expand to under the ratio."""
+        if self.max_ratio is None:
+            return None
+        return int(self.max_ratio * compressed) + RATIO_ALLOWANCE
+
+    @property
+    def budget(self) -> int:
+        """Most bytes the whole archive may write: the cap or the ratio, the lower."""
+        bound = self.ratio_bound(self.archive_bytes)
+        return self.max_total_bytes if bound is None else min(self.max_total_bytes, bound)
+
+    def over_budget(self, name: str) -> UnsafeArtifact:
+        if self.budget < self.max_total_bytes:
+            return _refuse(
+                name,
+                f"the archive expands past {self.budget} bytes, the bound for its "
+                f"{self.archive_bytes} bytes at {self.max_ratio:g}:1 ({_RATIO_NAME})",
+            )
+        return _refuse(name, f"archive expands past the cap of {self.max_total_bytes} bytes")
+
+    def over_ratio(self, name: str, compressed: int, declared: int | None = None) -> UnsafeArtifact:
+        bound = f"{self.ratio_bound(compressed)} bytes, the bound for its {compressed} compressed"
+        says = "it expands past" if declared is None else f"it declares {declared} bytes, past"
+        return _refuse(name, f"{says} {bound} bytes at {self.max_ratio:g}:1 ({_RATIO_NAME})")
 
 
 @dataclass
@@ -70,6 +104,7 @@ class _Writer:
     root: Path
     limits: _Limits
     written: int = 0
+    declared: int = 0
     members: int = 0
     files: set[tuple[str, ...]] = field(default_factory=set)
     dirs: set[tuple[str, ...]] = field(default_factory=set)
@@ -85,13 +120,29 @@ class _Writer:
             self._claim(name, parts, is_dir=True)
             self._make_dirs(parts)
 
-    def add_file(self, name: str, source: _Source, declared_size: int) -> None:
+    def expect(self, name: str, declared_size: int, compressed: int | None = None) -> None:
+        """Refuse a member whose header already breaks a bound, before anything is written.
+
+        ``compressed`` is the member's own compressed size where the format keeps one
+        (zip); without it (a compressed tar stream) only the whole archive's ratio applies.
+        """
+        bound = None if compressed is None else self.limits.ratio_bound(compressed)
+        if bound is not None and declared_size > bound:
+            raise self.limits.over_ratio(name, compressed or 0, declared_size)
+        self.declared += declared_size
+        if self.declared > self.limits.budget:
+            raise self.limits.over_budget(name)
+
+    def add_file(
+        self, name: str, source: _Source, declared_size: int, compressed: int | None = None
+    ) -> None:
+        """Write one member; headers can lie, so the bounds apply again to every byte."""
         parts = _safe_parts(name)
         if not parts:
             raise _refuse(name, "file member without a name")
         self._claim(name, parts, is_dir=False)
         self._make_dirs(parts[:-1])
-        copied = self._copy(name, source, self.root.joinpath(*parts))
+        copied = self._copy(name, source, self.root.joinpath(*parts), compressed)
         if copied != declared_size:
             raise ValidationFailed(
                 f"archive member '{printable(name)}' holds {copied} bytes "
@@ -119,19 +170,23 @@ class _Writer:
             if not stat.S_ISDIR(path.lstat().st_mode):
                 raise _refuse("/".join(parts), "path is not a folder")
 
-    def _copy(self, name: str, source: _Source, dest: Path) -> int:
-        """Stream ``source`` to a new file, charging every byte against the cap."""
+    def _copy(self, name: str, source: _Source, dest: Path, compressed: int | None) -> int:
+        """Stream ``source`` to a new file, charging every byte against the bounds.
+
+        A chunk is checked before it is written, so disk use never passes a bound.
+        """
+        member_bound = None if compressed is None else self.limits.ratio_bound(compressed)
+        budget = self.limits.budget
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         copied = 0
         with os.fdopen(os.open(dest, flags, 0o644), "wb") as out:
             while chunk := source.read(_CHUNK):
                 copied += len(chunk)
                 self.written += len(chunk)
-                if self.written > self.limits.max_total_bytes:
-                    raise _refuse(
-                        name,
-                        f"archive expands past the cap of {self.limits.max_total_bytes} bytes",
-                    )
+                if member_bound is not None and copied > member_bound:
+                    raise self.limits.over_ratio(name, compressed or 0)
+                if self.written > budget:
+                    raise self.limits.over_budget(name)
                 out.write(chunk)
         return copied
 

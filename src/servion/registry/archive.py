@@ -3,9 +3,11 @@
 An uploaded archive is untrusted input: a member may try to escape the target
 folder (``../x``, ``/etc/x``, ``C:\\x``, links, device nodes), overwrite a sibling
 (duplicate names), or expand to far more bytes than it occupies (a bomb). Every
-member is checked here explicitly, bytes are counted as they are decompressed,
-and everything is written into a private staging folder that only becomes
-``target`` once the whole archive was accepted, so a refusal leaves nothing behind.
+member is checked here explicitly; sizes a header declares are checked before
+anything is written, and bytes are counted again as they are decompressed
+(headers can lie). Everything is written into a private staging folder that only
+becomes ``target`` once the whole archive was accepted, so a refusal leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -73,33 +75,48 @@ def is_archive(path: Path) -> bool:
 
 
 def extract_archive(
-    archive: Path, target: Path, *, max_total_bytes: int, max_members: int = 10_000
+    archive: Path,
+    target: Path,
+    *,
+    max_total_bytes: int,
+    max_expansion_ratio: float | None,
+    max_members: int = 10_000,
 ) -> Path:
     """Extract ``archive`` into ``target`` and return ``target``, or refuse it whole.
 
     ``target`` must not exist or be an empty folder. The format is taken from
     the magic bytes, not the name. Only regular files and folders are
     accepted; at most ``max_members`` members and ``max_total_bytes``
-    decompressed bytes (counted while copying, not read from headers). Files
-    are written ``0o644``: archive modes (setuid, exec) are not kept.
+    decompressed bytes. With ``max_expansion_ratio`` (None: no ratio bound), the
+    archive may expand to at most that many times its own size, and a zip member
+    to that many times its compressed size (each plus ``RATIO_ALLOWANCE``, for
+    small padded files). Declared sizes are refused before extraction starts
+    where the format lists them (zip) or before the member is written (tar);
+    the bytes actually written are counted too, and no byte past a bound reaches
+    the disk. Files are written ``0o644``: archive modes (setuid, exec) are not kept.
 
     Raises ``UnsafeArtifact`` naming the member that escapes, links, duplicates
     or exceeds a limit, and ``ValidationFailed`` for a malformed archive. On any
     error ``target`` is left as it was found: nothing extracted remains.
 
-    >>> extract_archive(Path("m.tar.gz"), Path("out"), max_total_bytes=2**30)  # doctest: +SKIP
+    >>> extract_archive(
+    ...     Path("m.tar.gz"), Path("out"), max_total_bytes=2**30, max_expansion_ratio=100
+    ... )  # doctest: +SKIP
     PosixPath('out')
     """
     if max_total_bytes < 0 or max_members < 0:
         raise ValueError("max_total_bytes and max_members must not be negative")
+    if max_expansion_ratio is not None and not max_expansion_ratio > 0:
+        raise ValueError("max_expansion_ratio must be positive")
     kind = _detect(archive)
+    limits = _Limits(max_total_bytes, max_members, max_expansion_ratio, archive.stat().st_size)
     _check_target(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     )
     try:
-        writer = _Writer(staging, _Limits(max_total_bytes, max_members))
+        writer = _Writer(staging, limits)
         if kind == "zip":
             _extract_zip(archive, writer)
         else:
@@ -195,6 +212,10 @@ def _malformed(archive: Path, exc: BaseException) -> ValidationFailed:
 def _extract_zip(archive: Path, writer: _Writer) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
+            # The central directory lists every size: a bomb is refused before any write.
+            for info in zf.infolist():
+                if not info.is_dir():
+                    writer.expect(info.filename, info.file_size, _compressed(info, writer))
             for info in zf.infolist():
                 writer.count(info.filename)
                 _extract_zip_member(zf, info, writer)
@@ -213,7 +234,12 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Wri
     if info.flag_bits & 0x1:
         raise ValidationFailed(f"archive member '{printable(name)}' is encrypted")
     with zf.open(info) as source:
-        writer.add_file(name, _GuardedReader(source), info.file_size)
+        writer.add_file(name, _GuardedReader(source), info.file_size, _compressed(info, writer))
+
+
+def _compressed(info: zipfile.ZipInfo, writer: _Writer) -> int:
+    # A header cannot make a member more compressed than the whole archive.
+    return min(info.compress_size, writer.limits.archive_bytes)
 
 
 # --- tar --------------------------------------------------------------------
@@ -222,9 +248,7 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, writer: _Wri
 def _extract_tar(archive: Path, kind: _Kind, writer: _Writer) -> None:
     limits = writer.limits
     limit = (
-        limits.max_total_bytes
-        + (limits.max_members + 1) * _HEADER_BYTES_PER_MEMBER
-        + _HEADER_BYTES_FIXED
+        limits.budget + (limits.max_members + 1) * _HEADER_BYTES_PER_MEMBER + _HEADER_BYTES_FIXED
     )
     last = "(archive start)"
     try:
@@ -256,6 +280,8 @@ def _extract_tar_member(tf: tarfile.TarFile, member: tarfile.TarInfo, writer: _W
         return
     if not member.isreg():
         raise _refuse(name, f"unsupported member type {member.type!r}")
+    # A compressed stream has no per-member compressed size: the archive's ratio applies.
+    writer.expect(name, member.size)
     source = tf.extractfile(member)
     if source is None:  # pragma: no cover - isreg() members always have data
         raise _refuse(name, "member has no data")

@@ -121,7 +121,10 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
     staging = Path(tempfile.mkdtemp(dir=settings.home, prefix=".restore."))
     try:
         unpacked = extract_archive(
-            source, staging / "backup", max_total_bytes=settings.registry.max_archive_bytes
+            source,
+            staging / "backup",
+            max_total_bytes=settings.registry.max_archive_bytes,
+            max_expansion_ratio=settings.registry.max_expansion_ratio,
         )
         manifest_path = unpacked / "manifest.json"
         if not manifest_path.is_file() or not (unpacked / "registry.db").is_file():

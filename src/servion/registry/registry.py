@@ -127,8 +127,12 @@ class ModelRegistry:
             return
         tmp = Path(tempfile.mkdtemp(prefix="servion-unpack-"))
         try:
+            limits = self.settings.registry
             root = extract_archive(
-                source, tmp / "x", max_total_bytes=self.settings.registry.max_archive_bytes
+                source,
+                tmp / "x",
+                max_total_bytes=limits.max_archive_bytes,
+                max_expansion_ratio=limits.max_expansion_ratio,
             )
             children = list(root.iterdir())
             # An archive of one folder means "this folder is the model".

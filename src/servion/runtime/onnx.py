@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from servion.errors import RuntimeFailure
+import numpy as np
+
+from servion.errors import InvalidInput, RuntimeFailure, quoted
 from servion.runtime.base import Runtime, Signature, TensorSpec
 from servion.runtime.onnx_checks import check_external_data
 from servion.types import Arrays
@@ -42,7 +44,9 @@ class OnnxRuntime(Runtime):
     External-data files must stay inside the model's folder: that is checked
     before onnxruntime ever opens the model, at registration and at every load.
     Outputs that are not tensors (ZipMap's sequence of maps) are not served;
-    export classifiers with ``zipmap=False``.
+    export classifiers with ``zipmap=False``. BYTES tensors are handed to
+    onnxruntime as ``str`` and come back as ``bytes``, so they round-trip exactly:
+    onnxruntime turns a ``bytes`` element into the text of its ``repr``.
     """
 
     format = "onnx"
@@ -77,6 +81,8 @@ class OnnxRuntime(Runtime):
             tuple(s for s in inputs if s is not None), tuple(outputs), batched
         )
         self._output_names = [s.name for s in outputs]
+        self._text_inputs = [s.name for s in inputs if s is not None and s.datatype == "BYTES"]
+        self._text_outputs = frozenset(s.name for s in outputs if s.datatype == "BYTES")
         # The session's own run() re-checks input names on every call; inputs
         # arrive here already validated against the signature, so call the
         # native session directly when this onnxruntime build exposes it.
@@ -88,11 +94,50 @@ class OnnxRuntime(Runtime):
 
     def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
         names = list(outputs) if outputs else self._output_names
+        if self._text_inputs:
+            inputs = {**inputs, **{n: _as_text(inputs[n], n) for n in self._text_inputs}}
         try:
             results = self._run(names, inputs, None)
         except Exception as exc:
             raise RuntimeFailure(f"onnxruntime failed: {exc}") from exc
-        return dict(zip(names, results, strict=True))
+        found = dict(zip(names, results, strict=True))
+        for name in self._text_outputs.intersection(found):
+            found[name] = _as_bytes(found[name])
+        return found
 
     def unload(self) -> None:
         self.__dict__.pop("_session", None)
+
+
+def _as_text(arr: Any, name: str) -> Any:
+    """A BYTES input as the ``str`` elements an ONNX string tensor holds."""
+    if arr.dtype.kind == "U":
+        return arr
+    out = np.empty(arr.shape, dtype=object)
+    flat = out.reshape(-1)
+    for index, value in enumerate(arr.reshape(-1).tolist()):
+        if isinstance(value, str):
+            flat[index] = value
+        elif isinstance(value, bytes | bytearray):
+            try:
+                flat[index] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                # An ONNX string is text: bytes that are not UTF-8 have no faithful form.
+                raise InvalidInput(
+                    f"input {quoted(name)} element {index} is not valid UTF-8;"
+                    " this ONNX model takes text strings"
+                ) from None
+        else:
+            raise InvalidInput(
+                f"input {quoted(name)} element {index} is {type(value).__name__}, not bytes"
+            )
+    return out
+
+
+def _as_bytes(arr: Any) -> Any:
+    """onnxruntime's ``str`` elements as the ``bytes`` every BYTES tensor holds."""
+    out = np.empty(arr.shape, dtype=object)
+    flat = out.reshape(-1)
+    for index, value in enumerate(arr.reshape(-1).tolist()):
+        flat[index] = value.encode("utf-8") if isinstance(value, str) else value
+    return out
