@@ -1,4 +1,5 @@
-"""Small custom Python models for endpoint tests: slow, failing, flaky, unsure, doubling."""
+"""Small custom Python models for endpoint tests: slow, failing, flaky, unsure, doubling,
+paced."""
 
 SLOW_MODEL = """
 import time
@@ -101,4 +102,22 @@ class Shadow:
             label = np.full(n, len(SEEN), np.int64)
             return {"label": label, "probabilities": np.zeros((n, 2), np.float32)}
         return {"label": np.zeros(n, np.int64), "probabilities": np.zeros((n, 2), np.float32)}
+"""
+
+PACED_MODEL = """
+import time
+
+import numpy as np
+
+
+class Paced:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        time.sleep(PACE_S)
+        return {"label": np.zeros(len(inputs["X"]), np.int64)}
 """

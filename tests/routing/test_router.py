@@ -88,3 +88,8 @@ def test_arm_statistics_merge_across_workers() -> None:
     assert 0.2 <= merged["p50_ms"] <= 0.3 * 1.25
     assert 40.0 <= merged["p99_ms"] <= 40.0 * 1.25
     assert merge_arm_stats([])["p50_ms"] is None
+    # A report is a snapshot: a canary step's latencies are the report after it minus the one
+    # before it, which would always be nothing if the report were the live counts.
+    before = a.to_dict()
+    a.record(7.0, ok=True)
+    assert sum(a.to_dict()["latency"]) - sum(before["latency"]) == 1

@@ -19,15 +19,8 @@ from typing import Any
 
 from servion.audit import Auditor
 from servion.deploy.fleet import Fleet
-from servion.deploy.rollout import (
-    Rollouts,
-    RolloutState,
-    Verdict,
-    combine,
-    delta,
-    judge,
-    step_spec,
-)
+from servion.deploy.gates import Verdict, judge
+from servion.deploy.rollout import Rollouts, RolloutState, combine, delta, step_spec
 from servion.deploy.spec import DeploymentSpec, Rollout
 from servion.deploy.store import Deployments, EndpointNotFound
 from servion.errors import InvalidInput, ModelNotFound, quoted
@@ -251,6 +244,15 @@ class CanaryDriver:
             verdict = await self._watch(endpoint, canary_label, stable_labels, rollout)
             if verdict is None:
                 return  # aborted or paused-and-gone; the state says which
+            log.info(
+                "rollout_step_judged",
+                extra={
+                    "endpoint": endpoint,
+                    "step": index + 1,
+                    "go_on": verdict.go_on,
+                    "reason": verdict.reason,
+                },
+            )
             if not verdict.go_on:
                 await asyncio.to_thread(
                     self.rollouts.update,
@@ -298,9 +300,13 @@ class CanaryDriver:
             if elapsed < rollout.interval_s:
                 continue
             now = await self._totals(endpoint)
-            seen = _step(before, now, [canary])
-            if seen["requests"] >= rollout.gates.min_requests:
-                return judge(seen, _step(before, now, stable), rollout.gates)
+            seen, base = _step(before, now, [canary]), _step(before, now, stable)
+            needed = rollout.gates.min_requests
+            if min(seen["requests"], base["requests"]) >= needed or (
+                # A stable arm short of samples leaves latency unjudged; errors still count.
+                seen["requests"] >= needed and elapsed >= rollout.max_wait_s
+            ):
+                return judge(seen, base, rollout.gates)
             if elapsed >= rollout.max_wait_s:
                 return Verdict(
                     False,

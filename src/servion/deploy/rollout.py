@@ -1,18 +1,17 @@
-"""Canary rollouts: the steps, the gates, and the rollout's state in the registry DB.
+"""Canary rollouts: the steps and the rollout's state in the registry DB.
 
 A canary spec names one model version (the canary) and a ``rollout``. Against
 the endpoint's current revision (the stable one) each step is recorded as a
 revision in which the canary gets the step's share and the stable arms share
 the rest in their old proportions. After ``interval_s`` at a step, with at
-least ``gates.min_requests`` canary requests seen during it, the canary's error
-rate and p99 are compared with the stable arms' over the same step: if a gate
-fails the stable revision is restored; at the last step (100 %) the spec itself
-becomes the revision (``promote``).
+least ``gates.min_requests`` requests of each arm seen during it, the canary's
+errors and latencies are compared with the stable arms' over the same step
+(``gates.judge``): if a gate fails the stable revision is restored; at the last
+step (100 %) the spec itself becomes the revision (``promote``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from servion.deploy import tables
-from servion.deploy.spec import Arm, DeploymentSpec, Gates, said, spec_from_dict
+from servion.deploy.spec import Arm, DeploymentSpec, said, spec_from_dict
 from servion.deploy.tables import DEPLOY
 from servion.errors import InvalidInput, quoted
 from servion.registry import ModelRegistry
-from servion.routing import add_histograms, percentile
+from servion.routing import add_histograms
 from servion.state import utcnow
 
 ACTIVE = ("running", "paused")
@@ -107,43 +106,6 @@ def step_spec(stable: DeploymentSpec, canary: DeploymentSpec, percent: float) ->
     arms[0] = Arm(model=arms[0].model, version=arms[0].version, weight=arms[0].weight + drift)
     doc["models"] = [a.model_dump() for a in arms]
     return spec_from_dict(doc, "rollout step")
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    go_on: bool
-    reason: str
-
-
-def judge(canary: dict[str, Any], stable: dict[str, Any], gates: Gates) -> Verdict:
-    """Compare the canary's counts during a step with the stable arms' (both
-    ``{"requests", "errors", "latency"}`` deltas)."""
-    c_req, s_req = canary["requests"], stable["requests"]
-    c_rate = canary["errors"] / c_req if c_req else 0.0
-    s_rate = stable["errors"] / s_req if s_req else 0.0
-    if c_rate - s_rate > gates.max_error_rate_increase:
-        return Verdict(
-            False,
-            f"canary error rate {100 * c_rate:.2f} % vs stable {100 * s_rate:.2f} %"
-            f" (allowed +{100 * gates.max_error_rate_increase:.2f} points)",
-        )
-    c_p99 = percentile(canary["latency"], 0.99)
-    s_p99 = percentile(stable["latency"], 0.99)
-    if (
-        c_p99 is not None
-        and s_p99 is not None
-        and c_p99 > gates.max_p99_ratio * s_p99 + gates.p99_slack_ms
-    ):
-        return Verdict(
-            False,
-            f"canary p99 {c_p99:.2f} ms vs stable {s_p99:.2f} ms"
-            f" (allowed {gates.max_p99_ratio:g}x + {gates.p99_slack_ms:g} ms)",
-        )
-    return Verdict(True, f"error rate {100 * c_rate:.2f} %, p99 {_ms(c_p99)} (stable {_ms(s_p99)})")
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.2f} ms"
 
 
 def delta(now: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:

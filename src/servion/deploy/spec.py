@@ -79,22 +79,53 @@ __all__ = [
 
 
 class Gates(_Strict):
-    """What a canary must show at each step, against the stable version, to go on."""
+    """What a canary must show at each step, against the stable version, to go on.
+
+    The requests both arms served during the step are the samples. A gate fails only when
+    the evidence is strong at level ``alpha``: a busy machine that slows a few requests of
+    either arm is noise, not a verdict.
+    """
 
     max_error_rate_increase: float = Field(
-        default=0.01, ge=0, le=1, description="Canary error rate minus stable's, at most."
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Canary error rate minus stable's, at most: the step fails when a"
+        " confidence bound shows more.",
+    )
+    max_median_ratio: float = Field(
+        default=1.5,
+        gt=0,
+        le=1000,
+        description="Canary median latency over stable's, at most (plus p99_slack_ms).",
     )
     max_p99_ratio: float = Field(
-        default=1.5, gt=0, le=1000, description="Canary p99 over stable p99, at most."
+        default=1.5,
+        gt=0,
+        le=1000,
+        description="Canary p99 latency over stable's, at most (plus p99_slack_ms).",
     )
     p99_slack_ms: float = Field(
         default=1.0,
         ge=0,
         le=60_000,
-        description="p99 differences under this are noise, whatever the ratio.",
+        description="Latency differences under this are noise, whatever the ratio: it is"
+        " added to the median's allowance and the p99's.",
     )
     min_requests: int = Field(
-        default=50, ge=1, le=10_000_000, description="Canary requests needed to judge a step."
+        default=50,
+        ge=1,
+        le=10_000_000,
+        description="Requests of each arm a step waits for (up to max_wait_s) before it is"
+        " judged; latencies are compared only over at least this many of each.",
+    )
+    alpha: float = Field(
+        default=0.01,
+        gt=0,
+        le=0.2,
+        description="Evidence a gate needs to fail a step: the significance of the tests and"
+        " one minus the confidence of the bounds. A canary as good as stable fails a step"
+        " by chance at most about this often.",
     )
 
 
@@ -126,7 +157,8 @@ class Rollout(_Strict):
         default=600.0,
         gt=0,
         le=86_400,
-        description="Longest a step may wait for min_requests before the rollout is aborted.",
+        description="Longest a step may wait for min_requests: with fewer canary requests by"
+        " then the rollout is rolled back; with fewer stable ones latency goes unjudged.",
     )
     gates: Gates = Field(default_factory=Gates)
 

@@ -32,7 +32,7 @@ class ArmStats:
         self.latency[bisect.bisect_left(BUCKETS_MS, latency_ms)] += 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors": self.errors, "latency": self.latency}
+        return {"requests": self.requests, "errors": self.errors, "latency": list(self.latency)}
 
 
 def add_histograms(parts: Sequence[dict[str, Any]]) -> list[int]:
@@ -98,7 +98,7 @@ class ShadowStats:
             "dropped": self.dropped,
             "agreed": self.agreed,
             "max_abs_diff_sum": self.max_abs_diff_sum,
-            "latency": self.latency,
+            "latency": list(self.latency),
         }
 
 
