@@ -151,9 +151,9 @@ def test_body_types_are_an_allow_list(server: RunningServer) -> None:
 def test_a_401_names_the_bearer_scheme(server: RunningServer) -> None:
     home = server_home(server)
     assert cli(home, "tokens", "create", "--role", "admin", "--name", "ops").returncode == 0
-    url = f"{server.url}/v2/repository/models/tabular/unload"
-    wait_until(lambda: httpx.post(url).status_code == 401, 20, "tokens to be required")
-    reply = httpx.post(url)
+    url = f"{server.url}/v2/admin/endpoints"  # a read: waiting on it changes nothing
+    wait_until(lambda: httpx.get(url).status_code == 401, 20, "tokens to be required")
+    reply = httpx.get(url)
     assert reply.headers["www-authenticate"] == 'Bearer realm="servion"'
     assert ready(server)
 
