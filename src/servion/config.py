@@ -76,6 +76,12 @@ class ServerSettings(BaseSettings):
     """Worker processes sharing the port; one per core by default."""
     admin_token: str | None = None
     """Bearer token for control operations (repository load/unload)."""
+    metrics: bool = True
+    """Count for ``GET /metrics`` (off: the hot path counts nothing for it)."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    """Also answer ``GET /metrics`` on this port (the supervisor serves it)."""
+    metrics_dir: str | None = None
+    """Where workers leave their metrics for each other; set by the supervisor per run."""
     allowed_hosts: tuple[str, ...] = ()
     """Host names answered besides the loopback ones on a loopback bind ('*': any); when
     given on a network bind, only these are answered."""

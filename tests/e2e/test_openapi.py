@@ -97,6 +97,7 @@ SCENARIOS: dict[str, list[Call]] = {
         get("/v2/health/live"),
         get("/v2/health/ready"),
         get("/v2/openapi.json"),
+        get("/metrics"),
     ],
     "models": [
         *(get(base + action) for base in (MODEL, A_VERSION) for action in MODEL_READS),

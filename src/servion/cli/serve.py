@@ -96,6 +96,18 @@ def server_options(func: Any) -> Any:
             help="On SIGTERM: seconds to keep serving, not ready, before closing (default 5).",
         ),
         click.option(
+            "--metrics/--no-metrics",
+            "metrics",
+            default=None,
+            help="Count for GET /metrics (default on).",
+        ),
+        click.option(
+            "--metrics-port",
+            type=click.IntRange(1, 65535),
+            default=None,
+            help="Also serve GET /metrics on this port.",
+        ),
+        click.option(
             "--allowed-hosts",
             default=None,
             metavar="NAME,NAME,...",

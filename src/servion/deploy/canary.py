@@ -51,6 +51,9 @@ class CanaryDriver:
         self.audit = audit
         self.rollouts = Rollouts(deployments.registry)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.observed: dict[str, dict[str, Any]] = {}
+        """Per endpoint this worker drives: the step's share and the gates' results so far
+        (``{"percent": 10.0, "gates": {"passed": 1, "failed": 0}}``), for the metrics."""
 
     async def start(self, spec: DeploymentSpec, user: str) -> dict[str, Any]:
         """Check a canary spec against the endpoint and start moving traffic."""
@@ -232,7 +235,10 @@ class CanaryDriver:
                     step_started_at=time.time(),
                     reason=f"step {index + 1}/{len(rollout.steps)}: canary at {percent:g} %",
                 )
+            seen = self.observed.setdefault(endpoint, {"gates": {"passed": 0, "failed": 0}})
+            seen["percent"] = percent
             if percent >= 100:
+                seen.pop("percent")  # a share of a running rollout; this one has ended
                 await asyncio.to_thread(
                     self.rollouts.update,
                     endpoint,
@@ -243,7 +249,11 @@ class CanaryDriver:
                 return
             verdict = await self._watch(endpoint, canary_label, stable_labels, rollout)
             if verdict is None:
+                seen.pop("percent", None)
                 return  # aborted or paused-and-gone; the state says which
+            seen["gates"]["passed" if verdict.go_on else "failed"] += 1
+            if not verdict.go_on:
+                seen.pop("percent", None)
             log.info(
                 "rollout_step_judged",
                 extra={

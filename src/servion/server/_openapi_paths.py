@@ -207,6 +207,18 @@ def data_plane_paths() -> dict[str, Any]:
                 json_body(ref("ServerMetadata"), "Server metadata."),
             )
         },
+        "/metrics": {
+            "get": operation(
+                "metrics",
+                "Prometheus metrics of every worker, added up (absent with --no-metrics)",
+                "health",
+                {
+                    "description": "The Prometheus text exposition format, version 0.0.4.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                (404,),
+            )
+        },
         "/v2/health/live": {
             "get": operation(
                 "serverLive",

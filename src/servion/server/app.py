@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -17,18 +17,18 @@ from servion.deploy import DeployService
 from servion.errors import InvalidInput, ServionError, quoted
 from servion.protocol import (
     InferRequest,
-    InferResponse,
     Limits,
     decode_infer_request,
     encode_error,
-    encode_infer_response,
     http_status_for,
     parse_header_length,
 )
 from servion.routing import EndpointRouter, request_context
 from servion.server import openapi
 from servion.server.admin import AdminApi, NoAdminRoute
+from servion.server.answers import Answer, Done, encoded, error_response, internal_error
 from servion.server.control import Control
+from servion.server.counting import counted
 from servion.server.gate import Gate
 from servion.server.http import (
     EMPTY_HEADERS,
@@ -42,17 +42,15 @@ from servion.server.http import (
     read_asgi,
     send_asgi,
 )
+from servion.server.metrics_files import MetricsFolder, scrape
 from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import DataPlane, ModelManager, ShadowRunner, describe
+from servion.serving.metrics import WorkerMetrics
 
 log = logging.getLogger("servion.server")
+perf_ns = time.perf_counter_ns
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
-
-Answer = Response | Awaitable[Response]
-"""A response now, or something to await for it (a queued inference, a control call)."""
-
-OCTET_STREAM = b"application/octet-stream"
 
 
 def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
@@ -68,22 +66,6 @@ def _model_route(parts: list[str]) -> tuple[str, str | None, str]:
 
 class _NoRoute(Exception):
     pass
-
-
-def error_response(exc: ServionError) -> Response:
-    status, headers = http_status_for(exc)
-    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    return status, encode_error(exc.message), JSON_HEADERS + extra if extra else JSON_HEADERS
-
-
-def _internal_error(req: Request, error: BaseException | None = None) -> Response:
-    request_id = uuid.uuid4().hex[:16]
-    log.error(
-        "request_failed",
-        extra={"request_id": request_id, "path": quoted(req.path)},
-        exc_info=error or True,
-    )
-    return 500, encode_error(f"internal error (request id {request_id})"), JSON_HEADERS
 
 
 class FrontEnd(Protocol):
@@ -103,8 +85,13 @@ class ServionApp:
         server_version: str,
         graceful_timeout_s: float = 30.0,
         gate: Gate | None = None,
+        metrics: WorkerMetrics | None = None,
+        metrics_folder: MetricsFolder | None = None,
     ) -> None:
         self.manager = manager
+        self.metrics = metrics
+        """None when metrics are off: then nothing is counted for them at all."""
+        self.metrics_folder = metrics_folder
         self.gate = gate or Gate(loopback=True)
         self.graceful_timeout_s = graceful_timeout_s
         self.control = control
@@ -119,6 +106,12 @@ class ServionApp:
         self.shadows = ShadowRunner(self.plane)
         self.deploys = DeployService(control.deployments, control, control.audit)
         control.every_second.append(self.deploys.canaries.adopt)
+        if metrics is not None:
+            metrics.canary = self.deploys.canaries.observed
+            if metrics_folder is not None:
+                control.every_second.append(
+                    lambda: asyncio.to_thread(metrics_folder.write, metrics.snapshot())
+                )
         self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard)
         self.v1 = V1Api(manager, self.plane, limits, self._guard)
         self.front_ends: list[FrontEnd] = []
@@ -179,7 +172,7 @@ class ServionApp:
             message = encode_error(f"no route for {req.method} {quoted(req.path)}")
             return 404, message, JSON_HEADERS
         except Exception:
-            return _internal_error(req)
+            return internal_error(req)
 
     def _dispatch(self, req: Request) -> Answer:
         parts = req.path.strip("/").split("/")
@@ -192,9 +185,22 @@ class ServionApp:
             if req.method == "POST" and self.control.inference_auth:  # :predict is inference
                 self.control.authorize(req.header(b"authorization"), "viewer")
             try:
-                return self.v1.handle(req, parts[2:])
+                if self.metrics is None or req.method != "POST" or len(parts) != 3:
+                    return self.v1.handle(req, parts[2:])
+                name = parts[2].partition(":")[0]
+                return counted(
+                    lambda: self.v1.handle(req, parts[2:]),
+                    _status,
+                    self.metrics.requests,
+                    "v1",
+                    self.target(name),
+                )
             except NoV1Route:
                 raise _NoRoute from None
+        if head == "metrics" and len(parts) == 1 and self.metrics is not None:
+            if req.method != "GET":
+                return _not_allowed(req, "GET")
+            return self._guard(scrape(self.metrics.snapshot(), self.metrics_folder), req)
         raise _NoRoute
 
     async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
@@ -203,23 +209,29 @@ class ServionApp:
         except ServionError as exc:
             return error_response(exc)
         except Exception:
-            return _internal_error(req)
+            return internal_error(req)
+
+    def target(self, name: str) -> str:
+        """A label for ``name``: itself if served, else "" (clients do not make up labels)."""
+        manager = self.manager
+        return name if name in manager.served or name in manager.endpoints else ""
 
     def _model(self, req: Request, name: str, version: str | None, action: str) -> Answer:
         if action == "infer" and req.method == "POST":
-            if self.control.inference_auth:
-                self.control.authorize(req.header(b"authorization"), "viewer")
-            router = self._endpoint(name, version)
-            if router is None:
-                model = self.manager.resolve(name, version)  # 404 / 503 before decoding
-                request = self._decode(req)
-                return self._encoded(self.plane.infer_model(model, request), request, req)
-            # Headers are read only for endpoints: a model's hot path reads none.
-            request = self._decode(req)
-            ctx = request_context(req.header)
-            if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
-                ctx.pin = version.encode()
-            return self._encoded(self.plane.infer_endpoint(router, request, ctx), request, req)
+            if self.metrics is None:
+                return self._infer(req, name, version, None)
+            counts = self.metrics.requests
+            counts.inflight += 1
+            target, t0 = self.target(name), perf_ns()
+
+            def done(status: int) -> None:
+                counts.record("rest", target, status, perf_ns() - t0)
+
+            try:
+                return self._infer(req, name, version, done)
+            except BaseException as exc:
+                done(http_status_for(exc)[0])
+                raise
         if action == "infer":
             return _not_allowed(req, "POST")
         if action not in ("", "ready", "stats", "config"):
@@ -237,6 +249,21 @@ class ServionApp:
             return json_response(200, describe.config(self.manager, name, version))
         raise _NoRoute
 
+    def _infer(self, req: Request, name: str, version: str | None, done: Done | None) -> Answer:
+        if self.control.inference_auth:
+            self.control.authorize(req.header(b"authorization"), "viewer")
+        router = self._endpoint(name, version)
+        if router is None:
+            model = self.manager.resolve(name, version)  # 404 / 503 before decoding
+            request = self._decode(req)
+            return encoded(self.plane.infer_model(model, request), request, req, self._guard, done)
+        # Headers are read only for endpoints: a model's hot path reads none.
+        request = self._decode(req)
+        ctx = request_context(req.header)
+        if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
+            ctx.pin = version.encode()
+        return encoded(self.plane.infer_endpoint(router, request, ctx), request, req, self._guard)
+
     def _endpoint(self, name: str, version: str | None) -> EndpointRouter | None:
         """The endpoint a request to ``name`` goes to: ``version`` pins one of its arms,
         unless ``name`` is also a model's (whose versions it then names)."""
@@ -249,48 +276,6 @@ class ServionApp:
         """The request body as an InferRequest (JSON, or JSON then binary tensors)."""
         header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
         return decode_infer_request(req.body, header_length, self.limits)
-
-    def _encoded(
-        self,
-        answer: InferResponse | Awaitable[InferResponse],
-        request: InferRequest,
-        req: Request,
-    ) -> Answer:
-        """The HTTP response for a data plane answer, now or when it is ready."""
-        if isinstance(answer, InferResponse):
-            return _ok(request, answer)
-        if not isinstance(answer, asyncio.Future):
-            return self._guard(self._encode_later(answer, request), req)
-        # A queued request: no task, one callback when its batch has run.
-        queued = answer
-        out: asyncio.Future[Response] = queued.get_loop().create_future()
-
-        def deliver(done: asyncio.Future[InferResponse]) -> None:
-            if out.done():
-                return
-            if done.cancelled():
-                out.cancel()
-                return
-            error = done.exception()
-            if error is None:
-                out.set_result(_ok(request, done.result()))
-            elif isinstance(error, ServionError):
-                out.set_result(error_response(error))
-            else:
-                out.set_result(_internal_error(req, error))
-
-        def withdraw(o: asyncio.Future[Response]) -> None:
-            if o.cancelled():  # the caller went away: so does its request
-                queued.cancel()
-
-        queued.add_done_callback(deliver)
-        out.add_done_callback(withdraw)
-        return out
-
-    async def _encode_later(
-        self, answer: Awaitable[InferResponse], request: InferRequest
-    ) -> Response:
-        return _ok(request, await answer)
 
     async def _stats(self, name: str | None, version: str | None) -> Response:
         return json_response(200, await self.control.stats(name, version))
@@ -337,24 +322,14 @@ class ServionApp:
         raise _NoRoute
 
 
+def _status(response: Response) -> int:
+    return response[0]
+
+
 def _not_allowed(req: Request, allowed: str) -> Response:
     """405 with the method the route takes (RFC 9110 asks for ``Allow``)."""
     message = encode_error(f"{quoted(req.path)} takes {allowed}, not {req.method}")
     return 405, message, [*JSON_HEADERS, (b"allow", allowed.encode())]
-
-
-def _ok(request: InferRequest, response: InferResponse) -> Response:
-    """A 200 with the encoded response: JSON, or JSON then binary tensors."""
-    payload, json_length = encode_infer_response(
-        response, request.outputs, request.binary_output_default
-    )
-    if json_length is None:
-        return 200, payload, JSON_HEADERS
-    headers = [
-        (b"content-type", OCTET_STREAM),
-        (b"inference-header-content-length", str(json_length).encode()),
-    ]
-    return 200, payload, headers
 
 
 def _text(value: bytes | None) -> str | None:

@@ -9,6 +9,7 @@ the status code of ``protocol/errors.py``'s table.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from servion.errors import ConfigError, InvalidInput, Overloaded, ServionError
-from servion.protocol import InferResponse, grpc_code_for
+from servion.protocol import InferResponse, grpc_code_for, http_status_for
 from servion.protocol.grpc import grpc_service_pb2 as pb
 from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
 from servion.routing import request_context
@@ -212,6 +213,22 @@ class GrpcFrontEnd:
     # -- inference ---------------------------------------------------------------------
 
     async def _model_infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
+        metrics = self.app.metrics
+        if metrics is None:
+            return await self._infer(request, context)
+        counts = metrics.requests
+        counts.inflight += 1
+        t0 = time.perf_counter_ns()
+        status = 200
+        try:
+            return await self._infer(request, context)
+        except BaseException as exc:
+            status = http_status_for(exc)[0]  # the status class REST would have answered
+            raise
+        finally:
+            counts.record("grpc", self.app.target(request.model_name), status, _since(t0))
+
+    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
         if self.control.inference_auth:
             self.control.authorize(_metadata(context, b"authorization"), "viewer")
         name, version = request.model_name, request.model_version or None
@@ -226,6 +243,10 @@ class GrpcFrontEnd:
             answer = self.plane.infer_endpoint(router, decoded, ctx)
         response = answer if isinstance(answer, InferResponse) else await answer
         return encode_model_infer(response, decoded.outputs)
+
+
+def _since(t0: int) -> int:
+    return time.perf_counter_ns() - t0
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], name: bytes) -> bytes | None:

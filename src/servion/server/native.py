@@ -33,7 +33,8 @@ import httptools
 
 from servion.errors import InvalidInput, PayloadTooLarge
 from servion.protocol import encode_error
-from servion.server.app import Answer, ServionApp, error_response
+from servion.server.answers import Answer, error_response
+from servion.server.app import ServionApp
 from servion.server.http import JSON_HEADERS, Request, Response, refuse_before_body
 
 log = logging.getLogger("servion.server")

@@ -19,6 +19,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -262,6 +263,19 @@ def supervise(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # One folder per run for the workers' metrics: a killed worker's counts stay in it.
+    metrics_dir = tempfile.mkdtemp(prefix=f"servion-metrics-{port}-")
+    server["metrics_dir"] = metrics_dir
+    if server.get("metrics") and server.get("metrics_port"):
+        from servion.server.metrics_files import serve_folder
+
+        try:
+            serve_folder(host, server["metrics_port"], Path(metrics_dir))
+        except OSError as exc:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            raise ConfigError(
+                f"cannot serve metrics on port {server['metrics_port']}: {exc.strerror}"
+            ) from None
     worker_config = json.dumps(config).encode()
     workers = [_start_worker(worker_config, sock, admin_required) for _ in range(server["workers"])]
     if announce is not None:
@@ -285,7 +299,9 @@ def supervise(
                 stopping, exit_code = True, 1
                 break
             workers[i] = _start_worker(worker_config, sock, admin_required)
+            log.info("worker_restarted", extra={"worker": i, "pid": workers[i].pid})
     _stop(workers, server["graceful_timeout_s"] + server["drain_delay_s"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     sock.close()
     if grpc_sock is not None:
         grpc_sock.close()

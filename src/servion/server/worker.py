@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import socket
 import sys
+from pathlib import Path
 from types import FrameType
 
 from servion._version import __version__
@@ -18,8 +19,10 @@ from servion.server import native
 from servion.server.app import ServionApp
 from servion.server.control import Control
 from servion.server.gate import Gate
+from servion.server.metrics_files import MetricsFolder
 from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
+from servion.serving.metrics import WorkerMetrics
 
 
 def build_app(settings: Settings, admin_required: bool) -> ServionApp:
@@ -41,6 +44,10 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         max_json_depth=settings.server.max_json_depth,
     )
     control.inference_auth = settings.server.inference_auth
+    metrics = WorkerMetrics(manager, control.worker_id) if settings.server.metrics else None
+    folder = None
+    if metrics is not None and settings.server.metrics_dir:
+        folder = MetricsFolder(Path(settings.server.metrics_dir), control.worker_id)
     app = ServionApp(
         manager,
         control,
@@ -48,6 +55,8 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         __version__,
         graceful_timeout_s=settings.server.graceful_timeout_s,
         gate=Gate(is_loopback(settings.server.host), settings.server.allowed_hosts),
+        metrics=metrics,
+        metrics_folder=folder,
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.

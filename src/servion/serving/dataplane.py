@@ -74,8 +74,8 @@ class DataPlane:
             answer = model.batcher.submit_nowait(*job)
             if isinstance(answer, tuple):
                 return _answered(model, request, job, t0, t1, answer, parameters)
-        except ServionError:
-            model.stats.record_failure(perf_ns() - t0)
+        except ServionError as exc:
+            model.stats.record_failure(perf_ns() - t0, exc)
             raise
         # Queued: answer when the batch that carries this request has run.
         queued = answer
@@ -90,7 +90,7 @@ class DataPlane:
             try:
                 out.set_result(_answered(model, request, job, t0, t1, done.result(), parameters))
             except ServionError as exc:
-                model.stats.record_failure(perf_ns() - t0)
+                model.stats.record_failure(perf_ns() - t0, exc)
                 out.set_exception(exc)
             except Exception as exc:
                 out.set_exception(exc)
@@ -115,8 +115,8 @@ class DataPlane:
         t0 = perf_ns()
         try:
             job = admit(model, request)
-        except ServionError:
-            model.stats.record_failure(perf_ns() - t0)
+        except ServionError as exc:
+            model.stats.record_failure(perf_ns() - t0, exc)
             raise
         t1 = perf_ns()
         loop = asyncio.get_running_loop()
@@ -140,7 +140,7 @@ class DataPlane:
                 return
             error = done.exception()
             if error is not None:
-                model.stats.record_failure(perf_ns() - t0)
+                model.stats.record_failure(perf_ns() - t0, error)
                 out.set_exception(error)
                 return
             ran = done.result()

@@ -30,13 +30,28 @@ class RuntimeHandle:
     thread, a shadow copy) lets go. Counted on the event loop's thread only.
     """
 
-    __slots__ = ("execution_ns", "label", "refs", "released", "retired", "runtime")
+    __slots__ = (
+        "execution_ns",
+        "label",
+        "load_s",
+        "memory_bytes",
+        "refs",
+        "released",
+        "retired",
+        "runtime",
+        "warmup_s",
+    )
 
     def __init__(self, runtime: Runtime, label: str, execution_ns: float = 0.0) -> None:
         self.runtime = runtime
         self.label = label
         self.execution_ns = execution_ns
         """One execution's cost, measured at warm-up: where the model runs starts from it."""
+        self.load_s = 0.0
+        self.warmup_s = 0.0
+        self.memory_bytes = 0
+        """How much the worker's resident memory grew while the model loaded (approximate:
+        other threads allocate meanwhile too)."""
         self.refs = 0
         self.retired = False
         self.released = False

@@ -22,6 +22,7 @@ from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.routing import EndpointPolicy, EndpointRouter
 from servion.runtime import Runtime
 from servion.serving.loaded import LoadedModel, RuntimeHandle
+from servion.serving.process import resident_bytes
 
 log = logging.getLogger("servion.serving")
 
@@ -82,6 +83,8 @@ class ModelManager:
         self.endpoints: dict[str, EndpointRouter] = {}
         """Deployed endpoints by name, each at its current revision."""
         self.generation = -1
+        self.on_retire: list[Callable[[LoadedModel], None]] = []
+        """Told of each version leaving service (its counters, for the metrics to keep)."""
         self._all_loaded = False
         self._lock = asyncio.Lock()
 
@@ -227,8 +230,13 @@ class ModelManager:
     async def _load(self, mv: ModelVersion, config: BatchingConfig) -> LoadedModel | None:
         key = (mv.name, mv.version)
         try:
+            rss_before = resident_bytes()
+            started = time.perf_counter()
             runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
+            loaded = time.perf_counter()
+            rss_after = resident_bytes()
             execution_ns = await asyncio.to_thread(_timed_warmup, runtime)
+            warmed = time.perf_counter()
         except ServionError as exc:
             # Reasons reach HTTP clients (index, load): no paths of this machine.
             self.failures[key] = exc.message.replace(
@@ -244,8 +252,19 @@ class ModelManager:
             log.exception("model_load_failed", extra={"model": mv.name, "version": mv.version})
             return None
         self.failures.pop(key, None)
-        log.info("model_loaded", extra={"model": mv.name, "version": mv.version})
-        return LoadedModel(mv, RuntimeHandle(runtime, mv.label, execution_ns), config)
+        handle = RuntimeHandle(runtime, mv.label, execution_ns)
+        handle.load_s, handle.warmup_s = loaded - started, warmed - loaded
+        handle.memory_bytes = max(0, rss_after - rss_before)
+        log.info(
+            "model_loaded",
+            extra={
+                "model": mv.name,
+                "version": mv.version,
+                "load_s": round(handle.load_s, 4),
+                "warmup_s": round(handle.warmup_s, 4),
+            },
+        )
+        return LoadedModel(mv, handle, config)
 
     def _routers(
         self, plans: list[EndpointPolicy], models: dict[Key, LoadedModel]
@@ -289,8 +308,13 @@ class ModelManager:
         # this swap runs between two awaits too: from here on no request can
         # reach a view left behind. What such a view has queued still runs, and
         # a runtime no view serves is unloaded once its last execution ends.
+        retired: set[int] = set()
         for view in old_views:
             if id(view) not in kept_views:
                 view.batcher.close()
                 if id(view.handle) not in live:
                     view.handle.retire()
+                    if id(view.stats) not in retired:  # views of one version share stats
+                        retired.add(id(view.stats))
+                        for hook in self.on_retire:
+                            hook(view)

@@ -7,15 +7,61 @@ Durations are nanoseconds, as the extension reports them.
 from __future__ import annotations
 
 import time
-from typing import Any
+from bisect import bisect_left
+from typing import Any, Final
+
+from servion.errors import DeadlineExceeded, InvalidInput, Overloaded, PayloadTooLarge
 
 _DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+
+LATENCY_BUCKETS_NS: Final = (
+    *(25_000, 50_000, 100_000, 250_000, 500_000),
+    *(1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000),
+    *(100_000_000, 250_000_000, 500_000_000, 1_000_000_000, 2_500_000_000, 10_000_000_000),
+)
+"""Histogram bounds from 25 µs: servion answers in well under a millisecond, so the usual
+5 ms first bucket would put every request in one bin."""
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+def new_histogram(bounds: tuple[int, ...]) -> list[int]:
+    """Counts per bucket (the last one past every bound), then the sum of observations."""
+    return [0] * (len(bounds) + 2)
+
+
+def observe(histogram: list[int], bounds: tuple[int, ...], value: int) -> None:
+    histogram[bisect_left(bounds, value)] += 1
+    histogram[-1] += value
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """A bounded label for why a request failed."""
+    if isinstance(error, Overloaded):
+        return "queue_full"
+    if isinstance(error, DeadlineExceeded):
+        return "deadline"
+    if isinstance(error, PayloadTooLarge):
+        return "limits"
+    if isinstance(error, InvalidInput):
+        return "invalid_input"
+    return "model_error"
 
 
 class ModelStats:
     """Counts and total durations for one model version in one worker."""
 
-    __slots__ = ("batch", "counts", "execution_count", "inference_count", "last_inference", "ns")
+    __slots__ = (
+        "batch",
+        "counts",
+        "execution_count",
+        "failures",
+        "h_batch",
+        "h_compute",
+        "h_queue",
+        "inference_count",
+        "last_inference",
+        "ns",
+    )
 
     def __init__(self) -> None:
         self.counts = dict.fromkeys(_DURATIONS, 0)
@@ -25,12 +71,24 @@ class ModelStats:
         self.last_inference = 0
         self.batch: dict[int, list[int]] = {}
         """batch size -> [count, input ns, infer ns, output ns]"""
+        self.failures: dict[str, int] = {}
+        """Failed requests by ``failure_reason``."""
+        self.h_queue = new_histogram(LATENCY_BUCKETS_NS)
+        self.h_compute = new_histogram(LATENCY_BUCKETS_NS)
+        self.h_batch = new_histogram(BATCH_BUCKETS)
 
     def record_request(self, rows: int, t_queue: int, t_in: int, t_infer: int, t_out: int) -> None:
         """One successful request: its rows and where its time went (ns)."""
         c, n = self.counts, self.ns
         c["success"] += 1
         n["success"] += t_queue + t_in + t_infer + t_out
+        # Inlined rather than observe(): this runs for every request.
+        h = self.h_queue
+        h[bisect_left(LATENCY_BUCKETS_NS, t_queue)] += 1
+        h[-1] += t_queue
+        h = self.h_compute
+        h[bisect_left(LATENCY_BUCKETS_NS, t_infer)] += 1
+        h[-1] += t_infer
         for key, value in (
             ("queue", t_queue),
             ("compute_input", t_in),
@@ -45,15 +103,30 @@ class ModelStats:
     def record_execution(self, batch_size: int, t_infer: int) -> None:
         """One model execution, of ``batch_size`` rows (several requests when batched)."""
         self.execution_count += 1
+        observe(self.h_batch, BATCH_BUCKETS, batch_size)
         row = self.batch.get(batch_size)
         if row is None:
             row = self.batch[batch_size] = [0, 0, 0, 0]
         row[0] += 1
         row[2] += t_infer
 
-    def record_failure(self, elapsed_ns: int) -> None:
+    def record_failure(self, elapsed_ns: int, error: BaseException | None = None) -> None:
         self.counts["fail"] += 1
         self.ns["fail"] += elapsed_ns
+        reason = failure_reason(error)
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def metrics(self) -> dict[str, Any]:
+        """What the metrics export reads: cumulative counts and histograms."""
+        return {
+            "success": self.counts["success"],
+            "failures": dict(self.failures),
+            "rows": self.inference_count,
+            "executions": self.execution_count,
+            "queue": list(self.h_queue),
+            "compute": list(self.h_compute),
+            "batch": list(self.h_batch),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {

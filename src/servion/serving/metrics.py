@@ -1,0 +1,149 @@
+"""One worker's metrics: what its requests, models and endpoints did, as a snapshot.
+
+Counting happens where the work is, in plain ints and lists (``ModelStats`` for model
+versions, the routers' counters for endpoints, ``RequestCounts`` here for what the
+transports answered), never through a metrics library on the hot path: a request costs a
+few list increments, not a lock. A snapshot gathers them, once a second for the other
+workers to read and at every scrape for the answering one; ``server/metrics_export``
+adds the snapshots of every worker up into the Prometheus exposition format.
+
+A snapshot is cumulative since the worker started, and keeps the counts of versions it
+no longer serves, so no counter of a worker ever goes down.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+from typing import Any, Final
+
+from servion.serving.loaded import LoadedModel
+from servion.serving.manager import ModelManager
+from servion.serving.process import cpu_seconds, resident_bytes
+from servion.serving.stats import LATENCY_BUCKETS_NS, new_histogram
+
+PROTOCOLS: Final = ("rest", "grpc", "v1")
+
+Labels = tuple[str, ...]
+
+
+class RequestCounts:
+    """Inference requests as the transports answered them: by protocol, target (a served
+    model or endpoint; anything else is counted as ``""`` so that a client cannot make up
+    label values) and status class, with their latency."""
+
+    __slots__ = ("inflight", "slots")
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, str], list[int]] = {}
+        """(protocol, target) -> counts of 1xx..5xx answers, then the latency histogram."""
+        self.inflight = 0
+
+    def record(self, protocol: str, target: str, status: int, elapsed_ns: int) -> None:
+        """One answered request (it was counted in flight when it started)."""
+        self.inflight -= 1
+        slot = self.slots.get((protocol, target))
+        if slot is None:
+            slot = self.slots[(protocol, target)] = [0] * 5 + new_histogram(LATENCY_BUCKETS_NS)
+        slot[min(max(status // 100, 1), 5) - 1] += 1
+        slot[5 + bisect_left(LATENCY_BUCKETS_NS, elapsed_ns)] += 1
+        slot[-1] += elapsed_ns
+
+    @property
+    def total(self) -> dict[tuple[str, str, str], int]:
+        return {
+            (protocol, target, f"{i + 1}xx"): slot[i]
+            for (protocol, target), slot in self.slots.items()
+            for i in range(5)
+            if slot[i]
+        }
+
+    @property
+    def latency(self) -> dict[tuple[str, str], list[int]]:
+        return {key: slot[5:] for key, slot in self.slots.items()}
+
+
+class WorkerMetrics:
+    """Snapshots of one worker (see the module docstring)."""
+
+    def __init__(self, manager: ModelManager, worker_id: str) -> None:
+        self.manager = manager
+        self.worker_id = worker_id
+        self.requests = RequestCounts()
+        self.started = time.time()
+        self._retired: dict[tuple[str, str], dict[str, Any]] = {}
+        self.canary: dict[str, dict[str, Any]] = {}
+        """Per endpoint: the rollout step and how its gates judged (set by the driver)."""
+        manager.on_retire.append(self._keep)
+
+    def _keep(self, model: LoadedModel) -> None:
+        key = (model.name, model.version)
+        self._retired[key] = _add(self._retired.get(key), model.stats.metrics())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything this worker counted, as plain JSON (cumulative)."""
+        models: dict[tuple[str, str], dict[str, Any]] = dict(self._retired)
+        seen: set[int] = set()
+        queued: dict[tuple[str, str], int] = {}
+        for model in self._views():
+            key = (model.name, model.version)
+            queued[key] = queued.get(key, 0) + model.batcher.queued
+            if id(model.stats) in seen:
+                continue
+            seen.add(id(model.stats))
+            models[key] = _add(models.get(key), model.stats.metrics())
+        loaded = [
+            {
+                "model": m.name,
+                "version": m.version,
+                "load_s": m.handle.load_s,
+                "warmup_s": m.handle.warmup_s,
+                "memory_bytes": m.handle.memory_bytes,
+            }
+            for m in self.manager.models.values()
+        ]
+        return {
+            "worker": self.worker_id,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "models": [
+                {"model": k[0], "version": k[1], **v, "queued": queued.get(k, 0)}
+                for k, v in sorted(models.items())
+            ],
+            "loaded": loaded,
+            "requests": [[*k, v] for k, v in sorted(self.requests.total.items())],
+            "latency": [[*k, list(v)] for k, v in sorted(self.requests.latency.items())],
+            "inflight": self.requests.inflight,
+            "endpoints": {name: router.stats() for name, router in self.manager.endpoints.items()},
+            "canary": self.canary,
+            "process": {
+                "cpu_seconds": cpu_seconds(),
+                "resident_bytes": resident_bytes(),
+                "started": self.started,
+            },
+        }
+
+    def _views(self) -> list[LoadedModel]:
+        views = list(self.manager.models.values())
+        views += [m for r in self.manager.endpoints.values() for m in r.models.values()]
+        return views
+
+
+def _add(total: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """Two ``ModelStats.metrics()`` added up."""
+    if total is None:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in part.items()}
+    out: dict[str, Any] = {}
+    for key, value in part.items():
+        mine = total.get(key)
+        if isinstance(value, list):
+            out[key] = [a + b for a, b in zip(mine or [0] * len(value), value, strict=True)]
+        elif isinstance(value, dict):
+            merged = dict(mine or {})
+            for k, v in value.items():
+                merged[k] = merged.get(k, 0) + v
+            out[key] = merged
+        else:
+            out[key] = (mine or 0) + value
+    return out

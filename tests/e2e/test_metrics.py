@@ -1,0 +1,315 @@
+"""``GET /metrics``: what every worker counted, added up, in the Prometheus format; read
+back through prometheus-client's own parser, and through a real Prometheus server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as tg
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import RunningServer, TabularModels, cli, start_server, wait_until
+
+ROW = [0.25] * 32
+BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": ROW}]}
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    reply = httpx.get(f"{url}/metrics")
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
+    found: Samples = {}
+    for family in text_string_to_metric_families(reply.text):
+        for s in family.samples:
+            found[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return found
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name`` over the series whose labels include ``labels``."""
+    return sum(
+        v for (n, have), v in samples.items() if n == name and set(labels.items()) <= set(have)
+    )
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels
+) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("metrics")
+    home = tmp / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    srv = start_server(home, tmp, "--workers", "2")
+    yield srv
+    srv.stop()
+
+
+def workers(server: RunningServer) -> list[psutil.Process]:
+    """The live worker processes (a killed one is a zombie until the supervisor reaps it)."""
+    found = []
+    for p in psutil.Process(server.proc.pid).children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "servion.server.worker" in p.cmdline():
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
+
+
+def flushed(server: RunningServer) -> int:
+    """REST requests to tabular in the workers' metrics files (what a killed one leaves)."""
+    folders = Path(tempfile.gettempdir()).glob(f"servion-metrics-{server.port}-*")
+    total = 0
+    for folder in folders:
+        for path in folder.glob("*.json"):
+            snapshot = json.loads(path.read_bytes())
+            rows = snapshot["requests"]
+            total += sum(n for p, t, c, n in rows if (p, t, c) == ("rest", "tabular", "2xx"))
+    return total
+
+
+def test_counts_from_every_worker_add_up_and_survive_kill_9(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(40):  # new connections: both workers take some
+            assert (
+                client.post(
+                    "/v2/models/tabular/infer", json=BODY, headers={"Connection": "close"}
+                ).status_code
+                == 200
+            )
+        wrong = {"inputs": [{**BODY["inputs"][0], "name": "Y"}]}
+        assert client.post("/v2/models/tabular/infer", json=wrong).status_code == 400
+        assert client.post("/v2/models/nosuch/infer", json=BODY).status_code == 404
+    grpc = tg.InferenceServerClient(server.grpc_url)
+    x = tg.InferInput("X", [1, 32], "FP32")
+    x.set_data_from_numpy(np.asarray([ROW], dtype=np.float32))
+    for _ in range(5):
+        grpc.infer("tabular", [x])
+    grpc.close()
+
+    def settled() -> bool:
+        s = scrape(server.url)
+        return (
+            value(s, "servion_requests_total", protocol="rest", target="tabular", code="2xx") == 40
+        )
+
+    wait_until(settled, 20, "both workers' counts in one scrape")
+    s = scrape(server.url)
+    assert value(s, "servion_requests_total", protocol="rest", target="tabular", code="4xx") == 1
+    assert value(s, "servion_requests_total", protocol="rest", target="", code="4xx") == 1
+    wait_until(
+        lambda: (
+            value(scrape(server.url), "servion_requests_total", protocol="grpc", code="2xx") == 5
+        ),
+        20,
+        "gRPC counts",
+    )
+    s = scrape(server.url)
+    assert (
+        value(s, "servion_request_duration_seconds_count", protocol="rest", target="tabular") == 41
+    )
+    assert value(s, "servion_model_requests_total", model="tabular", version="v1.0.0") == 46
+    assert value(s, "servion_model_failures_total", model="tabular", reason="invalid_input") == 1
+    assert value(s, "servion_model_queue_duration_seconds_count", model="tabular") == 45
+    # Sub-millisecond serving is resolved: the first buckets are below 1 ms.
+    assert any(
+        n == "servion_model_compute_duration_seconds_bucket" and dict(labels)["le"] == "0.0005"
+        for n, labels in s
+    )
+    assert value(s, "servion_model_batch_size_count", model="tabular") >= 1
+    assert value(s, "servion_models_loaded") == 2  # one version in each of two workers
+    rss = "servion_process_resident_memory_bytes"
+    assert len({dict(labels)["worker"] for n, labels in s if n == rss}) == 2
+    assert not any(n.startswith("servion_gpu_") for n, _ in s)  # no GPU here: absent, not 0
+
+    # kill -9 a worker once its counts are on disk: they stay in the totals.
+    wait_until(lambda: flushed(server) == 40, 20, "every worker's counts flushed")
+    victim = workers(server)[0]
+    victim.send_signal(signal.SIGKILL)
+    wait_until(
+        lambda: victim.pid not in {p.pid for p in workers(server)} and len(workers(server)) == 2,
+        30,
+        "the worker replaced",
+    )
+    wait_until(lambda: httpx.get(f"{server.url}/v2/health/ready").status_code == 200, 30, "ready")
+    s = scrape(server.url)
+    assert value(s, "servion_requests_total", protocol="rest", target="tabular", code="2xx") == 40
+    with httpx.Client(base_url=server.url) as client:
+        for _ in range(10):
+            assert (
+                client.post(
+                    "/v2/models/tabular/infer", json=BODY, headers={"Connection": "close"}
+                ).status_code
+                == 200
+            )
+    wait_until(
+        lambda: (
+            value(
+                scrape(server.url),
+                "servion_requests_total",
+                protocol="rest",
+                target="tabular",
+                code="2xx",
+            )
+            == 50
+        ),
+        20,
+        "the new requests counted on top",
+    )
+
+
+def test_metrics_on_a_port_of_their_own(tmp_path: Path, tabular: TabularModels) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    port = free_port()
+    srv = start_server(home, tmp_path, "--workers", "1", "--metrics-port", str(port))
+    try:
+        assert httpx.post(f"{srv.url}/v2/models/tabular/infer", json=BODY).status_code == 200
+
+        def counted() -> bool:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            return 'servion_model_requests_total{model="tabular",version="v1.0.0"} 1.0' in text
+
+        wait_until(counted, 20, "the request on the metrics port")
+        assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
+    finally:
+        srv.stop()
+
+
+def test_metrics_can_be_turned_off(tmp_path: Path, tabular: TabularModels) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    srv = start_server(home, tmp_path, "--workers", "1", "--no-metrics")
+    try:
+        assert httpx.post(f"{srv.url}/v2/models/tabular/infer", json=BODY).status_code == 200
+        assert httpx.get(f"{srv.url}/metrics").status_code == 404
+    finally:
+        srv.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real Prometheus server on loopback, in a temp dir (the Debian package; .ci/run
+    installs it). Yields its URL and its config file, which it reloads when asked."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (.ci/run installs Debian's package)")
+    config = tmp_path / "prometheus.yml"
+    config.write_text("global: {scrape_interval: 1s}\nscrape_configs: []\n")
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _up(f"{url}/-/ready"), 60, "Prometheus ready")
+        yield url, config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        log.close()
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def query(prometheus: str, expression: str) -> float | None:
+    """One instant query; None when it returns no series."""
+    reply = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}).json()
+    assert reply["status"] == "success", reply
+    result = reply["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def test_a_real_prometheus_reads_totals_without_resets(
+    prometheus: tuple[str, Path], tmp_path: Path, tabular: TabularModels
+) -> None:
+    url, config = prometheus
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    srv = start_server(home, tmp_path, "--workers", "2", "--no-grpc")
+    try:
+        config.write_text(
+            "global: {scrape_interval: 1s}\n"
+            "scrape_configs:\n"
+            f"  - job_name: servion\n    static_configs: [{{targets: ['127.0.0.1:{srv.port}']}}]\n"
+        )
+        assert httpx.post(f"{url}/-/reload").status_code == 200
+        up = 'up{job="servion"}'
+        wait_until(lambda: query(url, up) == 1.0, 60, "Prometheus scraping servion")
+        sent = 0
+        with httpx.Client(base_url=srv.url) as client:
+            for _ in range(30):
+                headers = {"Connection": "close"}
+                assert (
+                    client.post("/v2/models/tabular/infer", json=BODY, headers=headers).status_code
+                    == 200
+                )
+                sent += 1
+        total = 'sum(servion_requests_total{target="tabular",code="2xx"})'
+        wait_until(lambda: query(url, total) == sent, 60, f"Prometheus to read {sent}")
+        wait_until(lambda: flushed(srv) == sent, 20, "the counts on disk")
+        victim = workers(srv)[0]
+        victim.send_signal(signal.SIGKILL)
+        wait_until(
+            lambda: len(workers(srv)) == 2 and victim.pid not in {p.pid for p in workers(srv)},
+            30,
+            "a new worker",
+        )
+        wait_until(lambda: httpx.get(f"{srv.url}/v2/health/ready").status_code == 200, 30, "ready")
+        with httpx.Client(base_url=srv.url) as client:
+            for _ in range(20):
+                headers = {"Connection": "close"}
+                assert (
+                    client.post("/v2/models/tabular/infer", json=BODY, headers=headers).status_code
+                    == 200
+                )
+                sent += 1
+        wait_until(lambda: query(url, total) == sent, 60, f"Prometheus to read {sent}")
+        # No series of servion's counted down, before or after the kill.
+        resets = (
+            "sum(resets(servion_requests_total[10m]))"
+            " + sum(resets(servion_model_requests_total[10m]))"
+        )
+        assert query(url, resets) == 0.0
+        histogram = 'sum(servion_request_duration_seconds_count{target="tabular"})'
+        assert query(url, histogram) == sent
+        buckets = "rate(servion_model_compute_duration_seconds_bucket[1m])"
+        p99 = f"histogram_quantile(0.99, sum by (le) ({buckets}))"
+        assert (query(url, p99) or 0) > 0
+    finally:
+        srv.stop()
