@@ -76,6 +76,14 @@ class ServerSettings(BaseSettings):
     """Worker processes sharing the port; one per core by default."""
     admin_token: str | None = None
     """Bearer token for control operations (repository load/unload)."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level of the JSON log lines on stderr."""
+    access_log: bool = False
+    """One JSON line per REST answer (method, path, status, bytes, latency, request id)."""
+    access_log_sample: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of answers the access log writes (5xx and slow ones are always written)."""
+    slow_request_ms: float = Field(default=1000.0, ge=0.0)
+    """Answers slower than this are logged as ``slow_request`` (0: never)."""
     metrics: bool = True
     """Count for ``GET /metrics`` (off: the hot path counts nothing for it)."""
     metrics_port: int | None = Field(default=None, ge=1, le=65535)

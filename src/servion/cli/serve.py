@@ -96,6 +96,30 @@ def server_options(func: Any) -> Any:
             help="On SIGTERM: seconds to keep serving, not ready, before closing (default 5).",
         ),
         click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            default=None,
+            help="Lowest level of the JSON log lines (default INFO).",
+        ),
+        click.option(
+            "--access-log/--no-access-log",
+            "access_log",
+            default=None,
+            help="Log every REST answer as a JSON line (default off).",
+        ),
+        click.option(
+            "--access-log-sample",
+            type=click.FloatRange(0, 1),
+            default=None,
+            help="Share of answers the access log writes (5xx and slow ones always).",
+        ),
+        click.option(
+            "--slow-request-ms",
+            type=click.FloatRange(0),
+            default=None,
+            help="Log answers slower than this as slow_request (default 1000; 0: never).",
+        ),
+        click.option(
             "--metrics/--no-metrics",
             "metrics",
             default=None,
@@ -131,6 +155,8 @@ BATCHING_OPTIONS = ("dynamic", "max_batch_size", "max_queue_delay_us", "max_queu
 def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
     """Settings with the command-line options laid over the environment's."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    if "log_level" in given:
+        given["log_level"] = given["log_level"].upper()
     if "allowed_hosts" in given:
         given["allowed_hosts"] = tuple(h.strip() for h in given["allowed_hosts"].split(","))
     if given.get("port") == 0 and "grpc_port" not in given:
@@ -156,6 +182,6 @@ def serve(
     **overrides: Any,
 ) -> None:
     """Serve every registered model over the Open Inference Protocol (REST and gRPC)."""
-    configure_logging()
     settings = with_server_overrides(ctx.settings, **overrides)
+    configure_logging(settings.server.log_level)
     sys.exit(run_server(settings, port_file, grpc_port_file))

@@ -35,7 +35,7 @@ def error_response(exc: ServionError) -> Response:
 
 
 def internal_error(req: Request, error: BaseException | None = None) -> Response:
-    request_id = uuid.uuid4().hex[:16]
+    request_id = req.request_id.decode("ascii") or uuid.uuid4().hex[:16]
     log.error(
         "request_failed",
         extra={"request_id": request_id, "path": quoted(req.path)},

@@ -43,6 +43,7 @@ from servion.server.http import (
     send_asgi,
 )
 from servion.server.metrics_files import MetricsFolder, scrape
+from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import DataPlane, ModelManager, ShadowRunner, describe
 from servion.serving.metrics import WorkerMetrics
@@ -92,6 +93,8 @@ class ServionApp:
         self.metrics = metrics
         """None when metrics are off: then nothing is counted for them at all."""
         self.metrics_folder = metrics_folder
+        self._ids = RequestIds()
+        """Request ids of the ASGI path (the native front end keeps its own)."""
         self.gate = gate or Gate(loopback=True)
         self.graceful_timeout_s = graceful_timeout_s
         self.control = control
@@ -153,9 +156,12 @@ class ServionApp:
         if scope["type"] == "http":
             req = await read_asgi(scope, receive, self.limits.max_body_bytes)
             if isinstance(req, ServionError):
-                return await send_asgi(send, error_response(req))
+                rid = self._ids.pick(None)
+                return await send_asgi(send, error_response(req), rid)
+            req.request_id = self._ids.pick(req.header(b"x-request-id"))
             answer = self.respond(req)
-            await send_asgi(send, answer if isinstance(answer, tuple) else await answer)
+            response = answer if isinstance(answer, tuple) else await answer
+            await send_asgi(send, response, req.request_id)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 

@@ -24,6 +24,7 @@ from servion.protocol.grpc import grpc_service_pb2 as pb
 from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
 from servion.routing import request_context
 from servion.server.app import ServionApp
+from servion.server.request_log import RequestIds
 from servion.serving import describe
 
 log = logging.getLogger("servion.server")
@@ -61,6 +62,7 @@ class GrpcFrontEnd:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self._server: grpc.aio.Server | None = None
+        self.ids = RequestIds()
 
     async def start(self) -> None:
         server = grpc.aio.server(
@@ -213,6 +215,9 @@ class GrpcFrontEnd:
     # -- inference ---------------------------------------------------------------------
 
     async def _model_infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
+        # The id comes back in the trailers, on errors too (as REST's X-Request-Id).
+        rid = self.ids.pick(_metadata(context, b"x-request-id"))
+        context.set_trailing_metadata((("x-request-id", rid.decode("ascii")),))
         metrics = self.app.metrics
         if metrics is None:
             return await self._infer(request, context)

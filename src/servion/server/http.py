@@ -40,7 +40,7 @@ PICKLE_TYPES = (
 class Request:
     """The parts of an HTTP request a handler reads; headers are indexed lazily."""
 
-    __slots__ = ("_index", "body", "headers", "method", "path")
+    __slots__ = ("_index", "body", "headers", "method", "path", "request_id")
 
     def __init__(
         self, method: str, path: str, headers: Sequence[tuple[bytes, bytes]], body: bytes
@@ -50,6 +50,8 @@ class Request:
         self.headers = headers
         self.body = body
         self._index: dict[bytes, bytes] | None = None
+        self.request_id = b""
+        """``X-Request-Id`` of the answer (set by the front end)."""
 
     def header(self, name: bytes) -> bytes | None:
         """The value of header ``name`` (lower case), or None."""
@@ -111,9 +113,11 @@ async def read_asgi(scope: Scope, receive: Receive, limit: int) -> Request | Ser
     return Request(scope["method"], scope["path"], headers, body)
 
 
-async def send_asgi(send: Send, response: Response) -> None:
+async def send_asgi(send: Send, response: Response, request_id: bytes = b"") -> None:
     status, body, headers = response
     # A length lets the server write the body as is instead of chunk-encoding it.
     headers = [*headers, (b"content-length", str(len(body)).encode())]
+    if request_id:
+        headers.append((b"x-request-id", request_id))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

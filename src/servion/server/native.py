@@ -17,10 +17,7 @@ answered, then the worker exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable
@@ -36,6 +33,7 @@ from servion.protocol import encode_error
 from servion.server.answers import Answer, error_response
 from servion.server.app import ServionApp
 from servion.server.http import JSON_HEADERS, Request, Response, refuse_before_body
+from servion.server.request_log import AccessLog, RequestIds
 
 log = logging.getLogger("servion.server")
 
@@ -54,22 +52,34 @@ _WRITE_JOINED_BELOW = 64 * 1024
 """Bodies shorter than this go out in one buffer with their head (one copy, one send)."""
 
 
+Seen = tuple[bytes, float, str, str]
+"""What the answer to a request is written with: its id, when it was read, method, path."""
+_UNREAD: Seen = (b"", 0.0, "-", "-")
+
+
 class _Slot:
     """One request's place in a connection's answer order."""
 
-    __slots__ = ("answer", "keep_alive")
+    __slots__ = ("answer", "keep_alive", "seen")
 
-    def __init__(self, answer: Response | asyncio.Future[Response], keep_alive: bool) -> None:
+    def __init__(
+        self, answer: Response | asyncio.Future[Response], keep_alive: bool, seen: Seen
+    ) -> None:
         self.answer = answer
         self.keep_alive = keep_alive
+        self.seen = seen
 
 
-class _Connections:
+class Connections:
     """State shared by every connection of one worker."""
 
-    def __init__(self, app: ServionApp, keep_alive_s: float) -> None:
+    def __init__(
+        self, app: ServionApp, keep_alive_s: float, access: AccessLog | None = None
+    ) -> None:
         self.app = app
         self.keep_alive_s = keep_alive_s
+        self.ids = RequestIds()
+        self.access = access or AccessLog()
         self.open: set[HttpProtocol] = set()
         self.draining = False
         self.closed = asyncio.Event()
@@ -92,7 +102,7 @@ class _Connections:
 class HttpProtocol(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, shared: _Connections) -> None:
+    def __init__(self, shared: Connections) -> None:
         self.shared = shared
         self.app = shared.app
         self.limit = shared.app.limits.max_body_bytes
@@ -215,29 +225,35 @@ class HttpProtocol(asyncio.Protocol):
         self.in_message = False
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         keep_alive = self.parser.should_keep_alive() and not self.shared.draining
-        method = self.parser.get_method()
+        raw_method = self.parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode()
+        incoming = None
+        for name, value in self._headers:
+            if len(name) == 12 and name.lower() == b"x-request-id":
+                incoming = value
+        rid = self.shared.ids.pick(incoming)
         try:
-            req = Request(
-                _METHODS.get(method) or method.decode(), _path(self._url), self._headers, body
-            )
+            req = Request(method, _path(self._url), self._headers, body)
         except InvalidInput as exc:
-            self._answer(error_response(exc), keep_alive)
+            self._answer(error_response(exc), keep_alive, (rid, time.perf_counter(), method, "?"))
             return
-        self._answer(self.app.respond(req), keep_alive)
+        req.request_id = rid
+        seen = (rid, time.perf_counter(), method, req.path)
+        self._answer(self.app.respond(req), keep_alive, seen)
 
     # -- answers -------------------------------------------------------------------------
 
-    def _answer(self, answer: Answer, keep_alive: bool) -> None:
+    def _answer(self, answer: Answer, keep_alive: bool, seen: Seen) -> None:
         if isinstance(answer, tuple):
             if not self.slots:
-                self._write(answer, keep_alive)
+                self._write(answer, keep_alive, seen)
                 return
-            self.slots.append(_Slot(answer, keep_alive))
+            self.slots.append(_Slot(answer, keep_alive, seen))
             return
         future: asyncio.Future[Response] = (
             answer if isinstance(answer, asyncio.Future) else self._task(answer)
         )
-        self.slots.append(_Slot(future, keep_alive))
+        self.slots.append(_Slot(future, keep_alive, seen))
         future.add_done_callback(self._settled)
 
     def _task(self, work: Awaitable[Response]) -> asyncio.Future[Response]:
@@ -257,16 +273,18 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 response = head
             slot = self.slots.popleft()
-            self._write(response, slot.keep_alive)
+            self._write(response, slot.keep_alive, slot.seen)
 
-    def _write(self, response: Response, keep_alive: bool) -> None:
+    def _write(self, response: Response, keep_alive: bool, seen: Seen = _UNREAD) -> None:
         transport = self.transport
         if transport is None or self.dead:
             return
         status, body, headers = response
+        rid = seen[0] or self.shared.ids.pick(None)
         head = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode()]
         for name, value in headers:
             head.append(b"%s: %s\r\n" % (name, value))
+        head.append(b"x-request-id: %s\r\n" % rid)
         head.append(b"content-length: %d\r\n" % len(body))
         head.append(_date_line())
         if not keep_alive:
@@ -277,6 +295,11 @@ class HttpProtocol(asyncio.Protocol):
             transport.write(b"".join(head))
         else:
             transport.writelines([b"".join(head), body])
+        access = self.shared.access
+        if seen[1] and (access.enabled or status >= 500 or access.slow_s):
+            elapsed = time.perf_counter() - seen[1]
+            if access.wants(status, elapsed):
+                access.write(seen[2], seen[3], status, len(body), elapsed, rid)
         if not keep_alive or (self.shared.draining and self.idle):
             self.close()
 
@@ -321,79 +344,3 @@ def _path(url: bytes) -> str:
 
 def _reason(exc: Exception) -> str:
     return str(exc).strip().rstrip(".") or type(exc).__name__
-
-
-async def serve(
-    app: ServionApp,
-    sock: socket.socket,
-    *,
-    graceful_timeout_s: float,
-    keep_alive_s: float,
-    drain_delay_s: float = 0.0,
-) -> int:
-    """Serve ``app`` on ``sock`` until SIGTERM or SIGINT; return the exit code.
-
-    On SIGTERM readiness turns false at once and everything goes on for
-    ``drain_delay_s`` (new connections included), so that whoever routes traffic here
-    sees "not ready" and stops sending before any connection closes; SIGINT (Ctrl-C)
-    skips the wait. Then the listener closes, requests already read are answered with
-    ``Connection: close``, idle connections close and in-flight work finishes.
-    """
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    hurry = asyncio.Event()
-    first: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        first.append(signum)
-        stop.set()
-        if signum == signal.SIGINT or len(first) > 1:
-            hurry.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    try:
-        await app.startup()
-    except Exception:
-        log.exception("worker_start_failed")
-        await app.stop_front_ends(0)
-        return 3
-    shared = _Connections(app, keep_alive_s)
-    server = await loop.create_server(lambda: HttpProtocol(shared), sock=sock, backlog=2048)
-    sweeper = asyncio.create_task(_sweep(shared))
-    await stop.wait()
-    app.draining = True
-    if drain_delay_s > 0 and not hurry.is_set():
-        log.info("draining", extra={"delay_s": drain_delay_s})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(hurry.wait(), drain_delay_s)
-    # Draining: no new connections, answer what has been read.
-    shared.draining = True
-    server.close()
-    shared.sweep(loop.time())
-    others = asyncio.create_task(app.stop_front_ends(graceful_timeout_s))
-    if shared.open:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(shared.closed.wait(), graceful_timeout_s)
-    for conn in list(shared.open):
-        conn.close()
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
-    await others
-    await app.shutdown()
-    return 0
-
-
-async def _sweep(shared: _Connections) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(SWEEP_EVERY_S)
-        shared.sweep(loop.time())
-
-
-def run(app: ServionApp, sock: socket.socket, **options: Any) -> int:
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(app, sock, **options))

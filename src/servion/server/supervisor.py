@@ -195,8 +195,9 @@ def _reap_children() -> None:
             return
 
 
-def _announce_when_ready(host: str, port: int, text: str) -> None:
-    """Print ``text`` once ``/v2/health/ready`` answers 200 (polled from a thread)."""
+def _announce_when_ready(host: str, port: int, text: str | None) -> None:
+    """Log ``server_ready``, and print ``text`` if any, once ``/v2/health/ready`` answers
+    200 (polled from a thread)."""
     import urllib.request
 
     target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
@@ -215,8 +216,9 @@ def _announce_when_ready(host: str, port: int, text: str) -> None:
     else:
         return
     log.info("server_ready", extra={"url": f"http://{host}:{port}"})
-    sys.stdout.write(text.replace("{PORT}", str(port)))
-    sys.stdout.flush()
+    if text is not None:
+        sys.stdout.write(text.replace("{PORT}", str(port)))
+        sys.stdout.flush()
 
 
 def supervise(
@@ -278,12 +280,10 @@ def supervise(
             ) from None
     worker_config = json.dumps(config).encode()
     workers = [_start_worker(worker_config, sock, admin_required) for _ in range(server["workers"])]
-    if announce is not None:
-        import threading
+    import threading
 
-        threading.Thread(
-            target=_announce_when_ready, args=(host, port, announce), daemon=True
-        ).start()
+    # Logs server_ready (and prints the quickstart's examples) once the server answers.
+    threading.Thread(target=_announce_when_ready, args=(host, port, announce), daemon=True).start()
     restarts: list[float] = []
     exit_code = 0
     while not stopping:
@@ -328,6 +328,7 @@ def _start_worker(config: bytes, sock: socket.socket, admin_required: bool) -> P
     assert proc.stdin is not None
     proc.stdin.write(config)
     proc.stdin.close()
+    log.info("worker_started", extra={"pid": proc.pid})
     return proc
 
 
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     announce = config.pop("announce", None)
     from servion.logs import configure_logging
 
-    configure_logging()
+    configure_logging(config.get("server", {}).get("log_level", "INFO"))
     try:
         code = supervise(config, args.port_file, args.grpc_port_file, announce)
     except ConfigError as exc:

@@ -15,11 +15,12 @@ from servion.deploy import Deployments
 from servion.logs import configure_logging
 from servion.protocol import Limits
 from servion.registry import ModelRegistry
-from servion.server import native
+from servion.server import native_serve
 from servion.server.app import ServionApp
 from servion.server.control import Control
 from servion.server.gate import Gate
 from servion.server.metrics_files import MetricsFolder
+from servion.server.request_log import AccessLog
 from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
 from servion.serving.metrics import WorkerMetrics
@@ -76,16 +77,21 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
 def run_worker(
     settings: Settings, sock: socket.socket, admin_required: bool, supervisor_pid: int
 ) -> None:
-    configure_logging()
+    configure_logging(settings.server.log_level)
     app = build_app(settings, admin_required)
     app.control.supervisor_pid = supervisor_pid
     if settings.server.http == "native":
-        code = native.run(
+        code = native_serve.run(
             app,
             sock,
             graceful_timeout_s=settings.server.graceful_timeout_s,
             keep_alive_s=settings.server.keep_alive_s,
             drain_delay_s=settings.server.drain_delay_s,
+            access=AccessLog(
+                settings.server.access_log,
+                settings.server.access_log_sample,
+                settings.server.slow_request_ms / 1000,
+            ),
         )
         sys.exit(code)
     _run_uvicorn(app, settings, sock)

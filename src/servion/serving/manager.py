@@ -302,6 +302,14 @@ class ModelManager:
         old_views = [*self.models.values()]
         old_views += [m for r in self.endpoints.values() for m in r.models.values()]
         live = {id(m.handle) for m in models.values()}
+        for name, router in endpoints.items():
+            old = self.endpoints.get(name)
+            if old is None or old.policy.revision != router.policy.revision:
+                log.info(
+                    "endpoint_applied", extra={"endpoint": name, "revision": router.policy.revision}
+                )
+        for name in self.endpoints.keys() - endpoints.keys():
+            log.info("endpoint_removed", extra={"endpoint": name})
         self.models, self.latest, self.served = models, latest, served
         self.endpoints = endpoints
         # A request resolves its model and submits to it between two awaits, and
