@@ -266,6 +266,7 @@ class ServionApp:
         # Headers are read only for endpoints: a model's hot path reads none.
         request = self._decode(req)
         ctx = request_context(req.header)
+        ctx.request_id = req.request_id.decode("ascii") or None
         if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
             ctx.pin = version.encode()
         return encoded(self.plane.infer_endpoint(router, request, ctx), request, req, self._guard)

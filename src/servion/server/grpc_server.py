@@ -220,20 +220,20 @@ class GrpcFrontEnd:
         context.set_trailing_metadata((("x-request-id", rid.decode("ascii")),))
         metrics = self.app.metrics
         if metrics is None:
-            return await self._infer(request, context)
+            return await self._infer(request, context, rid)
         counts = metrics.requests
         counts.inflight += 1
         t0 = time.perf_counter_ns()
         status = 200
         try:
-            return await self._infer(request, context)
+            return await self._infer(request, context, rid)
         except BaseException as exc:
             status = http_status_for(exc)[0]  # the status class REST would have answered
             raise
         finally:
             counts.record("grpc", self.app.target(request.model_name), status, _since(t0))
 
-    async def _infer(self, request: pb.ModelInferRequest, context: Any) -> Message:
+    async def _infer(self, request: pb.ModelInferRequest, context: Any, rid: bytes) -> Message:
         if self.control.inference_auth:
             self.control.authorize(_metadata(context, b"authorization"), "viewer")
         name, version = request.model_name, request.model_version or None
@@ -245,6 +245,7 @@ class GrpcFrontEnd:
         else:
             decoded = decode_model_infer(request, self.app.limits)
             ctx = request_context(lambda key: _metadata(context, key))
+            ctx.request_id = rid.decode("ascii")
             answer = self.plane.infer_endpoint(router, decoded, ctx)
         response = answer if isinstance(answer, InferResponse) else await answer
         return encode_model_infer(response, decoded.outputs)
