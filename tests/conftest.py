@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import pty
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -307,3 +309,101 @@ class Collector:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Prometheus:
+    """A real Prometheus server on loopback, keeping its data in ``folder`` (Debian's
+    package; .ci/run installs it). It scrapes servion every second once told its port."""
+
+    def __init__(self, binary: str, folder: Path, servion_port: int | None = None) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config = folder / "prometheus.yml"
+        self._configure(servion_port)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+        self._log = (folder / "prometheus.log").open("wb")
+        self.proc = subprocess.Popen(
+            [binary, f"--config.file={self.config}", f"--storage.tsdb.path={folder / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def _configure(self, servion_port: int | None) -> None:
+        jobs = "[]"
+        if servion_port is not None:
+            target = f"127.0.0.1:{servion_port}"
+            jobs = f"\n  - job_name: servion\n    static_configs: [{{targets: ['{target}']}}]"
+        self.config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs: {jobs}\n")
+
+    def scrape(self, port: int) -> None:
+        """Scrape servion on ``port`` from now on; returns once a scrape succeeded (a reload
+        reaches the scrapers within 5 s: starting with the port is quicker)."""
+        self._configure(port)
+        assert self.http.post("/-/reload").status_code == 200
+        self.wait_scraping()
+
+    def wait_scraping(self) -> None:
+        up = 'up{job="servion"}'
+        wait_until(lambda: self.value(up) == 1.0, 60, "Prometheus scraping servion")
+
+    def query(self, expression: str) -> list[dict[str, Any]]:
+        """One instant query's series; fails unless Prometheus took the expression."""
+        reply = self.http.get("/api/v1/query", params={"query": expression}).json()
+        assert reply["status"] == "success", (expression, reply)
+        result: list[dict[str, Any]] = reply["data"]["result"]
+        return result
+
+    def value(self, expression: str) -> float | None:
+        """The value of an instant query's first series; None when it returns none."""
+        result = self.query(expression)
+        return float(result[0]["value"][1]) if result else None
+
+    def series(self, selector: str) -> list[dict[str, str]]:
+        """The label sets of the stored series ``selector`` matches."""
+        reply = self.http.get("/api/v1/series", params={"match[]": selector}).json()
+        assert reply["status"] == "success", (selector, reply)
+        found: list[dict[str, str]] = reply["data"]
+        return found
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+        self._log.close()
+
+
+@contextmanager
+def running_prometheus(folder: Path, servion_port: int | None = None) -> Iterator[Prometheus]:
+    """A ready ``Prometheus`` (scraping servion on ``servion_port`` if given), stopped
+    afterwards; the test is skipped where Prometheus is not installed."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (.ci/run installs Debian's package)")
+    prometheus = Prometheus(binary, folder, servion_port)
+    try:
+        wait_until(lambda: _answers(f"{prometheus.url}/-/ready"), 60, "Prometheus ready")
+        if servion_port is not None:
+            prometheus.wait_scraping()
+        yield prometheus
+    finally:
+        prometheus.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    with running_prometheus(tmp_path) as server:
+        yield server

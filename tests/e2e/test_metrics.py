@@ -4,10 +4,7 @@ back through prometheus-client's own parser, and through a real Prometheus serve
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import socket
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +16,15 @@ import pytest
 import tritonclient.grpc as tg
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import RunningServer, TabularModels, cli, start_server, wait_until
+from conftest import (
+    Prometheus,
+    RunningServer,
+    TabularModels,
+    cli,
+    free_port,
+    start_server,
+    wait_until,
+)
 
 ROW = [0.25] * 32
 BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": ROW}]}
@@ -206,71 +211,16 @@ def test_metrics_can_be_turned_off(tmp_path: Path, tabular: TabularModels) -> No
         srv.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real Prometheus server on loopback, in a temp dir (the Debian package; .ci/run
-    installs it). Yields its URL and its config file, which it reloads when asked."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (.ci/run installs Debian's package)")
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 1s}\nscrape_configs: []\n")
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _up(f"{url}/-/ready"), 60, "Prometheus ready")
-        yield url, config
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
-        log.close()
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(url).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def query(prometheus: str, expression: str) -> float | None:
-    """One instant query; None when it returns no series."""
-    reply = httpx.get(f"{prometheus}/api/v1/query", params={"query": expression}).json()
-    assert reply["status"] == "success", reply
-    result = reply["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
-
-
 def test_a_real_prometheus_reads_totals_without_resets(
-    prometheus: tuple[str, Path], tmp_path: Path, tabular: TabularModels
+    prometheus: Prometheus, tmp_path: Path, tabular: TabularModels
 ) -> None:
-    url, config = prometheus
     home = tmp_path / "home"
     assert (
         cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
     )
     srv = start_server(home, tmp_path, "--workers", "2", "--no-grpc")
     try:
-        config.write_text(
-            "global: {scrape_interval: 1s}\n"
-            "scrape_configs:\n"
-            f"  - job_name: servion\n    static_configs: [{{targets: ['127.0.0.1:{srv.port}']}}]\n"
-        )
-        assert httpx.post(f"{url}/-/reload").status_code == 200
-        up = 'up{job="servion"}'
-        wait_until(lambda: query(url, up) == 1.0, 60, "Prometheus scraping servion")
+        prometheus.scrape(srv.port)
         sent = 0
         with httpx.Client(base_url=srv.url) as client:
             for _ in range(30):
@@ -281,7 +231,7 @@ def test_a_real_prometheus_reads_totals_without_resets(
                 )
                 sent += 1
         total = 'sum(servion_requests_total{target="tabular",code="2xx"})'
-        wait_until(lambda: query(url, total) == sent, 60, f"Prometheus to read {sent}")
+        wait_until(lambda: prometheus.value(total) == sent, 60, f"Prometheus to read {sent}")
         wait_until(lambda: flushed(srv) == sent, 20, "the counts on disk")
         victim = workers(srv)[0]
         victim.send_signal(signal.SIGKILL)
@@ -299,17 +249,17 @@ def test_a_real_prometheus_reads_totals_without_resets(
                     == 200
                 )
                 sent += 1
-        wait_until(lambda: query(url, total) == sent, 60, f"Prometheus to read {sent}")
+        wait_until(lambda: prometheus.value(total) == sent, 60, f"Prometheus to read {sent}")
         # No series of servion's counted down, before or after the kill.
         resets = (
             "sum(resets(servion_requests_total[10m]))"
             " + sum(resets(servion_model_requests_total[10m]))"
         )
-        assert query(url, resets) == 0.0
+        assert prometheus.value(resets) == 0.0
         histogram = 'sum(servion_request_duration_seconds_count{target="tabular"})'
-        assert query(url, histogram) == sent
+        assert prometheus.value(histogram) == sent
         buckets = "rate(servion_model_compute_duration_seconds_bucket[1m])"
         p99 = f"histogram_quantile(0.99, sum by (le) ({buckets}))"
-        assert (query(url, p99) or 0) > 0
+        assert (prometheus.value(p99) or 0) > 0
     finally:
         srv.stop()

@@ -26,6 +26,11 @@ COMMANDS = {
     "diff": ("servion.cli.deploy", "diff", "What changed between two revisions."),
     "history": ("servion.cli.endpoints", "history", "Every revision of an endpoint."),
     "models": ("servion.cli.models", "models", "Inspect and manage registered models."),
+    "monitoring": (
+        "servion.cli.monitoring",
+        "monitoring",
+        "Print the shipped Prometheus rules or Grafana dashboard.",
+    ),
     "profile": ("servion.cli.profile", "profile", "Measure a model at growing batch sizes."),
     "quickstart": ("servion.cli.quickstart", "quickstart", "Register a demo model and serve it."),
     "register": ("servion.cli.register", "register", "Validate and store a model version."),
@@ -35,6 +40,7 @@ COMMANDS = {
     "serve": ("servion.cli.serve", "serve", "Serve the registered models and endpoints."),
     "status": ("servion.cli.endpoints", "status", "Deployed endpoints and their readiness."),
     "tokens": ("servion.cli.tokens", "tokens", "Create, list and revoke admin API tokens."),
+    "top": ("servion.cli.top", "top", "Live requests, latency and queues of a server."),
     "undeploy": ("servion.cli.endpoints", "undeploy", "Stop serving an endpoint."),
     "verify": ("servion.cli.deploy", "verify", "Check an endpoint after a change."),
 }
