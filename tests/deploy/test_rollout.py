@@ -62,3 +62,11 @@ def test_deltas_and_sums() -> None:
     assert seen["requests"] == 25 and seen["errors"] == 1
     assert sum(seen["latency"]) == 25
     assert delta(now, None) == now
+
+
+def test_steps_keep_the_stable_payload_log() -> None:
+    logged = parse_spec(STABLE.to_yaml() + "payload_log: {sample: 0.5, sink: 'file:///x.jsonl'}\n")
+    for percent in (10, 100):
+        assert step_spec(logged, CANARY, percent).payload_log == logged.payload_log
+    quieter = parse_spec(CANARY.to_yaml() + "payload_log: {sample: 0.1, sink: 'http://c/e'}\n")
+    assert step_spec(logged, quieter, 50).payload_log == quieter.payload_log

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from servion.deploy import DeploymentSpec, json_schema, parse_spec
+from servion.deploy import DeploymentSpec, json_schema, parse_spec, policy_of
 from servion.deploy.spec import spec_from_dict
 from servion.errors import InvalidInput
+from servion.routing import PayloadLogPolicy
 
 GOOD = """
 endpoint: fraud
@@ -132,3 +133,13 @@ def test_a_blue_green_rollout_takes_no_canary_settings() -> None:
     assert "rollout: interval_s, steps: canary settings; a blue_green rollout switches at once" in (
         info.value.message
     )
+
+
+def test_a_payload_log_becomes_the_policy_routing_reads() -> None:
+    spec = parse_spec(GOOD + "payload_log: {sample: 0.25, sink: 'https://collector:8443/e'}")
+    assert spec.payload_log is not None and parse_spec(spec.to_yaml()) == spec
+    policy = policy_of(spec).payload_log
+    assert policy == PayloadLogPolicy(0.25, "https://collector:8443/e", 1024, 1000)
+    assert policy_of(parse_spec(GOOD)).payload_log is None  # off unless asked for
+    local = parse_spec(GOOD + "payload_log: {sink: 'file://localhost/var/log/x.jsonl'}")
+    assert local.payload_log is not None and local.payload_log.sample == 1.0

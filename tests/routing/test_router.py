@@ -14,6 +14,7 @@ from servion.routing import (
     EndpointPolicy,
     EndpointRouter,
     ModelRef,
+    PayloadLogPolicy,
     merge_arm_stats,
     sticky_point,
 )
@@ -93,3 +94,16 @@ def test_arm_statistics_merge_across_workers() -> None:
     before = a.to_dict()
     a.record(7.0, ok=True)
     assert sum(a.to_dict()["latency"]) - sum(before["latency"]) == 1
+
+
+def test_payload_log_counters_outlive_revisions() -> None:
+    arms = (ArmPolicy(ModelRef("m", "v1.0.0"), 100.0),)
+    log = PayloadLogPolicy(1.0, "file:///x.jsonl", 8, 10)
+    first = EndpointRouter(EndpointPolicy("ep", 1, arms, payload_log=log))
+    first.payload_stats.add(written=3, dropped=1)
+    assert first.stats()["payload_log"] == {"written": 3, "dropped": 1, "failed": 0}
+    # Other settings, the same counters: they are Prometheus counters and never go down.
+    other = PayloadLogPolicy(0.5, "http://collector/e", 8, 10)
+    second = EndpointRouter(EndpointPolicy("ep", 2, arms, payload_log=other), first)
+    assert second.payload_stats is first.payload_stats
+    assert EndpointRouter(EndpointPolicy("ep", 3, arms), second).stats()["payload_log"] is None

@@ -22,6 +22,7 @@ from servion.routing import (
     EnsembleStepPolicy,
     FallbackPolicy,
     ModelRef,
+    PayloadLogPolicy,
     RetryPolicy,
     ShadowPolicy,
 )
@@ -48,8 +49,16 @@ def policy_of(spec: DeploymentSpec, revision: int = 0) -> EndpointPolicy:
         fallback=_fallback(spec),
         cascade=_cascade(spec),
         ensemble=_ensemble(spec),
+        payload_log=_payload_log(spec),
         batching=spec.batching.settings() if spec.batching else None,
     )
+
+
+def _payload_log(spec: DeploymentSpec) -> PayloadLogPolicy | None:
+    log = spec.payload_log
+    if log is None:
+        return None
+    return PayloadLogPolicy(log.sample, log.sink, log.max_elements, log.buffer)
 
 
 def _breaker(spec: DeploymentSpec) -> BreakerPolicy | None:

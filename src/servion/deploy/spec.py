@@ -39,6 +39,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from servion.deploy._fields import Arm, Shadow, Sticky, _Strict
 from servion.deploy.graphs import Cascade, Ensemble, EnsembleStep, Stage
+from servion.deploy.payload_log import PayloadLog
 from servion.deploy.resilience import (
     Cache,
     CircuitBreaker,
@@ -64,6 +65,7 @@ __all__ = [
     "EnsembleStep",
     "Fallback",
     "Gates",
+    "PayloadLog",
     "Resources",
     "Retries",
     "Rollout",
@@ -235,6 +237,7 @@ class DeploymentSpec(_Strict):
     ensemble: Ensemble | None = None
     batching: Batching | None = None
     resources: Resources | None = None
+    payload_log: PayloadLog | None = None
 
     @field_validator("endpoint")
     @classmethod

@@ -25,6 +25,7 @@ from servion.routing.policies import (
     EnsembleStepPolicy,
     FallbackPolicy,
     ModelRef,
+    PayloadLogPolicy,
     RetryPolicy,
     ShadowPolicy,
 )
@@ -33,6 +34,7 @@ from servion.routing.shadow import ShadowRoute, compare
 from servion.routing.stats import (
     BUCKETS_MS,
     ArmStats,
+    PayloadLogStats,
     ShadowStats,
     add_histograms,
     merge_arm_stats,
@@ -61,6 +63,8 @@ __all__ = [
     "FallbackPolicy",
     "ModelRef",
     "ModelRunner",
+    "PayloadLogPolicy",
+    "PayloadLogStats",
     "RequestContext",
     "ResponseCache",
     "RetryBudget",

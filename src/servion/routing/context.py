@@ -35,6 +35,10 @@ class RequestContext:
     principal: str | None = None
     request_id: str | None = None
     probe: bool = False
+    arm: str | None = None
+    """Set by routing: the label of the arm chosen (what payload logs name an error by)."""
+    cached: bool = False
+    """Set by routing when the response cache answered."""
 
 
 def parse_timeout_ms(value: bytes | None) -> float | None:

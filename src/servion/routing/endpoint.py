@@ -67,6 +67,7 @@ def infer_endpoint(
     if router.ensemble is not None:
         return _ensemble(router, request, runner, ctx.probe)
     route = router.choose(ctx.header, ctx.pin)
+    ctx.arm = route.label
     if ctx.probe:  # checking traffic counts on a copy of the arm's counters, thrown away
         route = Route(route.model, route.version, route.weight, ArmStats())
     if router.policy.plain and ctx.timeout_s is None:
@@ -129,6 +130,7 @@ async def _guarded(
         hit: InferResponse | None = cache.get(key)
         if hit is not None:
             route.stats.record(0.0, ok=True)
+            ctx.cached = True
             return InferResponse(
                 hit.model_name, hit.model_version, request.id, hit.outputs, hit.parameters
             )

@@ -49,6 +49,20 @@ class CachePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class PayloadLogPolicy:
+    """Where sampled copies of requests and answers go, and how much of them."""
+
+    sample: float
+    """Share of requests logged, chosen by a hash of the request id (in (0, 1])."""
+    sink: str
+    """``file:///ABSOLUTE/PATH`` (JSON lines) or ``http(s)://...`` (batches POSTed)."""
+    max_elements: int
+    """Tensors with more elements are logged as summary statistics."""
+    buffer: int
+    """Events waiting for the sink, at most; beyond that they are dropped and counted."""
+
+
+@dataclass(frozen=True, slots=True)
 class BulkheadPolicy:
     limit: int
     queue: int
@@ -127,6 +141,7 @@ class EndpointPolicy:
     fallback: FallbackPolicy | None = None
     cascade: CascadePolicy | None = None
     ensemble: EnsemblePolicy | None = None
+    payload_log: PayloadLogPolicy | None = None
     batching: Mapping[str, Any] | None = field(default=None, hash=False)
     """The endpoint's own batching settings for its arms (over the server's defaults)."""
 

@@ -21,7 +21,7 @@ from servion.errors import InvalidInput, quoted
 from servion.routing.guards import Bulkhead, CircuitBreaker, ResponseCache, RetryBudget
 from servion.routing.policies import EndpointPolicy, ModelRef
 from servion.routing.shadow import ShadowRoute
-from servion.routing.stats import ArmStats, ShadowStats
+from servion.routing.stats import ArmStats, PayloadLogStats, ShadowStats
 
 
 def sticky_point(value: bytes) -> float:
@@ -106,6 +106,9 @@ class EndpointRouter:
         """Rows answered by each cascade stage (the arms count as the first)."""
         self.fallbacks: dict[str, int] = dict(old.fallbacks) if old else {}
         """Answers given by the fallback, by reason (error, timeout, circuit_open)."""
+        self.payload_log = policy.payload_log
+        # Counters, never reset while the endpoint lives: Prometheus counters only go up.
+        self.payload_stats: PayloadLogStats = old.payload_stats if old else PayloadLogStats()
         self.sticky_header = policy.sticky_header.encode() if policy.sticky_header else None
         self._draw = draw
         total = sum(r.weight for r in self.routes)
@@ -152,6 +155,7 @@ class EndpointRouter:
             "fallbacks": dict(self.fallbacks),
             "cascade": dict(self.cascade_rows),
             "retries": self.retries.to_dict() if self.retries is not None else None,
+            "payload_log": self.payload_stats.to_dict() if self.payload_log is not None else None,
         }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -117,3 +118,28 @@ def merge_shadow_stats(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": percentile(latency, 0.50),
         "p99_ms": percentile(latency, 0.99),
     }
+
+
+@dataclass(slots=True)
+class PayloadLogStats:
+    """One endpoint's payload log counts in one worker; merged across workers by adding.
+
+    Every sampled event ends up in exactly one count. ``dropped`` is counted on the event
+    loop, ``written`` and ``failed`` by sink threads, hence the lock.
+    """
+
+    written: int = 0
+    dropped: int = 0
+    """Events not queued because the endpoint's buffer was full (or its sink closing)."""
+    failed: int = 0
+    """Events the sink refused or could not take (a failed POST or file write)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, written: int = 0, dropped: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            self.written += written
+            self.dropped += dropped
+            self.failed += failed
+
+    def to_dict(self) -> dict[str, int]:
+        return {"written": self.written, "dropped": self.dropped, "failed": self.failed}

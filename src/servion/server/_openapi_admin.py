@@ -123,6 +123,7 @@ def _report() -> Schema:
             "cache": counts,
             "bulkhead": counts,
             "retries": counts,
+            "payload_log": counts,
             "breakers": map_of(
                 obj(
                     {

@@ -45,7 +45,7 @@ from servion.server.http import (
 from servion.server.metrics_files import MetricsFolder, scrape
 from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
-from servion.serving import DataPlane, ModelManager, ShadowRunner, describe
+from servion.serving import DataPlane, ModelManager, PayloadLogger, ShadowRunner, describe
 from servion.serving.metrics import WorkerMetrics
 
 log = logging.getLogger("servion.server")
@@ -107,6 +107,8 @@ class ServionApp:
         }
         self.plane = DataPlane(manager)
         self.shadows = ShadowRunner(self.plane)
+        self.payloads = PayloadLogger(manager)
+        self.plane.payloads = self.payloads
         self.deploys = DeployService(control.deployments, control, control.audit)
         control.every_second.append(self.deploys.canaries.adopt)
         if metrics is not None:
@@ -131,6 +133,9 @@ class ServionApp:
 
     async def shutdown(self) -> None:
         self.shadows.close()
+        # After the drain: what was logged is written (or given up on) before the exit.
+        self.payloads.close()
+        await asyncio.to_thread(self.payloads.join, 5.0)
         self.deploys.canaries.close()
         await self.control.shutdown()
 

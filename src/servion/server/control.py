@@ -273,7 +273,7 @@ class Control:
         ]
         totals: dict[str, dict[str, int]] = {}
         for stats in per_worker:
-            for kind in ("cache", "bulkhead", "retries"):
+            for kind in ("cache", "bulkhead", "retries", "payload_log"):
                 for key, value in (stats.get(kind) or {}).items():
                     totals.setdefault(kind, {}).setdefault(key, 0)
                     totals[kind][key] += value
@@ -301,6 +301,7 @@ class Control:
             "cache": totals.get("cache"),
             "bulkhead": totals.get("bulkhead"),
             "retries": totals.get("retries"),
+            "payload_log": totals.get("payload_log"),
             "breakers": breakers,
             "fallbacks": fallbacks,
             "cascade": cascade_rows,

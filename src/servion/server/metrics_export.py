@@ -49,6 +49,7 @@ class _Snapshots(Collector):
         yield from _requests(self.all)
         yield from _models(self.all, self.live)
         yield from _endpoints(self.all, self.live)
+        yield from _payload_logs(self.all)
         yield from _process(self.all, self.live)
         yield from _gpus()
 
@@ -212,6 +213,31 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
         "Resident memory the worker grew by while loading the model (approximate).",
         per,
         memory,
+    )
+
+
+def _payload_logs(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
+    sums = {"written": _Sums(), "dropped": _Sums(), "failed": _Sums()}
+    for snap in snapshots:
+        for endpoint, stats in snap.get("endpoints", {}).items():
+            for key, value in (stats.get("payload_log") or {}).items():
+                if key in sums:
+                    sums[key].add((endpoint,), value)
+    labels = ["endpoint"]
+    yield _counter(
+        "servion_payload_log_events", "Payload log events written.", labels, sums["written"]
+    )
+    yield _counter(
+        "servion_payload_log_dropped",
+        "Payload log events dropped: the endpoint's buffer was full.",
+        labels,
+        sums["dropped"],
+    )
+    yield _counter(
+        "servion_payload_log_failed",
+        "Payload log events the sink did not take (a failed write or POST).",
+        labels,
+        sums["failed"],
     )
 
 

@@ -65,7 +65,9 @@ class V1Api:
                 return self.guard(self._predict(self.plane.infer_model(model, request)), req)
             # An endpoint's instances are read against its first arm's input.
             request = v1_request(describe.configured(manager, name, None), req.body, self.limits)
-            answer = self.plane.infer_endpoint(router, request, request_context(req.header))
+            ctx = request_context(req.header)
+            ctx.request_id = req.request_id.decode("ascii") or None
+            answer = self.plane.infer_endpoint(router, request, ctx)
             return self.guard(self._predict(answer), req)
         raise NoV1Route
 

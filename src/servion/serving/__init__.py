@@ -5,6 +5,7 @@ answers, the only place that validates, submits to a batcher and counts."""
 from servion.serving.dataplane import DataPlane
 from servion.serving.loaded import LoadedModel, RuntimeHandle
 from servion.serving.manager import ModelManager, ModelState, PlanSource
+from servion.serving.payload_log import PayloadLogger
 from servion.serving.shadow import ShadowRunner
 from servion.serving.stats import ModelStats, merge, to_triton
 
@@ -14,6 +15,7 @@ __all__ = [
     "ModelManager",
     "ModelState",
     "ModelStats",
+    "PayloadLogger",
     "PlanSource",
     "RuntimeHandle",
     "ShadowRunner",

@@ -45,6 +45,17 @@ class ShadowSink(Protocol):
         """Copy ``request`` to the router's shadows once the answer is on its way."""
 
 
+class PayloadWatcher(Protocol):
+    def watch(
+        self,
+        router: EndpointRouter,
+        request: InferRequest,
+        ctx: RequestContext,
+        answer: Callable[[], Answer],
+    ) -> Answer:
+        """``answer()``, copying the request and its outcome to the endpoint's payload log."""
+
+
 class DataPlane:
     """``infer_endpoint`` and ``infer_model`` over one worker's model manager."""
 
@@ -52,12 +63,18 @@ class DataPlane:
         self.manager = manager
         self.shadows: ShadowSink | None = None
         """Set by the shadow runner, which itself runs its copies through here."""
+        self.payloads: PayloadWatcher | None = None
+        """Set by the payload logger."""
 
     def infer_endpoint(
         self, router: EndpointRouter, request: InferRequest, ctx: RequestContext
     ) -> Answer:
         """An endpoint's answer: its routing policies over ``infer_model``."""
-        return infer_endpoint(router, request, ctx, self)
+        if router.payload_log is None or self.payloads is None:
+            return infer_endpoint(router, request, ctx, self)
+        return self.payloads.watch(
+            router, request, ctx, lambda: infer_endpoint(router, request, ctx, self)
+        )
 
     def infer_model(
         self,

@@ -85,6 +85,8 @@ class ModelManager:
         self.generation = -1
         self.on_retire: list[Callable[[LoadedModel], None]] = []
         """Told of each version leaving service (its counters, for the metrics to keep)."""
+        self.on_endpoints: list[Callable[[dict[str, EndpointRouter]], None]] = []
+        """Told of the endpoints' routers after each swap (the payload logger's channels)."""
         self._all_loaded = False
         self._lock = asyncio.Lock()
 
@@ -312,6 +314,8 @@ class ModelManager:
             log.info("endpoint_removed", extra={"endpoint": name})
         self.models, self.latest, self.served = models, latest, served
         self.endpoints = endpoints
+        for told in self.on_endpoints:
+            told(endpoints)
         # A request resolves its model and submits to it between two awaits, and
         # this swap runs between two awaits too: from here on no request can
         # reach a view left behind. What such a view has queued still runs, and
