@@ -29,16 +29,32 @@ ROW = [0.25] * 32
 BODY = json.dumps(
     {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": ROW}]}
 ).encode()
+FAILING_MODEL = """
+class Failing:
+    inputs = [{"name": "X", "datatype": "FP32", "shape": [-1, 32]}]
+    outputs = [{"name": "y", "datatype": "FP32", "shape": [-1]}]
+
+    def load(self):
+        pass
+
+    def predict(self, inputs):
+        if inputs["X"][0, 0] == 0.25:  # the test's rows; registration's sample passes
+            raise RuntimeError("secret internal detail")
+        return {"y": inputs["X"][:, 0]}
+"""
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 
 
 @pytest.fixture
 def traced(
-    settings: Settings, tabular: TabularModels
+    settings: Settings, tabular: TabularModels, tmp_path: Path
 ) -> Iterator[tuple[ServionApp, InMemorySpanExporter]]:
     registry = ModelRegistry(settings)
     register(registry, "tab", tabular.onnx)
+    failing = tmp_path / "failing.py"
+    failing.write_text(FAILING_MODEL)
+    register(registry, "failing", failing, trust_code=True)
     registry.close()
     exporter = InMemorySpanExporter()
     tracing = Tracing.with_processor(SimpleSpanProcessor(exporter), "test-worker")
@@ -168,6 +184,29 @@ def test_refused_requests_end_their_span_with_the_status(
         assert span.attributes["http.response.status_code"] == status
         assert span.status.status_code == StatusCode.UNSET  # the client's error, not ours
         assert not children(spans, "servion.queue", span)
+
+
+def test_a_failing_model_marks_its_spans_as_errors(
+    traced: tuple[ServionApp, InMemorySpanExporter],
+) -> None:
+    app, exporter = traced
+
+    async def scenario() -> list[Response]:
+        await app.startup()
+        try:
+            return await answers(app, [request("boom", model="failing")])
+        finally:
+            await app.shutdown()
+
+    [failed] = asyncio.run(scenario())
+    assert failed[0] == 500
+    spans = exporter.get_finished_spans()
+    top = request_span(spans, "boom")
+    assert top.status.status_code == StatusCode.ERROR
+    assert top.status.description and "failed (request id" in top.status.description
+    assert "secret" not in top.status.description  # no more than the client was told
+    [execution] = children(spans, "servion.execution", top)
+    assert execution.status.status_code == StatusCode.ERROR
 
 
 def test_without_tracing_opentelemetry_is_never_imported(settings: Settings) -> None:

@@ -92,6 +92,8 @@ def encoded(
             response = error_response(error)
         else:
             response = internal_error(req, error)
+        if trace is not None:
+            trace.failure = error
         out.set_result(response)
         if done is not None:
             done(response[0])
@@ -114,6 +116,8 @@ async def _encode_later(
     try:
         response = ok(request, await answer, trace)
     except BaseException as exc:
+        if trace is not None:
+            trace.failure = exc
         if done is not None:
             done(http_status_for(exc)[0])
         raise

@@ -127,13 +127,15 @@ class Tracing:
 class RequestTrace:
     """One request's span, and the spans made for it after the fact."""
 
-    __slots__ = ("_context", "_tracing", "rest", "span")
+    __slots__ = ("_context", "_tracing", "failure", "rest", "span")
 
     def __init__(self, tracing: Tracing, span: Span, rest: bool) -> None:
         self._tracing = tracing
         self.span = span
         self.rest = rest
         self._context = set_span_in_context(span)
+        self.failure: BaseException | None = None
+        """The error answered, when whoever answers knows it before ``end`` is called."""
 
     def queued(self, enqueued_ns: int, started_ns: int) -> None:
         offset = self._tracing.offset_ns
@@ -182,6 +184,7 @@ class RequestTrace:
     def end(self, status: int, error: BaseException | None = None) -> None:
         """End the request span with the HTTP status (gRPC: the one REST would answer)."""
         span = self.span
+        error = error or self.failure
         span.set_attribute("http.response.status_code" if self.rest else "servion.status", status)
         # As OpenTelemetry's conventions for servers: a 4xx is the client's error, not ours.
         if status >= 500:
