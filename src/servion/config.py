@@ -115,6 +115,12 @@ class ServerSettings(BaseSettings):
     grpc_port: int = Field(default=8081, ge=0, le=65535)
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024, le=2**31 - 1)
     """Largest gRPC message either way; larger ones get RESOURCE_EXHAUSTED."""
+    tracing: bool = False
+    """OpenTelemetry spans for every inference, sent over OTLP/HTTP (needs ``servion[otel]``).
+    The exporter, sampler and service name follow the standard ``OTEL_*`` variables."""
+    otlp_endpoint: str | None = None
+    """Base URL of the OTLP/HTTP collector (spans go to ``{url}/v1/traces``); unset, the
+    ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` variables or http://localhost:4318 decide."""
 
 
 class DeploySettings(BaseSettings):

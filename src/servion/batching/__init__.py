@@ -2,8 +2,8 @@
 latency-aware waiting, exact splitting of results.
 """
 
-from servion.batching.batcher import DynamicBatcher, request_scheduling
-from servion.batching.config import BatchingConfig
-from servion.batching.execution import model_failure
+from servion.batching.batcher import DynamicBatcher
+from servion.batching.config import BatchingConfig, request_scheduling
+from servion.batching.execution import Trace, model_failure
 
-__all__ = ["BatchingConfig", "DynamicBatcher", "model_failure", "request_scheduling"]
+__all__ = ["BatchingConfig", "DynamicBatcher", "Trace", "model_failure", "request_scheduling"]

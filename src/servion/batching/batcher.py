@@ -23,16 +23,10 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from servion.batching.config import BatchingConfig
-from servion.batching.execution import Job, Predict, Report, model_failure, run_batch
-from servion.errors import (
-    DeadlineExceeded,
-    InvalidInput,
-    ModelNotReady,
-    Overloaded,
-)
+from servion.batching.execution import Job, Predict, Report, Trace, model_failure, run_batch
+from servion.errors import DeadlineExceeded, InvalidInput, ModelNotReady, Overloaded, ServionError
 from servion.types import Arrays
 
 EWMA = 0.2
@@ -124,9 +118,10 @@ class DynamicBatcher:
         outputs: Sequence[str] | None,
         priority: int = 0,
         timeout_us: int = 0,
+        trace: Trace | None = None,
     ) -> tuple[Arrays, int, int]:
         """Queue one validated request; return (outputs, queue ns, execution ns)."""
-        answer = self.submit_nowait(arrays, rows, outputs, priority, timeout_us)
+        answer = self.submit_nowait(arrays, rows, outputs, priority, timeout_us, trace)
         if isinstance(answer, tuple):
             return answer
         return await answer
@@ -138,6 +133,7 @@ class DynamicBatcher:
         outputs: Sequence[str] | None,
         priority: int = 0,
         timeout_us: int = 0,
+        trace: Trace | None = None,
     ) -> tuple[Arrays, int, int] | asyncio.Future[tuple[Arrays, int, int]]:
         """``submit`` without a coroutine: the answer itself when the request ran
         inline, otherwise a future of it (cancel it to withdraw the request).
@@ -162,8 +158,10 @@ class DynamicBatcher:
             if self._turn_arrivals == 0:
                 loop.call_soon(self._end_turn)
             self._turn_arrivals += 1
+            if trace is not None:
+                return self._run_traced(arrays, rows, outputs, trace)
             return self._run_inline(arrays, rows, outputs)
-        job = Job(arrays, rows, outputs)
+        job = Job(arrays, rows, outputs, trace)
         now = time.perf_counter()
         timeout_us = timeout_us or self.config.default_timeout_us
         deadline = now + timeout_us / 1e6 if timeout_us else math.inf
@@ -193,6 +191,21 @@ class DynamicBatcher:
         spent = time.perf_counter_ns() - t0
         self._observe_one(rows, spent)
         return results, 0, spent
+
+    def _run_traced(
+        self, arrays: Arrays, rows: int, outputs: Sequence[str] | None, trace: Trace
+    ) -> tuple[Arrays, int, int]:
+        # Apart from _run_inline so that an untraced request pays nothing for tracing.
+        t0 = time.perf_counter_ns()
+        trace.queued(t0, t0)
+        try:
+            ran = self._run_inline(arrays, rows, outputs)
+        except ServionError as exc:
+            spent = time.perf_counter_ns() - t0
+            trace.executed(self.label, (trace,), t0, ((rows, spent),), exc)
+            raise
+        trace.executed(self.label, (trace,), t0, ((rows, ran[2]),), None)
+        return ran
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -325,8 +338,12 @@ class DynamicBatcher:
     def _deliver(self, batch: list[_Pending], report: Report, now: float) -> None:
         self._splittable = self._splittable and report.splittable
         self._observe(report.executions)
+        traced: list[Trace] = []
         for pending, outcome in zip(batch, report.outcomes, strict=True):
             self._let_go()
+            if pending.job.trace is not None:
+                pending.job.trace.queued(int(pending.enqueued * 1e9), int(now * 1e9))
+                traced.append(pending.job.trace)
             if pending.future.done():
                 continue
             if outcome.error is not None:
@@ -335,6 +352,9 @@ class DynamicBatcher:
                 assert outcome.results is not None
                 queue_ns = int((now - pending.enqueued) * 1e9)
                 pending.future.set_result((outcome.results, queue_ns, outcome.infer_ns))
+        if traced:
+            error = next((o.error for o in report.outcomes if o.error is not None), None)
+            traced[0].executed(self.label, traced, int(now * 1e9), report.executions, error)
 
     def _observe(self, executions: list[tuple[int, int]]) -> None:
         for rows, spent in executions:
@@ -378,13 +398,3 @@ class DynamicBatcher:
 
 def _nothing() -> None:
     pass
-
-
-def request_scheduling(parameters: dict[str, Any]) -> tuple[int, int]:
-    """The ``priority`` and ``timeout`` (µs) request parameters, checked."""
-    priority = parameters.get("priority", 0)
-    timeout = parameters.get("timeout", 0)
-    for key, value in (("priority", priority), ("timeout", timeout)):
-        if type(value) is not int or not 0 <= value <= 2**40:
-            raise InvalidInput(f"request parameter '{key}' must be a non-negative integer")
-    return priority, timeout

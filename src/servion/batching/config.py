@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from servion.errors import ConfigError
+from servion.errors import ConfigError, InvalidInput
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +93,13 @@ class BatchingConfig:
             elif type(value) is not int:
                 raise ConfigError(f"batching: {key} must be an integer")
         return replace(base or cls(), **values)
+
+
+def request_scheduling(parameters: dict[str, Any]) -> tuple[int, int]:
+    """The ``priority`` and ``timeout`` (µs) request parameters, checked."""
+    priority = parameters.get("priority", 0)
+    timeout = parameters.get("timeout", 0)
+    for key, value in (("priority", priority), ("timeout", timeout)):
+        if type(value) is not int or not 0 <= value <= 2**40:
+            raise InvalidInput(f"request parameter '{key}' must be a non-negative integer")
+    return priority, timeout

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +22,27 @@ log = logging.getLogger("servion.batching")
 Predict = Callable[[Arrays, Sequence[str] | None], Arrays]
 
 
+class Trace(Protocol):
+    """A traced request as the batcher sees it; times are ``time.perf_counter_ns``.
+
+    The server implements it with OpenTelemetry: batching stays free of it, and an
+    untraced request (``None``) costs the batcher one comparison.
+    """
+
+    def queued(self, enqueued_ns: int, started_ns: int) -> None:
+        """The request waited from ``enqueued_ns`` until its batch started."""
+
+    def executed(
+        self,
+        label: str,
+        batch: Sequence[Trace],
+        started_ns: int,
+        executions: Sequence[tuple[int, int]],
+        error: ServionError | None,
+    ) -> None:
+        """One batch carrying the traced requests ``batch`` ran: (rows, ns) per execution."""
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """What one queued request contributes to a batch."""
@@ -28,6 +50,7 @@ class Job:
     arrays: Arrays
     rows: int
     outputs: Sequence[str] | None
+    trace: Trace | None = None
 
 
 @dataclass(frozen=True, slots=True)

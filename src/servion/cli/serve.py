@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import click
 
 from servion.cli.common import Context, refusals_exit_2
 from servion.config import BatchingSettings, ServerSettings, Settings
+from servion.errors import ConfigError
 from servion.logs import configure_logging
 from servion.server import serve as run_server
 
@@ -138,6 +140,18 @@ def server_options(func: Any) -> Any:
             help="Host names answered besides the loopback ones ('*': any); see the README.",
         ),
         click.option(
+            "--tracing/--no-tracing",
+            "tracing",
+            default=None,
+            help="OpenTelemetry spans over OTLP/HTTP (default off; needs servion[otel]).",
+        ),
+        click.option(
+            "--otlp-endpoint",
+            default=None,
+            metavar="URL",
+            help="OTLP/HTTP collector for the spans (default: OTEL_EXPORTER_OTLP_* variables).",
+        ),
+        click.option(
             "--max-body-bytes",
             type=click.IntRange(1024),
             default=None,
@@ -183,5 +197,24 @@ def serve(
 ) -> None:
     """Serve every registered model over the Open Inference Protocol (REST and gRPC)."""
     settings = with_server_overrides(ctx.settings, **overrides)
+    if settings.server.tracing:
+        require_tracing()
     configure_logging(settings.server.log_level)
     sys.exit(run_server(settings, port_file, grpc_port_file))
+
+
+def require_tracing() -> None:
+    """Refuse ``--tracing`` up front when the extra is missing, not in every worker."""
+    # find_spec on a submodule imports its parents: a missing parent raises.
+    try:
+        found = all(
+            importlib.util.find_spec(name) is not None
+            for name in ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")
+        )
+    except ModuleNotFoundError:
+        found = False
+    if not found:
+        raise ConfigError(
+            "tracing needs OpenTelemetry: pip install 'servion[otel]' "
+            "(or turn tracing off: --no-tracing, SERVION_SERVER_TRACING=false)"
+        )

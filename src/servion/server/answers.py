@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from servion.errors import ServionError, quoted
 from servion.protocol import (
@@ -17,6 +19,9 @@ from servion.protocol import (
     http_status_for,
 )
 from servion.server.http import JSON_HEADERS, Request, Response
+
+if TYPE_CHECKING:
+    from servion.server.tracing import RequestTrace
 
 log = logging.getLogger("servion.server")
 
@@ -54,16 +59,20 @@ def encoded(
     req: Request,
     guard: Guard,
     done: Done | None = None,
+    trace: RequestTrace | None = None,
 ) -> Answer:
     """The HTTP response for a data plane answer, now or when it is ready; ``done`` hears
-    its status from the callback that delivers it (no extra turn of the event loop)."""
+    its status from the callback that delivers it (no extra turn of the event loop), and
+    ``trace`` (tracing on) its encoding and end."""
+    if trace is not None:
+        done = _traced(trace, done)
     if isinstance(answer, InferResponse):
-        response = ok(request, answer)
+        response = ok(request, answer, trace)
         if done is not None:
             done(200)
         return response
     if not isinstance(answer, asyncio.Future):
-        return guard(_encode_later(answer, request, done), req)
+        return guard(_encode_later(answer, request, done, trace), req)
     # A queued request: no task, one callback when its batch has run.
     queued = answer
     out: asyncio.Future[Response] = queued.get_loop().create_future()
@@ -78,11 +87,13 @@ def encoded(
             return
         error = ran.exception()
         if error is None:
-            response = ok(request, ran.result())
+            response = ok(request, ran.result(), trace)
         elif isinstance(error, ServionError):
             response = error_response(error)
         else:
             response = internal_error(req, error)
+        if trace is not None:
+            trace.failure = error
         out.set_result(response)
         if done is not None:
             done(response[0])
@@ -97,11 +108,16 @@ def encoded(
 
 
 async def _encode_later(
-    answer: Awaitable[InferResponse], request: InferRequest, done: Done | None
+    answer: Awaitable[InferResponse],
+    request: InferRequest,
+    done: Done | None,
+    trace: RequestTrace | None,
 ) -> Response:
     try:
-        response = ok(request, await answer)
+        response = ok(request, await answer, trace)
     except BaseException as exc:
+        if trace is not None:
+            trace.failure = exc
         if done is not None:
             done(http_status_for(exc)[0])
         raise
@@ -110,11 +126,25 @@ async def _encode_later(
     return response
 
 
-def ok(request: InferRequest, response: InferResponse) -> Response:
+def _traced(trace: RequestTrace, done: Done | None) -> Done:
+    def ended(status: int) -> None:
+        if done is not None:
+            done(status)
+        trace.end(status)
+
+    return ended
+
+
+def ok(
+    request: InferRequest, response: InferResponse, trace: RequestTrace | None = None
+) -> Response:
     """A 200 with the encoded response: JSON, or JSON then binary tensors."""
+    t0 = time.perf_counter_ns() if trace is not None else 0
     payload, json_length = encode_infer_response(
         response, request.outputs, request.binary_output_default
     )
+    if trace is not None:
+        trace.encoded(t0, time.perf_counter_ns())
     if json_length is None:
         return 200, payload, JSON_HEADERS
     headers = [

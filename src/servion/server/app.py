@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from servion.deploy import DeployService
 from servion.errors import InvalidInput, ServionError, quoted
@@ -47,6 +47,9 @@ from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import DataPlane, ModelManager, PayloadLogger, ShadowRunner, describe
 from servion.serving.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from servion.server.tracing import RequestTrace, Tracing
 
 log = logging.getLogger("servion.server")
 perf_ns = time.perf_counter_ns
@@ -88,8 +91,11 @@ class ServionApp:
         gate: Gate | None = None,
         metrics: WorkerMetrics | None = None,
         metrics_folder: MetricsFolder | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.manager = manager
+        self.tracing = tracing
+        """None when tracing is off: then OpenTelemetry is not even imported."""
         self.metrics = metrics
         """None when metrics are off: then nothing is counted for them at all."""
         self.metrics_folder = metrics_folder
@@ -106,6 +112,7 @@ class ServionApp:
             "extensions": EXTENSIONS,
         }
         self.plane = DataPlane(manager)
+        self.plane.traced = tracing is not None
         self.shadows = ShadowRunner(self.plane)
         self.payloads = PayloadLogger(manager)
         self.plane.payloads = self.payloads
@@ -138,6 +145,8 @@ class ServionApp:
         await asyncio.to_thread(self.payloads.join, 5.0)
         self.deploys.canaries.close()
         await self.control.shutdown()
+        if self.tracing is not None:  # the last spans, before the worker exits
+            await asyncio.to_thread(self.tracing.close)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """ASGI lifespan: ``startup`` and, after the server's drain, ``shutdown``."""
@@ -229,20 +238,9 @@ class ServionApp:
 
     def _model(self, req: Request, name: str, version: str | None, action: str) -> Answer:
         if action == "infer" and req.method == "POST":
-            if self.metrics is None:
-                return self._infer(req, name, version, None)
-            counts = self.metrics.requests
-            counts.inflight += 1
-            target, t0 = self.target(name), perf_ns()
-
-            def done(status: int) -> None:
-                counts.record("rest", target, status, perf_ns() - t0)
-
-            try:
-                return self._infer(req, name, version, done)
-            except BaseException as exc:
-                done(http_status_for(exc)[0])
-                raise
+            if self.tracing is not None:
+                return self.tracing.rest(req, name, version, self._counted)
+            return self._counted(req, name, version, None)
         if action == "infer":
             return _not_allowed(req, "POST")
         if action not in ("", "ready", "stats", "config"):
@@ -260,21 +258,48 @@ class ServionApp:
             return json_response(200, describe.config(self.manager, name, version))
         raise _NoRoute
 
-    def _infer(self, req: Request, name: str, version: str | None, done: Done | None) -> Answer:
+    def _counted(
+        self, req: Request, name: str, version: str | None, trace: RequestTrace | None
+    ) -> Answer:
+        if self.metrics is None:
+            return self._infer(req, name, version, None, trace)
+        counts = self.metrics.requests
+        counts.inflight += 1
+        target, t0 = self.target(name), perf_ns()
+
+        def done(status: int) -> None:
+            counts.record("rest", target, status, perf_ns() - t0)
+
+        try:
+            return self._infer(req, name, version, done, trace)
+        except BaseException as exc:
+            done(http_status_for(exc)[0])
+            raise
+
+    def _infer(
+        self,
+        req: Request,
+        name: str,
+        version: str | None,
+        done: Done | None,
+        trace: RequestTrace | None,
+    ) -> Answer:
         if self.control.inference_auth:
             self.control.authorize(req.header(b"authorization"), "viewer")
         router = self._endpoint(name, version)
         if router is None:
             model = self.manager.resolve(name, version)  # 404 / 503 before decoding
             request = self._decode(req)
-            return encoded(self.plane.infer_model(model, request), request, req, self._guard, done)
+            answer = self.plane.infer_model(model, request)
+            return encoded(answer, request, req, self._guard, done, trace)
         # Headers are read only for endpoints: a model's hot path reads none.
         request = self._decode(req)
         ctx = request_context(req.header)
         ctx.request_id = req.request_id.decode("ascii") or None
         if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
             ctx.pin = version.encode()
-        return encoded(self.plane.infer_endpoint(router, request, ctx), request, req, self._guard)
+        answer = self.plane.infer_endpoint(router, request, ctx)
+        return encoded(answer, request, req, self._guard, None, trace)
 
     def _endpoint(self, name: str, version: str | None) -> EndpointRouter | None:
         """The endpoint a request to ``name`` goes to: ``version`` pins one of its arms,

@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import json_format
@@ -25,7 +25,10 @@ from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
 from servion.routing import request_context
 from servion.server.app import ServionApp
 from servion.server.request_log import RequestIds
-from servion.serving import describe
+from servion.serving import current_trace, describe
+
+if TYPE_CHECKING:
+    from servion.server.tracing import RequestTrace
 
 log = logging.getLogger("servion.server")
 
@@ -218,22 +221,52 @@ class GrpcFrontEnd:
         # The id comes back in the trailers, on errors too (as REST's X-Request-Id).
         rid = self.ids.pick(_metadata(context, b"x-request-id"))
         context.set_trailing_metadata((("x-request-id", rid.decode("ascii")),))
+        if self.app.tracing is None:
+            return await self._counted(request, context, rid, None)
+        attributes: dict[str, str | int] = {
+            "rpc.system": "grpc",
+            "rpc.service": SERVICE,
+            "rpc.method": "ModelInfer",
+            "servion.target": request.model_name,
+            "servion.request_id": rid.decode("ascii"),
+        }
+        trace = self.app.tracing.request(lambda key: _metadata(context, key), attributes, False)
+        if trace is None:
+            return await self._counted(request, context, rid, None)
+        token = current_trace.set(trace)
+        try:
+            response = await self._counted(request, context, rid, trace)
+        except BaseException as exc:
+            trace.span.set_attribute("rpc.grpc.status_code", _code(exc))
+            trace.end(http_status_for(exc)[0], exc)
+            raise
+        finally:
+            current_trace.reset(token)
+        trace.span.set_attribute("rpc.grpc.status_code", 0)
+        trace.end(200)
+        return response
+
+    async def _counted(
+        self, request: pb.ModelInferRequest, context: Any, rid: bytes, trace: RequestTrace | None
+    ) -> Message:
         metrics = self.app.metrics
         if metrics is None:
-            return await self._infer(request, context, rid)
+            return await self._infer(request, context, rid, trace)
         counts = metrics.requests
         counts.inflight += 1
         t0 = time.perf_counter_ns()
         status = 200
         try:
-            return await self._infer(request, context, rid)
+            return await self._infer(request, context, rid, trace)
         except BaseException as exc:
             status = http_status_for(exc)[0]  # the status class REST would have answered
             raise
         finally:
             counts.record("grpc", self.app.target(request.model_name), status, _since(t0))
 
-    async def _infer(self, request: pb.ModelInferRequest, context: Any, rid: bytes) -> Message:
+    async def _infer(
+        self, request: pb.ModelInferRequest, context: Any, rid: bytes, trace: RequestTrace | None
+    ) -> Message:
         if self.control.inference_auth:
             self.control.authorize(_metadata(context, b"authorization"), "viewer")
         name, version = request.model_name, request.model_version or None
@@ -248,7 +281,17 @@ class GrpcFrontEnd:
             ctx.request_id = rid.decode("ascii")
             answer = self.plane.infer_endpoint(router, decoded, ctx)
         response = answer if isinstance(answer, InferResponse) else await answer
-        return encode_model_infer(response, decoded.outputs)
+        if trace is None:
+            return encode_model_infer(response, decoded.outputs)
+        t0 = time.perf_counter_ns()
+        message = encode_model_infer(response, decoded.outputs)
+        trace.encoded(t0, time.perf_counter_ns())
+        return message
+
+
+def _code(exc: BaseException) -> int:
+    code: tuple[int, str] = getattr(grpc.StatusCode, grpc_code_for(exc)).value
+    return code[0]
 
 
 def _since(t0: int) -> int:

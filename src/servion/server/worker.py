@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from servion._version import __version__
 from servion.batching import BatchingConfig
@@ -25,9 +26,15 @@ from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
 from servion.serving.metrics import WorkerMetrics
 
+if TYPE_CHECKING:
+    from servion.server.tracing import Tracing
 
-def build_app(settings: Settings, admin_required: bool) -> ServionApp:
-    """Compose registry, manager and control into the ASGI app of one worker."""
+
+def build_app(
+    settings: Settings, admin_required: bool, tracing: Tracing | None = None
+) -> ServionApp:
+    """Compose registry, manager and control into the ASGI app of one worker; ``tracing``
+    (a test's in-memory exporter) replaces the OTLP export ``settings`` would configure."""
     registry = ModelRegistry(settings)
     deployments = Deployments(registry)
     batching = BatchingConfig(**settings.batching.model_dump())
@@ -49,6 +56,11 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
     folder = None
     if metrics is not None and settings.server.metrics_dir:
         folder = MetricsFolder(Path(settings.server.metrics_dir), control.worker_id)
+    if tracing is None and settings.server.tracing:
+        # Imported only when on: a server without tracing never loads OpenTelemetry.
+        from servion.server.tracing import Tracing
+
+        tracing = Tracing.from_settings(settings.server, control.worker_id)
     app = ServionApp(
         manager,
         control,
@@ -58,6 +70,7 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         gate=Gate(is_loopback(settings.server.host), settings.server.allowed_hosts),
         metrics=metrics,
         metrics_folder=folder,
+        tracing=tracing,
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from concurrent.futures import Future as ThreadFuture
+from contextvars import ContextVar
 from typing import Any, Protocol
 
-from servion.batching import model_failure
+from servion.batching import Trace, model_failure
 from servion.errors import InvalidInput, ServionError
 from servion.protocol import InferRequest, InferResponse
 from servion.routing import (
@@ -38,6 +39,11 @@ perf_ns = time.perf_counter_ns
 
 Ran = tuple[Arrays, int, int]
 """A batcher's answer: outputs, queue ns, execution ns."""
+
+current_trace: ContextVar[Trace | None] = ContextVar("servion_trace", default=None)
+"""The trace of the request a transport is answering, when tracing is on. A context
+variable reaches every model a request runs (routing's arms, cascades, ensembles) without
+each signature carrying it, and tasks that routing starts inherit it."""
 
 
 class ShadowSink(Protocol):
@@ -65,6 +71,8 @@ class DataPlane:
         """Set by the shadow runner, which itself runs its copies through here."""
         self.payloads: PayloadWatcher | None = None
         """Set by the payload logger."""
+        self.traced = False
+        """Tracing is on: hand the batcher each request's trace (off, nothing is looked up)."""
 
     def infer_endpoint(
         self, router: EndpointRouter, request: InferRequest, ctx: RequestContext
@@ -88,7 +96,8 @@ class DataPlane:
         try:
             job = admit(model, request)
             t1 = perf_ns()
-            answer = model.batcher.submit_nowait(*job)
+            trace = current_trace.get() if self.traced else None
+            answer = model.batcher.submit_nowait(*job, trace)
             if isinstance(answer, tuple):
                 return _answered(model, request, job, t0, t1, answer, parameters)
         except ServionError as exc:
