@@ -182,6 +182,30 @@ def test_counts_from_every_worker_add_up_and_survive_kill_9(server: RunningServe
     )
 
 
+def test_endpoint_requests_are_counted_and_leave_flight(
+    tmp_path: Path, tabular: TabularModels
+) -> None:
+    home = tmp_path / "home"
+    assert (
+        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
+    )
+    srv = start_server(home, tmp_path, "--workers", "1")
+    try:
+        spec = "endpoint: front\nmodels:\n  - {model: tabular, version: v1.0.0}\n"
+        headers = {"Content-Type": "application/yaml"}
+        deployed = httpx.post(f"{srv.url}/v2/admin/endpoints", content=spec, headers=headers)
+        assert deployed.status_code == 200, deployed.text
+        for _ in range(7):
+            assert httpx.post(f"{srv.url}/v2/models/front/infer", json=BODY).status_code == 200
+        s = scrape(srv.url)  # one worker: its live counts
+        assert value(s, "servion_requests_total", protocol="rest", target="front", code="2xx") == 7
+        assert value(s, "servion_request_duration_seconds_count", target="front") == 7
+        assert value(s, "servion_arm_requests_total", endpoint="front") == 7
+        assert value(s, "servion_inflight_requests") == 0  # every request left flight
+    finally:
+        srv.stop()
+
+
 def test_metrics_on_a_port_of_their_own(tmp_path: Path, tabular: TabularModels) -> None:
     home = tmp_path / "home"
     assert (

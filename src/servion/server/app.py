@@ -299,7 +299,7 @@ class ServionApp:
         if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
             ctx.pin = version.encode()
         answer = self.plane.infer_endpoint(router, request, ctx)
-        return encoded(answer, request, req, self._guard, None, trace)
+        return encoded(answer, request, req, self._guard, done, trace)
 
     def _endpoint(self, name: str, version: str | None) -> EndpointRouter | None:
         """The endpoint a request to ``name`` goes to: ``version`` pins one of its arms,
