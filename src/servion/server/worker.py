@@ -23,6 +23,7 @@ from servion.server.metrics_files import MetricsFolder
 from servion.server.request_log import AccessLog
 from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
+from servion.serving.drift import DriftMonitor
 from servion.serving.metrics import WorkerMetrics
 
 
@@ -58,6 +59,7 @@ def build_app(settings: Settings, admin_required: bool) -> ServionApp:
         gate=Gate(is_loopback(settings.server.host), settings.server.allowed_hosts),
         metrics=metrics,
         metrics_folder=folder,
+        drift=DriftMonitor(registry, settings.drift) if settings.drift.enabled else None,
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.

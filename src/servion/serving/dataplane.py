@@ -56,6 +56,11 @@ class PayloadWatcher(Protocol):
         """``answer()``, copying the request and its outcome to the endpoint's payload log."""
 
 
+class DriftSampler(Protocol):
+    def offer(self, name: str, version: str, inputs: Arrays, outputs: Arrays) -> None:
+        """Count an answered request; keep a copy of every k-th one's rows."""
+
+
 class DataPlane:
     """``infer_endpoint`` and ``infer_model`` over one worker's model manager."""
 
@@ -65,6 +70,8 @@ class DataPlane:
         """Set by the shadow runner, which itself runs its copies through here."""
         self.payloads: PayloadWatcher | None = None
         """Set by the payload logger."""
+        self.drift: DriftSampler | None = None
+        """Set when drift is watched."""
 
     def infer_endpoint(
         self, router: EndpointRouter, request: InferRequest, ctx: RequestContext
@@ -90,7 +97,7 @@ class DataPlane:
             t1 = perf_ns()
             answer = model.batcher.submit_nowait(*job)
             if isinstance(answer, tuple):
-                return _answered(model, request, job, t0, t1, answer, parameters)
+                return _answered(model, request, job, t0, t1, answer, parameters, self.drift)
         except ServionError as exc:
             model.stats.record_failure(perf_ns() - t0, exc)
             raise
@@ -105,7 +112,9 @@ class DataPlane:
                 out.cancel()
                 return
             try:
-                out.set_result(_answered(model, request, job, t0, t1, done.result(), parameters))
+                out.set_result(
+                    _answered(model, request, job, t0, t1, done.result(), parameters, self.drift)
+                )
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0, exc)
                 out.set_exception(exc)
@@ -162,7 +171,7 @@ class DataPlane:
                 return
             ran = done.result()
             model.stats.record_execution(job.rows, ran[2])
-            out.set_result(_answered(model, request, job, t0, t1, ran, None))
+            out.set_result(_answered(model, request, job, t0, t1, ran, None, self.drift))
 
         running = pool.submit(timed)
         running.add_done_callback(functools.partial(_on_loop, loop, finish))
@@ -196,10 +205,13 @@ def _answered(
     t1: int,
     ran: Ran,
     parameters: dict[str, Any] | None,
+    drift: DriftSampler | None,
 ) -> InferResponse:
     results, t_queue, t_infer = ran
     t2 = perf_ns()
     outputs = outputs_of(model, job.wanted, job.rows, results)
+    if drift is not None:  # after outputs_of: only well-formed answers are sampled
+        drift.offer(model.name, model.version, job.arrays, results)
     response = InferResponse(model.name, model.version, request.id, outputs, parameters)
     model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
     return response
