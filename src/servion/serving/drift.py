@@ -1,12 +1,13 @@
 """Drift watching in one worker: live rows sampled off the hot path, compared per window.
 
-The hot path pays a dict increment and a modulo per answered request (``offer``); every
-``sample_every``-th request of a model version has its input and output rows copied into
-a bounded queue. A thread drains the queue into a reservoir per version (at most
-``reservoir_rows`` rows per window, uniformly sampled) and, every ``window_s``, compares
-each reservoir with the version's reference profile (``servion.drift``) and starts a new
-window. A version without a reference learns one from its first ``reference_rows``
-sampled rows and stores it in the registry, where the first worker to store one wins.
+The hot path pays an attribute increment and a modulo per answered request (in the data
+plane); every ``sample_every``-th request of a model version is offered here and has its
+input and output rows copied into a bounded queue. A thread drains the queue into a
+reservoir per version (at most ``reservoir_rows`` rows per window, uniformly sampled) and,
+every ``window_s``, compares each reservoir with the version's reference profile
+(``servion.drift``) and starts a new window. A version without a reference learns one
+from its first ``reference_rows`` sampled rows and stores it in the registry, where the
+first worker to store one wins.
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ class DriftMonitor:
         self.registry = registry
         self.settings = settings
         self.every = settings.sample_every
-        self._counts: dict[tuple[str, str], int] = {}
         self._pending: deque[tuple[str, str, Arrays, Arrays]] = deque(maxlen=PENDING_MAX)
         self._versions: dict[tuple[str, str], _Version] = {}
         self.latest: dict[str, dict[str, Any]] = {}
@@ -97,19 +97,15 @@ class DriftMonitor:
     # -- the hot path -------------------------------------------------------------
 
     def offer(self, name: str, version: str, inputs: Arrays, outputs: Arrays) -> None:
-        """Count one answered request; copy its rows when it is the k-th."""
-        key = (name, version)
-        n = self._counts.get(key, 0) + 1
-        self._counts[key] = n
-        if n % self.every == 0:
-            self._pending.append(
-                (
-                    name,
-                    version,
-                    {k: np.array(v) for k, v in inputs.items()},
-                    {k: np.array(v) for k, v in outputs.items()},
-                )
+        """Copy one sampled request's rows for the thread (the data plane counts)."""
+        self._pending.append(
+            (
+                name,
+                version,
+                {k: np.array(v) for k, v in inputs.items()},
+                {k: np.array(v) for k, v in outputs.items()},
             )
+        )
 
     # -- the thread ------------------------------------------------------------------
 
