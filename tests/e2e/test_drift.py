@@ -7,6 +7,7 @@ reference learns one from its first sampled rows."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import RunningServer, TabularModels, cli, start_server, wait_until
+from servion.audit import read_events
 
 SHIFTED = (3, 7)
 ROWS_PER_REQUEST = 100
@@ -108,8 +110,6 @@ def judged_after(
 def test_unshifted_traffic_raises_nothing_and_shifted_features_are_flagged(
     served: tuple[RunningServer, Path], tabular: TabularModels
 ) -> None:
-    import time
-
     server, home = served
     steady = judged_after(server, home, sender(server.url, "tabular", tabular, 0.0), time.time())
     assert steady["reference"] == "file:train.npz"
@@ -151,6 +151,9 @@ def test_unshifted_traffic_raises_nothing_and_shifted_features_are_flagged(
     # Per-model thresholds: nothing reaches a PSI of 1000.
     done = cli(home, "drift", "thresholds", "tabular", "--psi", "1000", "--alpha", "0.01")
     assert done.returncode == 0, done.stderr
+    audited = [e for e in read_events(home / "audit") if e["operation"] == "drift_thresholds"]
+    assert [e["outcome"] for e in audited] == ["started", "success"]
+    assert audited[-1]["resources"] == {"psi": 1000.0, "alpha": 0.01}
     relaxed = judged_after(server, home, shift, time.time())
     assert relaxed["thresholds"]["psi"] == 1000 and flagged_inputs(relaxed) == set()
 
@@ -191,3 +194,5 @@ def test_a_reference_that_does_not_fit_the_signature_exits_2(
     done = cli(home, "drift", "reference", "narrow:v1.0.0", str(tmp_path / "narrow.csv"))
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "no columns X[0]..X[31]" in done.stderr
+    (refused,) = [e for e in read_events(home / "audit") if e["outcome"] == "failure"]
+    assert (refused["operation"], refused["model_version"]) == ("drift_reference", "v1.0.0")

@@ -12,7 +12,7 @@ from servion.cli.client import call, server_options
 from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
 from servion.errors import InvalidInput, ModelNotFound
 
-if TYPE_CHECKING:  # the registry (sqlalchemy) is imported only by the commands that use it
+if TYPE_CHECKING:  # the registry and audit (sqlalchemy, pydantic): only where used
     from servion.registry import ModelRegistry
 
 
@@ -48,11 +48,19 @@ def reference(ctx: Context, ref: str, path: Path) -> None:
     name, version = parse_ref(ref)
     if version is None:
         raise InvalidInput("name the version: MODEL:VERSION")
+    from servion.audit import Auditor
+
     registry: ModelRegistry = open_registry(ctx.settings)
+    audit = Auditor(ctx.settings)
     try:
-        features = store_reference(registry, name, version, path)
+        with audit.operation(
+            "drift_reference", model_name=name, model_version=version, resources={"file": path.name}
+        ) as op:
+            features = store_reference(registry, name, version, path)
+            op.resources_affected = [f"model:{name}:{version}"]
     finally:
         registry.close()
+        audit.close()
     click.echo(f"drift reference of {name}:{version} set from {path.name} ({features} features)")
 
 
@@ -65,13 +73,21 @@ def reference(ctx: Context, ref: str, path: Path) -> None:
 def thresholds(ctx: Context, model: str, psi: float, alpha: float) -> None:
     """A feature of MODEL drifts when its PSI exceeds --psi and its test's p-value is below
     --alpha (servers apply it from their next window)."""
+    from servion.audit import Auditor
+
     registry: ModelRegistry = open_registry(ctx.settings)
+    audit = Auditor(ctx.settings)
     try:
-        if not registry.list_versions(model):
-            raise ModelNotFound(model)
-        registry.drift.set_thresholds(model, psi, alpha)
+        with audit.operation(
+            "drift_thresholds", model_name=model, resources={"psi": psi, "alpha": alpha}
+        ) as op:
+            if not registry.list_versions(model):
+                raise ModelNotFound(model)
+            registry.drift.set_thresholds(model, psi, alpha)
+            op.resources_affected = [f"model:{model}"]
     finally:
         registry.close()
+        audit.close()
     click.echo(f"drift thresholds of {model}: PSI > {psi:g} and p < {alpha:g}")
 
 
