@@ -134,6 +134,25 @@ class DeploySettings(BaseSettings):
     max_replicas: int = Field(default=100, ge=1)
 
 
+class DriftSettings(BaseSettings):
+    """Live sampling of inputs and outputs and the windows they are compared in."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_DRIFT_", frozen=True)
+
+    enabled: bool = True
+    sample_every: int = Field(default=10, ge=1)
+    """Every k-th request per model version is copied for drift; the others cost a count."""
+    reservoir_rows: int = Field(default=2000, ge=10)
+    """Rows kept per model version and window (reservoir sampling beyond that)."""
+    reference_rows: int = Field(default=1000, ge=10)
+    """Sampled rows that become the reference of a version registered without one."""
+    window_s: float = Field(default=60.0, gt=0)
+    """How often each worker compares its window with the reference."""
+    psi: float = Field(default=0.2, gt=0)
+    """A feature drifts when its PSI is above this (and the test rejects at ``alpha``)."""
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+
+
 class AuditSettings(BaseSettings):
     """Where audit events go and how long they are kept."""
 
@@ -171,6 +190,7 @@ class Settings(BaseModel):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @property
     def artifacts_dir(self) -> Path:

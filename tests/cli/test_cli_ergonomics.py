@@ -39,6 +39,7 @@ def test_help_and_server_commands_import_nothing_heavy() -> None:
         ("history", "x", "--url", "http://127.0.0.1:9"),
         ("rollback", "x", "--url", "http://127.0.0.1:9"),
         ("status", "--url", "http://127.0.0.1:9"),
+        ("drift", "report", "x", "--url", "http://127.0.0.1:9"),
     ):
         modules = imported(*args)
         assert "click" in modules, args  # the measurement itself works

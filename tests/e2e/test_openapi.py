@@ -182,6 +182,10 @@ SCENARIOS: dict[str, list[Call]] = {
         post(f"{ENDPOINT}/front/verify", token="viewer"),
         post(f"{ENDPOINT}/nosuch/verify", 404, token="viewer"),
         get(f"{ENDPOINT}/front/rollout", 404, token="viewer"),
+        get("/v2/admin/models/tabular/drift", token="viewer"),
+        get("/v2/admin/models/tabular/versions/v1.0.0/drift", token="viewer"),
+        get("/v2/admin/models/nosuch/drift", 404, token="viewer"),
+        get("/v2/admin/models/tabular/drift", 401),
     ],
     "admin changes": [
         post(ENDPOINT, 401, spec("blue", "v1.0.0")),

@@ -23,6 +23,7 @@ COMMANDS = {
     "audit": ("servion.cli.audit", "audit", "Search and follow the audit trail."),
     "bench": ("servion.cli.bench", "bench", "Load a server and check latency SLOs."),
     "deploy": ("servion.cli.deploy", "deploy", "Apply a deployment spec as a new revision."),
+    "drift": ("servion.cli.drift", "drift", "Drift references, thresholds and reports."),
     "diff": ("servion.cli.deploy", "diff", "What changed between two revisions."),
     "history": ("servion.cli.endpoints", "history", "Every revision of an endpoint."),
     "models": ("servion.cli.models", "models", "Inspect and manage registered models."),

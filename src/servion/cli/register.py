@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import click
@@ -38,6 +39,18 @@ def load_sample(path: Path) -> Arrays:
         raise ValidationFailed(f"sample arrays are not rectangular: {exc}") from None
 
 
+def _with_reference(registry: ModelRegistry, name: str, version: str, path: Path) -> None:
+    from servion.cli.drift import store_reference
+
+    try:
+        store_reference(registry, name, version, path)
+    except ValidationFailed as exc:
+        raise ValidationFailed(
+            f"{name}:{version} is registered, but its drift reference was refused:"
+            f" {exc.message}; set one with: servion drift reference {name}:{version} FILE"
+        ) from None
+
+
 @click.command()
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
@@ -69,6 +82,12 @@ def load_sample(path: Path) -> Arrays:
     is_flag=True,
     help="Serve it under latest:N even if its inputs or outputs differ from the served version.",
 )
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data the model was trusted on (.npz, .csv or .parquet): its drift reference.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the recorded version as JSON.")
 @click.pass_obj
 @refusals_exit_2
@@ -83,9 +102,12 @@ def register(
     large_reason: str | None,
     trust_code: bool,
     allow_signature_change: bool,
+    reference: Path | None,
     as_json: bool,
 ) -> None:
     """Validate, store and record a model file or directory as NAME at --version."""
+    if reference is not None and importlib.util.find_spec("scipy") is None:
+        raise ValidationFailed("--reference needs scipy: pip install 'servion[drift]'")
     registry: ModelRegistry = open_registry(ctx.settings)
     audit = Auditor(ctx.settings)
     try:
@@ -110,6 +132,8 @@ def register(
                 on_step=step,
             )
             op.resources_affected = [f"model:{mv.label}", f"artifact:{mv.sha256}"]
+        if reference is not None:
+            _with_reference(registry, mv.name, mv.version, reference)
     finally:
         registry.close()
         audit.close()

@@ -33,6 +33,7 @@ from servion.registry.holds import hold_for
 from servion.registry.naming import Version, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
+from servion.registry.profiles import DriftStore, forget_version
 from servion.registry.store import ArtifactStore, StoredArtifact, source_size
 from servion.registry.tables import REGISTRY
 from servion.registry.versions import ModelVersion, RegisterRequest, row_to_version
@@ -68,6 +69,8 @@ class ModelRegistry:
         self.database.migrate(REGISTRY)
         self.engine = self.database.engine
         self.store = ArtifactStore(settings.artifacts_dir)
+        self.drift = DriftStore(self.engine)
+        """Drift reference profiles and thresholds."""
         self._delete_guards: list[DeleteGuard] = []
         self._name_guards: list[NameGuard] = []
 
@@ -312,6 +315,7 @@ class ModelRegistry:
                     tables.model_versions.c.name == name, tables.model_versions.c.version == version
                 )
             )
+            forget_version(conn, name, version)
             left = conn.execute(
                 sa.select(tables.model_versions.c.id).where(tables.model_versions.c.name == name)
             ).first()

@@ -1,4 +1,4 @@
-"""The registry's tables: model names and their versions."""
+"""The registry's tables: model names, their versions, and their drift references."""
 
 from __future__ import annotations
 
@@ -44,6 +44,24 @@ model_versions = sa.Table(
 )
 
 
+drift_profiles = sa.Table(
+    "drift_profiles",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("profile", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
+drift_thresholds = sa.Table(
+    "drift_thresholds",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("psi", sa.Float, nullable=False),
+    sa.Column("alpha", sa.Float, nullable=False),
+)
+
+
 def _create_v1(conn: Connection) -> None:
     for table in (models, model_versions):
         table.create(conn, checkfirst=True)
@@ -61,4 +79,9 @@ def _add_held_v3(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE model_versions ADD COLUMN held TEXT"))
 
 
-REGISTRY = Track("registry", (_create_v1, _add_batching_v2, _add_held_v3))
+def _add_drift_v4(conn: Connection) -> None:
+    for table in (drift_profiles, drift_thresholds):
+        table.create(conn, checkfirst=True)
+
+
+REGISTRY = Track("registry", (_create_v1, _add_batching_v2, _add_held_v3, _add_drift_v4))

@@ -1,5 +1,6 @@
 """The admin API in the OpenAPI document: endpoints (deployments), their revisions,
-reports, verification and canary rollouts, as ``server/admin.py`` routes and answers them."""
+reports, verification and canary rollouts, and models' drift, as ``server/admin.py`` routes
+and answers them."""
 
 from __future__ import annotations
 
@@ -83,7 +84,35 @@ def _admin_schemas() -> dict[str, Schema]:
             }
         ),
         "EndpointReport": _report(),
+        "DriftReport": _drift(),
     }
+
+
+def _drift() -> Schema:
+    """What ``GET /v2/admin/models/{m}/drift`` answers: ``Control.drift``."""
+    feature = obj(
+        {
+            "feature": STR,
+            "source": {"enum": ["input", "output"]},
+            "kind": {"enum": ["numeric", "categorical"]},
+            "psi": NUM,
+            "pvalue": NUM,
+            "drifted": BOOL,
+            "rows": INT,
+        }
+    )
+    window = obj(
+        {
+            "model": STR,
+            "version": STR,
+            "time": NUM,
+            "rows": INT,
+            "reference": STR,
+            "thresholds": obj({"psi": NUM, "alpha": NUM}),
+            "features": array_of(feature),
+        }
+    )
+    return obj({"model": STR, "versions": array_of(window)})
 
 
 def _report() -> Schema:
@@ -311,6 +340,22 @@ def _changes() -> dict[str, Any]:
     }
 
 
+def _drift_paths() -> dict[str, Any]:
+    answer = json_body(ref("DriftReport"), "Per version, the freshest window of any worker.")
+    summary = "The last judged drift window of each version of a model, feature by feature"
+    model, version = "/v2/admin/models/{model}", "/v2/admin/models/{model}/versions/{version}"
+    return {
+        f"{model}/drift": {
+            "parameters": [param("model")],
+            "get": operation("modelDrift", summary, "admin", answer, (404,), role="viewer"),
+        },
+        f"{version}/drift": {
+            "parameters": [param("model"), param("version")],
+            "get": operation("versionDrift", summary, "admin", answer, (404,), role="viewer"),
+        },
+    }
+
+
 def admin_paths() -> dict[str, Any]:
     """Every route of the admin API."""
     return {
@@ -323,6 +368,7 @@ def admin_paths() -> dict[str, Any]:
                 role="viewer",
             )
         },
+        **_drift_paths(),
         "/v2/admin/endpoints": _endpoints(),
         "/v2/admin/endpoints/{endpoint}": _endpoint(),
         **_reads(),

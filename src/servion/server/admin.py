@@ -14,6 +14,7 @@
 | GET | /v2/admin/endpoints/{e}/rollout | viewer |
 | POST | /v2/admin/endpoints/{e}/rollout/{pause,resume,abort} | deployer |
 | GET | /v2/admin/schema | viewer |
+| GET | /v2/admin/models/{m}[/versions/{v}]/drift | viewer |
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ class AdminApi:
         if rest == ["schema"] and method == "GET":
             self.control.authorize(auth, "viewer")
             return 200, json_schema().encode(), JSON_HEADERS
+        if len(rest) in (3, 5) and rest[0] == "models" and rest[-1] == "drift":
+            if method != "GET" or (len(rest) == 5 and rest[2] != "versions"):
+                raise NoAdminRoute
+            self.control.authorize(auth, "viewer")
+            version = rest[3] if len(rest) == 5 else None
+            return self.guard(self._json(self.control.drift(rest[1], version)), req)
         if not rest or rest[0] != "endpoints":
             raise NoAdminRoute
         if len(rest) == 1:

@@ -46,6 +46,7 @@ from servion.server.metrics_files import MetricsFolder, scrape
 from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import DataPlane, ModelManager, PayloadLogger, ShadowRunner, describe
+from servion.serving.drift import DriftMonitor
 from servion.serving.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class ServionApp:
         metrics: WorkerMetrics | None = None,
         metrics_folder: MetricsFolder | None = None,
         tracing: Tracing | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.manager = manager
         self.tracing = tracing
@@ -116,10 +118,16 @@ class ServionApp:
         self.shadows = ShadowRunner(self.plane)
         self.payloads = PayloadLogger(manager)
         self.plane.payloads = self.payloads
+        self.drift = drift
+        if drift is not None:
+            self.plane.drift = drift
+            control.drift_results = drift.results
         self.deploys = DeployService(control.deployments, control, control.audit)
         control.every_second.append(self.deploys.canaries.adopt)
         if metrics is not None:
             metrics.canary = self.deploys.canaries.observed
+            if drift is not None:
+                metrics.drift = drift.results
             if metrics_folder is not None:
                 control.every_second.append(
                     lambda: asyncio.to_thread(metrics_folder.write, metrics.snapshot())
@@ -131,6 +139,8 @@ class ServionApp:
 
     async def startup(self) -> None:
         await self.control.startup()
+        if self.drift is not None:
+            self.drift.start()
         for front_end in self.front_ends:
             await front_end.start()
 
@@ -144,6 +154,8 @@ class ServionApp:
         self.payloads.close()
         await asyncio.to_thread(self.payloads.join, 5.0)
         self.deploys.canaries.close()
+        if self.drift is not None:
+            await asyncio.to_thread(self.drift.close)
         await self.control.shutdown()
         if self.tracing is not None:  # the last spans, before the worker exits
             await asyncio.to_thread(self.tracing.close)

@@ -19,6 +19,7 @@ import orjson
 from servion.audit import Auditor
 from servion.audit.forward import start_forwarding, stop_forwarding
 from servion.deploy import Deployments
+from servion.drift import freshest
 from servion.errors import Forbidden, InvalidInput, ModelNotFound, ModelNotReady, Unauthorized
 from servion.registry import ModelRegistry
 from servion.routing import merge_arm_stats, merge_shadow_stats
@@ -62,6 +63,8 @@ class Control:
         """Work for each report tick (a canary driver adopting orphaned rollouts)."""
         self.supervisor_pid: int | None = None
         """The process that started this worker; its disappearance stops the worker."""
+        self.drift_results: Callable[[], dict[str, Any]] = dict
+        """This worker's latest drift windows, reported for the admin API to merge."""
 
     # -- lifespan --------------------------------------------------------------
 
@@ -111,7 +114,11 @@ class Control:
         await self.manager.reconcile()
 
     def _report(self) -> None:
-        report = {"models": self._own_stats(), "endpoints": self._own_arms()}
+        report = {
+            "models": self._own_stats(),
+            "endpoints": self._own_arms(),
+            "drift": self.drift_results(),
+        }
         self.database.report_worker(self.worker_id, self.manager.generation, report)
 
     def _own_stats(self) -> dict[str, Any]:
@@ -180,6 +187,20 @@ class Control:
         if name is not None and version is not None and not entries:
             raise ModelNotFound(name, version)
         return {"model_stats": entries}
+
+    async def drift(self, name: str, version: str | None) -> dict[str, Any]:
+        """A model's latest drift windows, per version, merged over every live worker."""
+        reports = await asyncio.to_thread(self.database.worker_reports, WORKER_TTL_S)
+        parts = [r.get("drift", {}) for w, _, r in reports if w != self.worker_id]
+        windows = freshest([*parts, self.drift_results()])
+        versions = [
+            w
+            for w in windows.values()
+            if w["model"] == name and (version is None or w["version"] == version)
+        ]
+        if not versions and not any(s.name == name for s in self.manager.states):
+            raise ModelNotFound(name, version)
+        return {"model": name, "versions": sorted(versions, key=lambda w: str(w["version"]))}
 
     # -- model repository --------------------------------------------------------
 

@@ -24,6 +24,7 @@ from servion.server.metrics_files import MetricsFolder
 from servion.server.request_log import AccessLog
 from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
+from servion.serving.drift import DriftMonitor
 from servion.serving.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def build_app(
         metrics=metrics,
         metrics_folder=folder,
         tracing=tracing,
+        drift=DriftMonitor(registry, settings.drift) if settings.drift.enabled else None,
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.

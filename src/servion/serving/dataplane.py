@@ -62,6 +62,14 @@ class PayloadWatcher(Protocol):
         """``answer()``, copying the request and its outcome to the endpoint's payload log."""
 
 
+class DriftSampler(Protocol):
+    every: int
+    """Every ``every``-th answer of a model is offered."""
+
+    def offer(self, name: str, version: str, inputs: Arrays, outputs: Arrays) -> None:
+        """Keep a copy of these rows for drift."""
+
+
 class DataPlane:
     """``infer_endpoint`` and ``infer_model`` over one worker's model manager."""
 
@@ -73,6 +81,8 @@ class DataPlane:
         """Set by the payload logger."""
         self.traced = False
         """Tracing is on: hand the batcher each request's trace (off, nothing is looked up)."""
+        self.drift: DriftSampler | None = None
+        """Set when drift is watched."""
 
     def infer_endpoint(
         self, router: EndpointRouter, request: InferRequest, ctx: RequestContext
@@ -99,7 +109,7 @@ class DataPlane:
             trace = current_trace.get() if self.traced else None
             answer = model.batcher.submit_nowait(*job, trace)
             if isinstance(answer, tuple):
-                return _answered(model, request, job, t0, t1, answer, parameters)
+                return _answered(model, request, job, t0, t1, answer, parameters, self.drift)
         except ServionError as exc:
             model.stats.record_failure(perf_ns() - t0, exc)
             raise
@@ -114,7 +124,9 @@ class DataPlane:
                 out.cancel()
                 return
             try:
-                out.set_result(_answered(model, request, job, t0, t1, done.result(), parameters))
+                out.set_result(
+                    _answered(model, request, job, t0, t1, done.result(), parameters, self.drift)
+                )
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0, exc)
                 out.set_exception(exc)
@@ -171,7 +183,7 @@ class DataPlane:
                 return
             ran = done.result()
             model.stats.record_execution(job.rows, ran[2])
-            out.set_result(_answered(model, request, job, t0, t1, ran, None))
+            out.set_result(_answered(model, request, job, t0, t1, ran, None, self.drift))
 
         running = pool.submit(timed)
         running.add_done_callback(functools.partial(_on_loop, loop, finish))
@@ -205,10 +217,15 @@ def _answered(
     t1: int,
     ran: Ran,
     parameters: dict[str, Any] | None,
+    drift: DriftSampler | None,
 ) -> InferResponse:
     results, t_queue, t_infer = ran
     t2 = perf_ns()
     outputs = outputs_of(model, job.wanted, job.rows, results)
+    if drift is not None:  # after outputs_of: only well-formed answers are sampled
+        model.answered += 1
+        if model.answered % drift.every == 0:  # the only cost to the other k-1 requests
+            drift.offer(model.name, model.version, job.arrays, results)
     response = InferResponse(model.name, model.version, request.id, outputs, parameters)
     model.stats.record_request(job.rows, t_queue, t1 - t0, t_infer, perf_ns() - t2)
     return response

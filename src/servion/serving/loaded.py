@@ -136,6 +136,8 @@ class LoadedModel:
         )
         """Outputs with a row per input row: their first dimension is the batch."""
         self.output_names = frozenset(self.output_order)
+        self.answered = 0
+        """Answers counted for drift sampling (each view counts its own)."""
 
     def validate(self, inputs: Sequence[Any]) -> tuple[Arrays, int]:
         """Check decoded inputs against the signature; return them by name and the batch size."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any, Final
 
 from servion.serving.loaded import LoadedModel
@@ -75,6 +76,8 @@ class WorkerMetrics:
         self._retired: dict[tuple[str, str], dict[str, Any]] = {}
         self.canary: dict[str, dict[str, Any]] = {}
         """Per endpoint: the rollout step and how its gates judged (set by the driver)."""
+        self.drift: Callable[[], dict[str, Any]] = dict
+        """Per ``model:version``: the worker's last judged drift window (set by the app)."""
         manager.on_retire.append(self._keep)
 
     def _keep(self, model: LoadedModel) -> None:
@@ -117,6 +120,7 @@ class WorkerMetrics:
             "inflight": self.requests.inflight,
             "endpoints": {name: router.stats() for name, router in self.manager.endpoints.items()},
             "canary": self.canary,
+            "drift": self.drift(),
             "process": {
                 "cpu_seconds": cpu_seconds(),
                 "resident_bytes": resident_bytes(),

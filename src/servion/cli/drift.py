@@ -1,0 +1,127 @@
+"""``servion drift reference|thresholds|report``: a version's drift reference, a model's
+thresholds, and what a running server found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from servion.cli.client import call, server_options
+from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
+from servion.errors import InvalidInput, ModelNotFound
+
+if TYPE_CHECKING:  # the registry and audit (sqlalchemy, pydantic): only where used
+    from servion.registry import ModelRegistry
+
+
+def store_reference(registry: ModelRegistry, name: str, version: str, path: Path) -> int:
+    """Profile ``path`` (and the version's outputs for it) as the version's reference; the
+    number of features profiled."""
+    from servion.drift.reference import profile_from_file
+
+    mv = registry.get(name, version)
+    runtime = registry.open_runtime(mv)
+    try:
+        profile = profile_from_file(path, mv.signature, runtime.predict)
+    finally:
+        runtime.unload()
+    registry.drift.put_profile(name, version, profile, replace=True)
+    return len(profile["inputs"]) + len(profile["outputs"])
+
+
+@click.group()
+def drift() -> None:
+    """Drift references, thresholds and reports."""
+
+
+@drift.command()
+@click.argument("ref", metavar="MODEL:VERSION")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.pass_obj
+@refusals_exit_2
+def reference(ctx: Context, ref: str, path: Path) -> None:
+    """Set or replace a version's reference from FILE (.npz, .csv or .parquet)."""
+    from servion.registry import parse_ref
+
+    name, version = parse_ref(ref)
+    if version is None:
+        raise InvalidInput("name the version: MODEL:VERSION")
+    from servion.audit import Auditor
+
+    registry: ModelRegistry = open_registry(ctx.settings)
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(
+            "drift_reference", model_name=name, model_version=version, resources={"file": path.name}
+        ) as op:
+            features = store_reference(registry, name, version, path)
+            op.resources_affected = [f"model:{name}:{version}"]
+    finally:
+        registry.close()
+        audit.close()
+    click.echo(f"drift reference of {name}:{version} set from {path.name} ({features} features)")
+
+
+@drift.command()
+@click.argument("model")
+@click.option("--psi", type=click.FloatRange(min=0, min_open=True), required=True)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), required=True)
+@click.pass_obj
+@refusals_exit_2
+def thresholds(ctx: Context, model: str, psi: float, alpha: float) -> None:
+    """A feature of MODEL drifts when its PSI exceeds --psi and its test's p-value is below
+    --alpha (servers apply it from their next window)."""
+    from servion.audit import Auditor
+
+    registry: ModelRegistry = open_registry(ctx.settings)
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(
+            "drift_thresholds", model_name=model, resources={"psi": psi, "alpha": alpha}
+        ) as op:
+            if not registry.list_versions(model):
+                raise ModelNotFound(model)
+            registry.drift.set_thresholds(model, psi, alpha)
+            op.resources_affected = [f"model:{model}"]
+    finally:
+        registry.close()
+        audit.close()
+    click.echo(f"drift thresholds of {model}: PSI > {psi:g} and p < {alpha:g}")
+
+
+@drift.command()
+@click.argument("ref", metavar="MODEL[:VERSION]")
+@click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@server_options
+@refusals_exit_2
+def report(ref: str, as_json: bool, url: str, token: str | None) -> None:
+    """Each feature of the last window, highest PSI first, drifted ones flagged."""
+    name, _, version = ref.partition(":")  # the server checks them
+    path = f"/v2/admin/models/{name}" + (f"/versions/{version}" if version else "") + "/drift"
+    answer = call(url, token, "GET", path)
+    if as_json:
+        echo_json(answer)
+        return
+    if not answer["versions"]:
+        click.echo(f"no drift window judged yet for {ref} (is a reference set, and traffic?)")
+        return
+    for window in answer["versions"]:
+        drifted = sum(f["drifted"] for f in window["features"])
+        click.echo(
+            f"{name}:{window['version']}  {window['rows']} rows  reference {window['reference']}"
+            f"  {drifted} drifted (PSI > {window['thresholds']['psi']:g}"
+            f" and p < {window['thresholds']['alpha']:g})"
+        )
+        rows = [
+            (
+                f["feature"],
+                f["source"],
+                f"{f['psi']:.4f}",
+                f"{f['pvalue']:.3g}",
+                "DRIFT" if f["drifted"] else "",
+            )
+            for f in sorted(window["features"], key=lambda f: -f["psi"])
+        ]
+        click.echo(table(["FEATURE", "SOURCE", "PSI", "P-VALUE", ""], rows))
