@@ -142,6 +142,9 @@ class DriftSettings(BaseSettings):
     enabled: bool = True
     sample_every: int = Field(default=10, ge=1)
     """Every k-th request per model version is copied for drift; the others cost a count."""
+    max_samples_per_s: float = Field(default=50.0, gt=0)
+    """Under heavy traffic the sampling thins out (k doubles) so that a worker copies about
+    this many requests a second: a window needs a few thousand rows, not every request."""
     reservoir_rows: int = Field(default=2000, ge=10)
     """Rows kept per model version and window (reservoir sampling beyond that)."""
     reference_rows: int = Field(default=1000, ge=10)

@@ -47,6 +47,7 @@ def served(
     env = {
         "SERVION_DRIFT_WINDOW_S": "1",
         "SERVION_DRIFT_SAMPLE_EVERY": "1",
+        "SERVION_DRIFT_MAX_SAMPLES_PER_S": "100000",  # keep every request, however fast
         "SERVION_DRIFT_REFERENCE_ROWS": "300",
     }
     server = start_server(home, tmp, "--workers", "1", "--no-grpc", env=env)

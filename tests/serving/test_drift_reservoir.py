@@ -1,10 +1,13 @@
-"""The drift reservoir: bounded, and a uniform sample of everything offered."""
+"""The drift reservoir (bounded, a uniform sample of everything offered) and the pace of
+sampling."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from servion.serving.drift import Reservoir
+from servion.config import DriftSettings
+from servion.registry import ModelRegistry
+from servion.serving.drift import DriftMonitor, Reservoir
 
 
 def test_the_reservoir_keeps_at_most_its_capacity_drawn_from_the_whole_stream() -> None:
@@ -22,3 +25,19 @@ def test_a_short_stream_is_kept_whole() -> None:
     reservoir = Reservoir(500)
     reservoir.add({"x": np.arange(30, dtype=np.float64)})
     assert reservoir.view()["x"].tolist() == list(range(30))
+
+
+def test_sampling_thins_out_under_load_and_back(registry: ModelRegistry) -> None:
+    """At most about ``max_samples_per_s`` requests a second are copied: k doubles while
+    more arrive, and comes back down to ``sample_every`` when traffic drops."""
+    settings = DriftSettings(sample_every=2, max_samples_per_s=40)  # 10 per drain
+    monitor = DriftMonitor(registry, settings)
+    row = {"X": np.zeros((1, 4), np.float32)}
+    for expected in (4, 8, 16):
+        for _ in range(50):
+            monitor.offer("m", "v1.0.0", row, row)
+        monitor._drain()
+        assert monitor.every == expected
+    for expected in (8, 4, 2, 2):
+        monitor._drain()  # nothing arrived
+        assert monitor.every == expected

@@ -31,6 +31,7 @@ log = logging.getLogger("servion.drift")
 PENDING_MAX = 4096
 """Sampled requests waiting for the thread; beyond it the oldest are dropped, not queued."""
 DRAIN_EVERY_S = 0.25
+MAX_EVERY = 1 << 16
 
 
 class Reservoir:
@@ -132,7 +133,17 @@ class DriftMonitor:
             except Exception:  # keep watching; the next window may do better
                 log.exception("drift_window_failed")
 
+    def _pace(self, drained: int) -> None:
+        """Keep the copying near ``max_samples_per_s``: double k when more arrive, halve it
+        (down to ``sample_every``) when far fewer do. The data plane reads ``every`` as is."""
+        target = self.settings.max_samples_per_s * DRAIN_EVERY_S
+        if drained > 2 * target and self.every < MAX_EVERY:
+            self.every *= 2
+        elif drained < target / 2 and self.every > self.settings.sample_every:
+            self.every = max(self.settings.sample_every, self.every // 2)
+
     def _drain(self) -> None:
+        self._pace(len(self._pending))
         while self._pending:
             name, version, inputs, outputs = self._pending.popleft()
             state = self._versions.get((name, version))
