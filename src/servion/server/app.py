@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
     from servion.server.tracing import RequestTrace, Tracing
 
 log = logging.getLogger("servion.server")
-perf_ns = time.perf_counter_ns
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
@@ -275,13 +273,7 @@ class ServionApp:
     ) -> Answer:
         if self.metrics is None:
             return self._infer(req, name, version, None, trace)
-        counts = self.metrics.requests
-        counts.inflight += 1
-        target, t0 = self.target(name), perf_ns()
-
-        def done(status: int) -> None:
-            counts.record("rest", target, status, perf_ns() - t0)
-
+        done = self.metrics.requests.start("rest", self.target(name))
         try:
             return self._infer(req, name, version, done, trace)
         except BaseException as exc:

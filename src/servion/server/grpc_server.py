@@ -252,17 +252,14 @@ class GrpcFrontEnd:
         metrics = self.app.metrics
         if metrics is None:
             return await self._infer(request, context, rid, trace)
-        counts = metrics.requests
-        counts.inflight += 1
-        t0 = time.perf_counter_ns()
-        status = 200
+        done = metrics.requests.start("grpc", self.app.target(request.model_name))
         try:
-            return await self._infer(request, context, rid, trace)
+            response = await self._infer(request, context, rid, trace)
         except BaseException as exc:
-            status = http_status_for(exc)[0]  # the status class REST would have answered
+            done(http_status_for(exc)[0])  # the status class REST would have answered
             raise
-        finally:
-            counts.record("grpc", self.app.target(request.model_name), status, _since(t0))
+        done(200)
+        return response
 
     async def _infer(
         self, request: pb.ModelInferRequest, context: Any, rid: bytes, trace: RequestTrace | None
@@ -292,10 +289,6 @@ class GrpcFrontEnd:
 def _code(exc: BaseException) -> int:
     code: tuple[int, str] = getattr(grpc.StatusCode, grpc_code_for(exc)).value
     return code[0]
-
-
-def _since(t0: int) -> int:
-    return time.perf_counter_ns() - t0
 
 
 def _metadata(context: grpc.aio.ServicerContext[Any, Any], name: bytes) -> bytes | None:

@@ -227,17 +227,14 @@ class HttpProtocol(asyncio.Protocol):
         keep_alive = self.parser.should_keep_alive() and not self.shared.draining
         raw_method = self.parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode()
-        incoming = None
-        for name, value in self._headers:
-            if len(name) == 12 and name.lower() == b"x-request-id":
-                incoming = value
-        rid = self.shared.ids.pick(incoming)
         try:
             req = Request(method, _path(self._url), self._headers, body)
         except InvalidInput as exc:
+            rid = self.shared.ids.pick(None)
             self._answer(error_response(exc), keep_alive, (rid, time.perf_counter(), method, "?"))
             return
-        req.request_id = rid
+        # The header index this builds is the one the host check and the routes read.
+        rid = req.request_id = self.shared.ids.pick(req.header(b"x-request-id"))
         seen = (rid, time.perf_counter(), method, req.path)
         self._answer(self.app.respond(req), keep_alive, seen)
 

@@ -17,6 +17,7 @@ import os
 import time
 from bisect import bisect_left
 from collections.abc import Callable
+from time import perf_counter_ns
 from typing import Any, Final
 
 from servion.serving.loaded import LoadedModel
@@ -40,6 +41,16 @@ class RequestCounts:
         self.slots: dict[tuple[str, str], list[int]] = {}
         """(protocol, target) -> counts of 1xx..5xx answers, then the latency histogram."""
         self.inflight = 0
+
+    def start(self, protocol: str, target: str) -> Callable[[int], None]:
+        """Count a request in flight; the function returned records its status once known."""
+        self.inflight += 1
+        t0 = perf_counter_ns()
+
+        def done(status: int) -> None:
+            self.record(protocol, target, status, perf_counter_ns() - t0)
+
+        return done
 
     def record(self, protocol: str, target: str, status: int, elapsed_ns: int) -> None:
         """One answered request (it was counted in flight when it started)."""
