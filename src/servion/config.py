@@ -156,6 +156,20 @@ class DriftSettings(BaseSettings):
     alpha: float = Field(default=0.01, gt=0, lt=1)
 
 
+class QualitySettings(BaseSettings):
+    """Data quality checks of requests against their version's reference profile, for
+    models without a policy of their own (``servion drift quality``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_QUALITY_", frozen=True)
+
+    policy: Literal["off", "accept", "flag", "refuse"] = "accept"
+    """What a request whose inputs fail a check gets: nothing checked (``off``), counted
+    (``accept``), also named in the response parameters (``flag``), or a 400 (``refuse``)."""
+    range_margin: float = Field(default=0.0, ge=0, le=100)
+    """A feature's range is the reference's [min, max] widened by this times its span on
+    each side: a reference of a thousand rows rarely holds the extremes of live data."""
+
+
 class AuditSettings(BaseSettings):
     """Where audit events go and how long they are kept."""
 
@@ -194,6 +208,7 @@ class Settings(BaseModel):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
 
     @property
     def artifacts_dir(self) -> Path:

@@ -10,6 +10,7 @@ import click
 
 from servion.cli.client import call, server_options
 from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
+from servion.cli.quality import quality
 from servion.errors import InvalidInput, ModelNotFound
 
 if TYPE_CHECKING:  # the registry and audit (sqlalchemy, pydantic): only where used
@@ -125,3 +126,6 @@ def report(ref: str, as_json: bool, url: str, token: str | None) -> None:
             for f in sorted(window["features"], key=lambda f: -f["psi"])
         ]
         click.echo(table(["FEATURE", "SOURCE", "PSI", "P-VALUE", ""], rows))
+
+
+drift.add_command(quality)

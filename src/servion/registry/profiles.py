@@ -1,4 +1,5 @@
-"""Drift reference profiles stored with model versions, and per-model drift thresholds.
+"""Drift reference profiles stored with model versions, and per-model drift thresholds
+and data quality policies.
 
 The profile itself is opaque JSON here (``servion.drift`` builds and reads it). A profile
 learnt from live traffic is stored only if none is there yet, so when every worker builds
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from servion.registry import tables
-from servion.state import utcnow
+from servion.state import Database, utcnow
 
 
 class DriftStore:
@@ -45,6 +46,7 @@ class DriftStore:
                         name=name, version=version, profile=profile, created_at=utcnow()
                     )
                 )
+                Database.bump(conn)  # servers take the new ranges for their quality checks
         except IntegrityError:  # another writer was first
             return False
         return True
@@ -60,6 +62,29 @@ class DriftStore:
         with self.engine.begin() as conn:
             conn.execute(t.delete().where(t.c.name == name))
             conn.execute(t.insert().values(name=name, psi=psi, alpha=alpha))
+
+    def stamps(self) -> dict[tuple[str, str], str]:
+        """When each version's profile was stored: whether a copy read before is current."""
+        t = tables.drift_profiles
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.name, t.c.version, t.c.created_at)).all()
+        return {(r.name, r.version): str(r.created_at) for r in rows}
+
+    def quality(self) -> dict[str, tuple[str, float]]:
+        """Each model's own data quality policy and range margin (the others use the
+        server's defaults)."""
+        t = tables.quality_policies
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t)).all()
+        return {r.name: (str(r.policy), float(r.margin)) for r in rows}
+
+    def set_quality(self, name: str, policy: str, margin: float) -> None:
+        """Store a model's policy (validated by the caller); running servers follow."""
+        t = tables.quality_policies
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.name == name))
+            conn.execute(t.insert().values(name=name, policy=policy, margin=margin))
+            Database.bump(conn)
 
 
 def forget_version(conn: Connection, name: str, version: str) -> None:

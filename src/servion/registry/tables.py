@@ -1,4 +1,5 @@
-"""The registry's tables: model names, their versions, and their drift references."""
+"""The registry's tables: model names, their versions, their drift references and data
+quality policies."""
 
 from __future__ import annotations
 
@@ -61,6 +62,14 @@ drift_thresholds = sa.Table(
     sa.Column("alpha", sa.Float, nullable=False),
 )
 
+quality_policies = sa.Table(
+    "quality_policies",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("policy", sa.String(16), nullable=False),
+    sa.Column("margin", sa.Float, nullable=False),
+)
+
 
 def _create_v1(conn: Connection) -> None:
     for table in (models, model_versions):
@@ -84,4 +93,10 @@ def _add_drift_v4(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-REGISTRY = Track("registry", (_create_v1, _add_batching_v2, _add_held_v3, _add_drift_v4))
+def _add_quality_v5(conn: Connection) -> None:
+    quality_policies.create(conn, checkfirst=True)
+
+
+REGISTRY = Track(
+    "registry", (_create_v1, _add_batching_v2, _add_held_v3, _add_drift_v4, _add_quality_v5)
+)

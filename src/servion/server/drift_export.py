@@ -1,12 +1,15 @@
-"""The drift series of ``GET /metrics``: per model version, the freshest window any live
-worker judged (a window describes the present, so a dead worker's old one is left out)."""
+"""The drift and data quality series of ``GET /metrics``.
+
+Drift: per model version, the freshest window any live worker judged (a window describes
+the present, so a dead worker's old one is left out). Data quality: counters, added up over
+every worker's snapshot like the other counters (a dead worker's last counts stay)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from servion.drift import freshest
 
@@ -54,3 +57,36 @@ def drift_series(live: list[dict[str, Any]]) -> Iterable[Metric]:
         drifted.add_metric([model, version], count)
         rows.add_metric([model, version], float(window["rows"]))
     return [psi, pvalue, detected, drifted, rows]
+
+
+def quality_series(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
+    """``servion_data_quality_*`` counters from every worker's snapshot."""
+    findings: dict[tuple[str, ...], int] = {}
+    requests: dict[tuple[str, ...], int] = {}
+    for snap in snapshots:
+        for m in snap.get("models", []):
+            for key, count in m.get("quality", {}).items():
+                feature, _, check = key.partition("\t")
+                found = (m["model"], m["version"], feature, check)
+                findings[found] = findings.get(found, 0) + count
+            for action, count in m.get("screened", {}).items():
+                done = (m["model"], m["version"], action)
+                requests[done] = requests.get(done, 0) + count
+    values = CounterMetricFamily(
+        "servion_data_quality_findings",
+        "Input values that failed a data quality check, by feature and check (nan, inf,"
+        " range: outside the reference's; missing, extra: feature columns; type, shape:"
+        " refused by the signature).",
+        labels=["model", "version", "feature", "check"],
+    )
+    for finding, count in sorted(findings.items()):
+        values.add_metric(list(finding), count)
+    screened = CounterMetricFamily(
+        "servion_data_quality_requests",
+        "Requests with at least one data quality finding, by what was done (accepted,"
+        " flagged, refused).",
+        labels=["model", "version", "action"],
+    )
+    for outcome, count in sorted(requests.items()):
+        screened.add_metric(list(outcome), count)
+    return [values, screened]

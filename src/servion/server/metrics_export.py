@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from servion.server.drift_export import drift_series
+from servion.server.drift_export import drift_series, quality_series
 from servion.serving.stats import BATCH_BUCKETS, LATENCY_BUCKETS_NS
 
 LIVE_S: Final = 3.0
@@ -52,6 +52,7 @@ class _Snapshots(Collector):
         yield from _endpoints(self.all, self.live)
         yield from _payload_logs(self.all)
         yield from drift_series(self.live)
+        yield from quality_series(self.all)
         yield from _process(self.all, self.live)
         yield from _gpus()
 

@@ -33,6 +33,7 @@ from servion.routing import (
 from servion.routing.endpoint import Answer
 from servion.serving.loaded import Admitted, LoadedModel, admit, outputs_of
 from servion.serving.manager import ModelManager
+from servion.serving.quality import PARAMETER, screen
 from servion.types import Arrays
 
 perf_ns = time.perf_counter_ns
@@ -105,6 +106,10 @@ class DataPlane:
         t0 = perf_ns()
         try:
             job = admit(model, request)
+            if model.quality is not None:
+                flagged = screen(model, model.quality, job.arrays)
+                if flagged is not None:
+                    parameters = {**(parameters or {}), PARAMETER: flagged}
             t1 = perf_ns()
             trace = current_trace.get() if self.traced else None
             answer = model.batcher.submit_nowait(*job, trace)

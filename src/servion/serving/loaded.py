@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from servion.batching import BatchingConfig, DynamicBatcher, model_failure, request_scheduling
+from servion.drift.quality import QualityCheck
 from servion.errors import InvalidInput, PayloadTooLarge, RuntimeFailure, quoted
 from servion.protocol import InferOutput, InferRequest
 from servion.registry import ModelVersion
@@ -138,6 +139,9 @@ class LoadedModel:
         self.output_names = frozenset(self.output_order)
         self.answered = 0
         """Answers counted for drift sampling (each view counts its own)."""
+        self.quality: QualityCheck | None = None
+        """The version's data quality ranges and policy (set by the manager from the
+        registry; None: nothing to check)."""
 
     def validate(self, inputs: Sequence[Any]) -> tuple[Arrays, int]:
         """Check decoded inputs against the signature; return them by name and the batch size."""
@@ -146,24 +150,28 @@ class LoadedModel:
         for tensor in inputs:
             check = self._checks.get(tensor.name)
             if check is None:
+                self._refused("*", "extra")  # the client's name is no label value
                 raise InvalidInput(
                     f"unknown input {quoted(tensor.name)} for model '{self.name}': "
                     f"expected {self._expected}"
                 )
             shape = tensor.shape
             if tensor.datatype != check.datatype:
+                self._refused(tensor.name, "type")
                 raise InvalidInput(
                     f"input '{tensor.name}' has datatype {tensor.datatype}, "
                     f"model '{self.name}' expects {check.datatype}"
                 )
             if len(shape) != check.ndim or any(shape[i] != d for i, d in check.fixed):
                 want = next(s.shape for s in self.signature.inputs if s.name == tensor.name)
+                self._refused(tensor.name, "shape")
                 raise InvalidInput(
                     f"input '{tensor.name}' has shape {list(shape)}, "
                     f"model '{self.name}' expects {list(want)} (-1: any size)"
                 )
             if self.batched:
                 if batch >= 0 and shape[0] != batch:
+                    self._refused(tensor.name, "shape")
                     raise InvalidInput("all inputs must have the same batch size (first dimension)")
                 batch = shape[0]
             if (
@@ -171,6 +179,7 @@ class LoadedModel:
                 and tensor.data.dtype.kind in "fc"
                 and not np.isfinite(tensor.data).all()
             ):
+                self._refused(tensor.name, "nan" if np.isnan(tensor.data).any() else "inf")
                 raise InvalidInput(
                     f"input '{tensor.name}' holds NaN or infinite values;"
                     f" model '{self.name}' takes finite numbers only"
@@ -178,6 +187,8 @@ class LoadedModel:
             arrays[tensor.name] = tensor.data
         if len(arrays) != len(self._checks):
             missing = sorted(set(self._checks) - set(arrays))
+            if missing:  # else a name came twice: a malformed request, not a data problem
+                self.stats.record_quality([(m, "missing", 1) for m in missing], "refused")
             raise InvalidInput(f"missing input(s) {missing} for model '{self.name}'")
         if self.batched and batch > self.max_batch_size:
             raise PayloadTooLarge(
@@ -186,6 +197,10 @@ class LoadedModel:
                 limit=self.max_batch_size,
             )
         return arrays, max(batch, 1)
+
+    def _refused(self, feature: str, check: str) -> None:
+        """Count a request the signature refuses as a data quality finding too."""
+        self.stats.record_quality([(feature, check, 1)], "refused")
 
     def check_outputs(self, names: Sequence[str]) -> None:
         for name in names:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from servion.batching import BatchingConfig
+from servion.drift.quality import QualityCheck
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.routing import EndpointPolicy, EndpointRouter
@@ -89,6 +90,9 @@ class ModelManager:
         """Told of the endpoints' routers after each swap (the payload logger's channels)."""
         self._all_loaded = False
         self._lock = asyncio.Lock()
+        self._quality: dict[Key, tuple[str, QualityCheck | None]] = {}
+        """Each version's data quality check and the settings and profile stamp it was
+        built from (profiles are large: one is read again only when it changed)."""
 
     # -- hot path -------------------------------------------------------------
 
@@ -164,7 +168,14 @@ class ModelManager:
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
-            self._swap(models, self._routers([current for current, _ in plans], models))
+            routers = self._routers([current for current, _ in plans], models)
+            checks = await asyncio.to_thread(self._quality_checks, set(models))
+            for view in [
+                *models.values(),
+                *(m for r in routers.values() for m in r.models.values()),
+            ]:
+                view.quality = checks.get((view.name, view.version))
+            self._swap(models, routers)
             # Readiness waits for what is served, not for the rollback standby.
             self._all_loaded = all(k in models for k in required)
             # Loaded models live until the next change: keep them out of the
@@ -228,6 +239,26 @@ class ModelManager:
             except ServionError as exc:  # stored before a rule tightened: serve on defaults
                 log.error("batching_config_invalid", extra={"model": name, "error": exc.message})
         return configs
+
+    def _quality_checks(self, keys: set[Key]) -> dict[Key, QualityCheck | None]:
+        """Each served version's data quality check, from its profile and its model's
+        policy (or the server's)."""
+        default = self.registry.settings.quality
+        own = self.registry.drift.quality()
+        stamps = self.registry.drift.stamps()
+        built: dict[Key, tuple[str, QualityCheck | None]] = {}
+        for key in keys:
+            policy, margin = own.get(key[0], (default.policy, default.range_margin))
+            stamp = f"{policy} {margin} {stamps.get(key, '')}"
+            known = self._quality.get(key)
+            if known is not None and known[0] == stamp:
+                built[key] = known
+                continue
+            profile = self.registry.drift.profile(*key) if key in stamps else None
+            check = QualityCheck.from_profile(profile, policy, margin) if profile else None
+            built[key] = (stamp, check)
+        self._quality = built
+        return {key: check for key, (_, check) in built.items()}
 
     async def _load(self, mv: ModelVersion, config: BatchingConfig) -> LoadedModel | None:
         key = (mv.name, mv.version)

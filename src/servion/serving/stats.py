@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any, Final
 
 from servion.errors import DeadlineExceeded, InvalidInput, Overloaded, PayloadTooLarge
@@ -61,6 +62,8 @@ class ModelStats:
         "inference_count",
         "last_inference",
         "ns",
+        "quality",
+        "screened",
     )
 
     def __init__(self) -> None:
@@ -76,6 +79,10 @@ class ModelStats:
         self.h_queue = new_histogram(LATENCY_BUCKETS_NS)
         self.h_compute = new_histogram(LATENCY_BUCKETS_NS)
         self.h_batch = new_histogram(BATCH_BUCKETS)
+        self.quality: dict[str, int] = {}
+        """``feature\tcheck`` -> values that failed a data quality check."""
+        self.screened: dict[str, int] = {}
+        """Requests with data quality findings, by what was done: accepted, flagged, refused."""
 
     def record_request(self, rows: int, t_queue: int, t_in: int, t_infer: int, t_out: int) -> None:
         """One successful request: its rows and where its time went (ns)."""
@@ -116,6 +123,14 @@ class ModelStats:
         reason = failure_reason(error)
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
+    def record_quality(self, findings: Iterable[tuple[str, str, int]], action: str) -> None:
+        """One request's data quality findings (off the hot path: only requests that fail)."""
+        quality = self.quality
+        for feature, check, count in findings:
+            key = f"{feature}\t{check}"
+            quality[key] = quality.get(key, 0) + count
+        self.screened[action] = self.screened.get(action, 0) + 1
+
     def metrics(self) -> dict[str, Any]:
         """What the metrics export reads: cumulative counts and histograms."""
         return {
@@ -126,6 +141,8 @@ class ModelStats:
             "queue": list(self.h_queue),
             "compute": list(self.h_compute),
             "batch": list(self.h_batch),
+            "quality": dict(self.quality),
+            "screened": dict(self.screened),
         }
 
     def to_dict(self) -> dict[str, Any]:
