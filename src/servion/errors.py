@@ -21,6 +21,7 @@ table, and the CLI maps them to exit codes.
     │   └── UnsafeArtifact      the artifact would run code or escape its folder
     ├── ConfigError             a setting or spec is invalid
     └── RuntimeFailure          the model itself failed (load, probe, predict)
+        └── ModelFailed         a model raised while answering (its words stay in the log)
 """
 
 from __future__ import annotations
@@ -151,6 +152,17 @@ class RuntimeFailure(ServionError):
     """The model failed to load, probe or predict."""
 
 
+class ModelFailed(RuntimeFailure):
+    """A model raised while answering a request. The caller hears only that; ``cause``
+    (the model's own exception, which may hold data or paths) goes to the log once the
+    request's id is known, and the caller then hears the id (``batching.reported``)."""
+
+    def __init__(self, label: str, cause: BaseException) -> None:
+        super().__init__(f"model '{label}' failed")
+        self.label = label
+        self.cause = cause
+
+
 __all__ = [
     "ChecksumMismatch",
     "ConfigError",
@@ -159,6 +171,7 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "MisdirectedRequest",
+    "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
     "Overloaded",

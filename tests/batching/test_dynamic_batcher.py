@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import TabularModels
-from servion.batching import BatchingConfig, DynamicBatcher, request_scheduling
+from servion.batching import BatchingConfig, DynamicBatcher, reported, request_scheduling
 from servion.config import RuntimeSettings
-from servion.errors import DeadlineExceeded, InvalidInput, Overloaded, RuntimeFailure
+from servion.errors import DeadlineExceeded, InvalidInput, ModelFailed, Overloaded
 from servion.runtime import Runtime, make_runtime
 from servion.types import Arrays
 
@@ -103,11 +103,15 @@ def test_a_failing_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None
 
     with caplog.at_level(logging.ERROR, logger="servion.batching"):
         ok1, bad, ok2 = asyncio.run(scenario())
-    # The caller learns that the model failed and where to look, never the model's words.
-    assert isinstance(bad, RuntimeFailure) and "poisoned row" not in bad.message
-    request_id = re.fullmatch(r"model 'm:v1.0.0' failed \(request id (\w{16})\)", bad.message)
-    assert request_id is not None, bad.message
-    logged = [r for r in caplog.records if getattr(r, "request_id", None) == request_id[1]]
+        # The caller learns that the model failed and where to look, never the model's
+        # words; they are logged once, under the request's id, when it is reported.
+        assert isinstance(bad, ModelFailed) and "poisoned row" not in bad.message
+        assert not caplog.records
+        heard = reported(bad, "checkout-42")
+        again = reported(bad, None)
+    assert heard.message == "model 'm:v1.0.0' failed (request id checkout-42)"
+    assert re.fullmatch(r"model 'm:v1.0.0' failed \(request id \w{16}\)", str(again))
+    logged = [r for r in caplog.records if getattr(r, "request_id", None) == "checkout-42"]
     assert len(logged) == 1 and logged[0].exc_info is not None
     assert "poisoned row" in str(logged[0].exc_info[1])
     assert isinstance(ok1, tuple) and isinstance(ok2, tuple)

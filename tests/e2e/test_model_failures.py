@@ -5,7 +5,6 @@ each failure, and breakers and canary gates only hear of the arm's own failures.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as tg
 import tritonclient.http as th
 from model_sources import SLOW_MODEL
 from tritonclient.utils import InferenceServerException
@@ -134,9 +134,10 @@ def test_a_models_words_stay_in_the_log(server: RunningServer) -> None:
         assert reply.status_code == 500
         error = reply.json()["error"]
         assert "secret" not in error and "/home/alice" not in error
-        found = re.fullmatch(r"model 'leaky:v1.0.0' failed \(request id (\w{16})\)", error)
-        assert found is not None, error
-        ids.append(found[1])
+        # The id the caller hears is the request's own, as its X-Request-Id says.
+        request_id = reply.headers["x-request-id"]
+        assert error == f"model 'leaky:v1.0.0' failed (request id {request_id})"
+        ids.append(request_id)
     assert stats(server, "leaky")["fail"]["count"] == before + 2
     log = server.log()
     for request_id in ids:
@@ -144,12 +145,26 @@ def test_a_models_words_stay_in_the_log(server: RunningServer) -> None:
         assert "model_failed" in line and "secret internal detail" in line
 
 
+def test_grpc_hears_the_request_id_of_its_call(server: RunningServer) -> None:
+    tensor = tg.InferInput("X", [1, 32], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 32), 0.25, np.float32))
+    with tg.InferenceServerClient(server.grpc_url) as client:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("leaky", [tensor], headers={"x-request-id": "grpc-call-9"})
+    assert info.value.message() == "model 'leaky:v1.0.0' failed (request id grpc-call-9)"
+    line = next(line for line in server.log().splitlines() if "grpc-call-9" in line)
+    assert "model_failed" in line and "secret internal detail" in line
+
+
 def test_an_answer_of_the_wrong_size_is_a_failure(server: RunningServer) -> None:
-    reply = httpx.post(f"{server.url}/v2/models/leaky/infer", json=rows(0.75, 3))
+    reply = httpx.post(
+        f"{server.url}/v2/models/leaky/infer",
+        json=rows(0.75, 3),
+        headers={"X-Request-Id": "order-7:retry.2"},
+    )
     assert reply.status_code == 500
-    found = re.search(r"request id (\w{16})", reply.json()["error"])
-    assert found is not None
-    line = next(line for line in server.log().splitlines() if found[1] in line)
+    assert reply.json()["error"].endswith("(request id order-7:retry.2)")
+    line = next(line for line in server.log().splitlines() if "order-7:retry.2" in line)
     assert "output 'label' has shape [4] for 3 input rows" in line
     assert httpx.post(f"{server.url}/v2/models/leaky/infer", json=rows(0.5, 3)).status_code == 200
 

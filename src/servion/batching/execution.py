@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from servion.errors import InvalidInput, RuntimeFailure, ServionError
+from servion.errors import InvalidInput, ModelFailed, RuntimeFailure, ServionError
 from servion.types import Arrays
 
 log = logging.getLogger("servion.batching")
@@ -73,16 +73,25 @@ class Report:
     """False when the model's outputs have no batch dimension."""
 
 
-def model_failure(label: str, exc: BaseException) -> RuntimeFailure:
-    """What the caller hears when a model fails: no internals, a request id that finds
-    the full story (type, message, trace) in the log."""
-    request_id = uuid.uuid4().hex[:16]
+def model_failure(label: str, exc: BaseException) -> ModelFailed:
+    """What the caller will hear when a model fails: no internals. Not logged yet: which
+    request it failed is known where the answer goes back (``reported``)."""
+    return ModelFailed(label, exc)
+
+
+def reported(error: BaseException, request_id: str | None) -> BaseException:
+    """``error`` as the caller hears it. A model's failure is logged here, once, with the
+    whole story (type, message, trace) under the request's id (a new one when the request
+    has none), and the caller hears that id alone."""
+    if not isinstance(error, ModelFailed):
+        return error
+    request_id = request_id or uuid.uuid4().hex[:16]
     log.error(
         "model_failed",
-        extra={"model": label, "request_id": request_id, "error": type(exc).__name__},
-        exc_info=exc,
+        extra={"model": error.label, "request_id": request_id, "error": type(error.cause).__name__},
+        exc_info=error.cause,
     )
-    return RuntimeFailure(f"model '{label}' failed (request id {request_id})")
+    return RuntimeFailure(f"{error.message} (request id {request_id})")
 
 
 def run_alone(predict: Predict, job: Job, label: str) -> tuple[Outcome, tuple[int, int]]:

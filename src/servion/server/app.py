@@ -44,7 +44,14 @@ from servion.server.http import (
 from servion.server.metrics_files import MetricsFolder, scrape
 from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
-from servion.serving import DataPlane, ModelManager, PayloadLogger, ShadowRunner, describe
+from servion.serving import (
+    DataPlane,
+    ModelManager,
+    PayloadLogger,
+    ShadowRunner,
+    current_request_id,
+    describe,
+)
 from servion.serving.drift import DriftMonitor
 from servion.serving.metrics import WorkerMetrics
 
@@ -290,6 +297,8 @@ class ServionApp:
     ) -> Answer:
         if self.control.inference_auth:
             self.control.authorize(req.header(b"authorization"), "viewer")
+        # Read by the data plane only when a model fails (its log line and message).
+        current_request_id.set(req.request_id)
         router = self._endpoint(name, version)
         if router is None:
             model = self.manager.resolve(name, version)  # 404 / 503 before decoding

@@ -25,7 +25,7 @@ from servion.protocol.grpc.codec import decode_model_infer, encode_model_infer
 from servion.routing import request_context
 from servion.server.app import ServionApp
 from servion.server.request_log import RequestIds
-from servion.serving import current_trace, describe
+from servion.serving import current_request_id, current_trace, describe
 
 if TYPE_CHECKING:
     from servion.server.tracing import RequestTrace
@@ -266,6 +266,7 @@ class GrpcFrontEnd:
     ) -> Message:
         if self.control.inference_auth:
             self.control.authorize(_metadata(context, b"authorization"), "viewer")
+        current_request_id.set(rid)  # this call's own context: nothing to reset
         name, version = request.model_name, request.model_version or None
         router = self.manager.endpoints.get(name) if version is None else None
         if router is None:

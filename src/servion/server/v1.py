@@ -23,7 +23,7 @@ from servion.protocol import (
 )
 from servion.routing import request_context
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
-from servion.serving import DataPlane, LoadedModel, ModelManager, describe
+from servion.serving import DataPlane, LoadedModel, ModelManager, current_request_id, describe
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
 
@@ -59,6 +59,7 @@ class V1Api:
                 raise ModelNotFound(name)
             return json_response(200, {"name": name, "ready": ready})
         if req.method == "POST" and verb == "predict":
+            current_request_id.set(req.request_id)  # a model's failure is logged under it
             if router is None:
                 model = manager.resolve(name, None)
                 request = v1_request(model, req.body, self.limits)

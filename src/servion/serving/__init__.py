@@ -2,7 +2,7 @@
 counts) and ``DataPlane.infer_endpoint`` / ``infer_model`` over protocol-neutral requests and
 answers, the only place that validates, submits to a batcher and counts."""
 
-from servion.serving.dataplane import DataPlane, current_trace
+from servion.serving.dataplane import DataPlane, current_request_id, current_trace
 from servion.serving.loaded import LoadedModel, RuntimeHandle
 from servion.serving.manager import ModelManager, ModelState, PlanSource
 from servion.serving.payload_log import PayloadLogger
@@ -19,6 +19,7 @@ __all__ = [
     "PlanSource",
     "RuntimeHandle",
     "ShadowRunner",
+    "current_request_id",
     "current_trace",
     "merge",
     "to_triton",

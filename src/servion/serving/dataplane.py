@@ -21,7 +21,7 @@ from concurrent.futures import Future as ThreadFuture
 from contextvars import ContextVar
 from typing import Any, Protocol
 
-from servion.batching import Trace, model_failure
+from servion.batching import Trace, model_failure, reported
 from servion.errors import InvalidInput, ServionError
 from servion.protocol import InferRequest, InferResponse
 from servion.routing import (
@@ -45,6 +45,17 @@ current_trace: ContextVar[Trace | None] = ContextVar("servion_trace", default=No
 """The trace of the request a transport is answering, when tracing is on. A context
 variable reaches every model a request runs (routing's arms, cascades, ensembles) without
 each signature carrying it, and tasks that routing starts inherit it."""
+
+
+current_request_id: ContextVar[bytes | None] = ContextVar("servion_request_id", default=None)
+"""The transport's id of the request being answered (``X-Request-Id``, gRPC's trailer): a
+model's failure is logged under it, and the caller hears it. Set per request by the
+transports; callbacks that deliver a queued answer run in the context they were added in."""
+
+
+def _reported(error: BaseException) -> BaseException:
+    rid = current_request_id.get()
+    return reported(error, rid.decode("ascii") if rid else None)
 
 
 class ShadowSink(Protocol):
@@ -117,7 +128,7 @@ class DataPlane:
                 return _answered(model, request, job, t0, t1, answer, parameters, self.drift)
         except ServionError as exc:
             model.stats.record_failure(perf_ns() - t0, exc)
-            raise
+            raise _reported(exc) from None
         # Queued: answer when the batch that carries this request has run.
         queued = answer
         out: asyncio.Future[InferResponse] = queued.get_loop().create_future()
@@ -134,7 +145,7 @@ class DataPlane:
                 )
             except ServionError as exc:
                 model.stats.record_failure(perf_ns() - t0, exc)
-                out.set_exception(exc)
+                out.set_exception(_reported(exc))
             except Exception as exc:
                 out.set_exception(exc)
 
@@ -184,7 +195,7 @@ class DataPlane:
             error = done.exception()
             if error is not None:
                 model.stats.record_failure(perf_ns() - t0, error)
-                out.set_exception(error)
+                out.set_exception(reported(error, None))  # a shadow copy: no caller waits
                 return
             ran = done.result()
             model.stats.record_execution(job.rows, ran[2])
