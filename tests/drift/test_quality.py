@@ -74,3 +74,13 @@ def test_integer_and_missing_tensors_are_left_to_the_signature(reference: np.nda
 
 def test_findings_read_as_feature_check_and_count() -> None:
     assert describe([Finding("X[0]", "nan", 2), Finding("X", "extra", 1)]) == "X[0]:nan=2,X:extra=1"
+
+
+def test_every_place_knows_the_same_policies() -> None:
+    from typing import get_args
+
+    from servion.cli.quality import POLICIES as CLI
+    from servion.config import QualitySettings
+    from servion.drift.quality import POLICIES
+
+    assert CLI == POLICIES == get_args(QualitySettings.model_fields["policy"].annotation)

@@ -148,9 +148,11 @@ def test_a_models_words_stay_in_the_log(server: RunningServer) -> None:
 def test_grpc_hears_the_request_id_of_its_call(server: RunningServer) -> None:
     tensor = tg.InferInput("X", [1, 32], "FP32")
     tensor.set_data_from_numpy(np.full((1, 32), 0.25, np.float32))
-    with tg.InferenceServerClient(server.grpc_url) as client:
-        with pytest.raises(InferenceServerException) as info:
-            client.infer("leaky", [tensor], headers={"x-request-id": "grpc-call-9"})
+    with (
+        tg.InferenceServerClient(server.grpc_url) as client,
+        pytest.raises(InferenceServerException) as info,
+    ):
+        client.infer("leaky", [tensor], headers={"x-request-id": "grpc-call-9"})
     assert info.value.message() == "model 'leaky:v1.0.0' failed (request id grpc-call-9)"
     line = next(line for line in server.log().splitlines() if "grpc-call-9" in line)
     assert "model_failed" in line and "secret internal detail" in line

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 import click
 
 from servion.cli.common import Context, open_registry, refusals_exit_2
-from servion.drift.quality import POLICIES
 from servion.errors import ModelNotFound
 
 if TYPE_CHECKING:  # the registry and audit (sqlalchemy, pydantic): only where used
     from servion.registry import ModelRegistry
+
+POLICIES = ("off", "accept", "flag", "refuse")
+"""``servion.drift.quality.POLICIES``, spelled out: ``drift report`` must not import numpy."""
 
 
 @click.command()
