@@ -24,6 +24,7 @@ from servion.protocol.grpc import grpc_service_pb2 as pb
 ROW = [0.25] * 32
 BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": ROW}]}
 REST_TRACE, GRPC_TRACE = "0af7651916cd43dd8448eb211c80319c", "5b8efff798038103d269b633813fc60c"
+V1_TRACE = "2c6e1b7d9a0f4e3c8b5d7a9e1f3c5b7d"
 CALLER_SPAN = "b7ad6b7169203331"
 
 
@@ -120,10 +121,21 @@ def test_rest_and_grpc_spans_reach_the_collector_in_the_callers_traces(
         metadata = (("traceparent", f"00-{GRPC_TRACE}-{CALLER_SPAN}-01"),)
         _, done = call.with_call(request, timeout=30, metadata=metadata)
     grpc_rid = dict(done.trailing_metadata())["x-request-id"]
+    predicted = httpx.post(
+        f"{server.url}/v1/models/tab:predict",
+        json={"instances": [ROW]},
+        headers={"traceparent": f"00-{V1_TRACE}-{CALLER_SPAN}-01"},
+        timeout=30,
+    )
+    assert predicted.status_code == 200
     wanted = {"servion.request", "servion.queue", "servion.execution", "servion.encode"}
-    for trace_id in (REST_TRACE, GRPC_TRACE):
+    for trace_id in (REST_TRACE, GRPC_TRACE, V1_TRACE):
         wait_until(receiver.has(trace_id, wanted), 20, f"the spans of trace {trace_id}")
-    for trace_id, rid in ((REST_TRACE, answered.headers["x-request-id"]), (GRPC_TRACE, grpc_rid)):
+    for trace_id, rid in (
+        (REST_TRACE, answered.headers["x-request-id"]),
+        (GRPC_TRACE, grpc_rid),
+        (V1_TRACE, predicted.headers["x-request-id"]),
+    ):
         spans = receiver.of_trace(trace_id)
         [top] = [s for s in spans if s.name == "servion.request"]
         assert top.parent_span_id.hex() == CALLER_SPAN and top.kind == Span.SPAN_KIND_SERVER
@@ -131,6 +143,9 @@ def test_rest_and_grpc_spans_reach_the_collector_in_the_callers_traces(
         assert attributes(top)["servion.target"] == "tab"
         others = [s for s in spans if s is not top]
         assert {s.parent_span_id for s in others} == {top.span_id}
+    v1_top = next(s for s in receiver.of_trace(V1_TRACE) if s.name == "servion.request")
+    assert attributes(v1_top)["http.route"] == "/v1/models/{model}:predict"
+    assert attributes(v1_top)["http.response.status_code"] == 200
     grpc_top = next(s for s in receiver.of_trace(GRPC_TRACE) if s.name == "servion.request")
     assert attributes(grpc_top)["rpc.method"] == "ModelInfer"
     assert attributes(grpc_top)["rpc.grpc.status_code"] == 0

@@ -138,7 +138,7 @@ class ServionApp:
                     lambda: asyncio.to_thread(metrics_folder.write, metrics.snapshot())
                 )
         self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard)
-        self.v1 = V1Api(manager, self.plane, limits, self._guard)
+        self.v1 = V1Api(manager, self.plane, limits, self._guard, tracing)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 

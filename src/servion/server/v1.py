@@ -6,7 +6,9 @@ the data plane; only the two ends differ.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -20,10 +22,21 @@ from servion.protocol import (
     Limits,
     decode_v1_request,
     encode_v1_response,
+    http_status_for,
 )
 from servion.routing import request_context
 from servion.server.http import JSON_HEADERS, Request, Response, json_response
-from servion.serving import DataPlane, LoadedModel, ModelManager, current_request_id, describe
+from servion.serving import (
+    DataPlane,
+    LoadedModel,
+    ModelManager,
+    current_request_id,
+    current_trace,
+    describe,
+)
+
+if TYPE_CHECKING:
+    from servion.server.tracing import RequestTrace, Tracing
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
 
@@ -37,12 +50,18 @@ class V1Api:
     models and endpoints alike."""
 
     def __init__(
-        self, manager: ModelManager, plane: DataPlane, limits: Limits, guard: Guard
+        self,
+        manager: ModelManager,
+        plane: DataPlane,
+        limits: Limits,
+        guard: Guard,
+        tracing: Tracing | None = None,
     ) -> None:
         self.manager = manager
         self.plane = plane
         self.limits = limits
         self.guard = guard
+        self.tracing = tracing
 
     def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
         """``rest``: the path after ``/v1/models``."""
@@ -52,29 +71,67 @@ class V1Api:
         if len(rest) != 1:
             raise NoV1Route
         name, _, verb = rest[0].partition(":")
-        router = manager.endpoints.get(name)
         if req.method == "GET" and not verb:
-            ready = name in manager.latest or router is not None
+            ready = name in manager.latest or name in manager.endpoints
             if not ready and not any(s.name == name for s in manager.states):
                 raise ModelNotFound(name)
             return json_response(200, {"name": name, "ready": ready})
         if req.method == "POST" and verb == "predict":
             current_request_id.set(req.request_id)  # a model's failure is logged under it
-            if router is None:
-                model = manager.resolve(name, None)
-                request = v1_request(model, req.body, self.limits)
-                return self.guard(self._predict(self.plane.infer_model(model, request)), req)
-            # An endpoint's instances are read against its first arm's input.
-            request = v1_request(describe.configured(manager, name, None), req.body, self.limits)
-            ctx = request_context(req.header)
-            ctx.request_id = req.request_id.decode("ascii") or None
-            answer = self.plane.infer_endpoint(router, request, ctx)
-            return self.guard(self._predict(answer), req)
+            if self.tracing is None:
+                return self.guard(self._predict(self._infer(req, name), None), req)
+            return self._traced(req, name, self.tracing)
         raise NoV1Route
 
-    async def _predict(self, answer: InferResponse | Awaitable[InferResponse]) -> Response:
-        response = answer if isinstance(answer, InferResponse) else await answer
-        return 200, v1_answer(response), JSON_HEADERS
+    def _infer(self, req: Request, name: str) -> InferResponse | Awaitable[InferResponse]:
+        router = self.manager.endpoints.get(name)
+        if router is None:
+            model = self.manager.resolve(name, None)
+            return self.plane.infer_model(model, v1_request(model, req.body, self.limits))
+        # An endpoint's instances are read against its first arm's input.
+        first = describe.configured(self.manager, name, None)
+        request = v1_request(first, req.body, self.limits)
+        ctx = request_context(req.header)
+        ctx.request_id = req.request_id.decode("ascii") or None
+        return self.plane.infer_endpoint(router, request, ctx)
+
+    def _traced(self, req: Request, name: str, tracing: Tracing) -> Awaitable[Response]:
+        """The prediction with a request span (a child of the caller's ``traceparent``)."""
+        attributes: dict[str, str | int] = {
+            "http.request.method": req.method,
+            "http.route": "/v1/models/{model}:predict",
+            "servion.target": name,
+            "servion.request_id": req.request_id.decode("ascii"),
+        }
+        trace = tracing.request(req.header, attributes)
+        if trace is None:
+            return self.guard(self._predict(self._infer(req, name), None), req)
+        token = current_trace.set(trace)
+        try:
+            answer = self._infer(req, name)
+        except BaseException as exc:
+            trace.end(http_status_for(exc)[0], exc)
+            raise
+        finally:
+            current_trace.reset(token)
+        return self.guard(self._predict(answer, trace), req)
+
+    async def _predict(
+        self, answer: InferResponse | Awaitable[InferResponse], trace: RequestTrace | None
+    ) -> Response:
+        try:
+            response = answer if isinstance(answer, InferResponse) else await answer
+        except BaseException as exc:
+            if trace is not None:
+                trace.end(http_status_for(exc)[0], exc)
+            raise
+        if trace is None:
+            return 200, v1_answer(response), JSON_HEADERS
+        t0 = time.perf_counter_ns()
+        body = v1_answer(response)
+        trace.encoded(t0, time.perf_counter_ns())
+        trace.end(200)
+        return 200, body, JSON_HEADERS
 
 
 def v1_request(model: LoadedModel, body: bytes, limits: Limits) -> InferRequest:
