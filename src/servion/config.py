@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from servion.errors import ConfigError, printable
 
 GB = 1024**3
 
@@ -170,6 +172,25 @@ class QualitySettings(BaseSettings):
     each side: a reference of a thousand rows rarely holds the extremes of live data."""
 
 
+class CostSettings(BaseSettings):
+    """What one replica costs to run, for ``servion_cost_*`` and ``servion status``.
+
+    A replica is one ``servion serve`` (the supervisor and its workers) on one machine or
+    pod, as ``resources.replicas`` of a deployment spec counts them."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVION_COST_", frozen=True)
+
+    replica_hour: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Price of running this replica for an hour (its machine or pod), GPUs aside."""
+    gpu_hour: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Price of one GPU for an hour, charged for every GPU NVML sees, on top of the replica."""
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    """ISO 4217 code of both prices; only ``servion status`` shows it."""
+    window_s: float = Field(default=60.0, ge=1, le=3600)
+    """Requests answered over the last this many seconds give the rate that turns the price
+    per hour into a price per 1,000 requests."""
+
+
 class AuditSettings(BaseSettings):
     """Where audit events go and how long they are kept."""
 
@@ -209,6 +230,7 @@ class Settings(BaseModel):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     quality: QualitySettings = Field(default_factory=QualitySettings)
+    cost: CostSettings = Field(default_factory=CostSettings)
 
     @property
     def artifacts_dir(self) -> Path:
@@ -224,4 +246,25 @@ class Settings(BaseModel):
         resolved = home or Path(os.environ.get("SERVION_HOME") or ".servion")
         resolved = resolved.expanduser().absolute()
         url = db_url or os.environ.get("SERVION_DB_URL") or f"sqlite:///{resolved / 'registry.db'}"
-        return cls(home=resolved, db_url=url)
+        try:
+            return cls(home=resolved, db_url=url)
+        except ValidationError as exc:  # a section read a bad environment variable
+            raise ConfigError(environment_problems(exc)) from None
+
+
+def environment_problems(exc: ValidationError) -> str:
+    """``exc`` of a settings section, told by the environment variables at fault.
+
+    >>> try:
+    ...     CostSettings(replica_hour=-1)
+    ... except ValidationError as exc:
+    ...     print(environment_problems(exc))
+    SERVION_COST_REPLICA_HOUR=-1: Input should be greater than or equal to 0
+    """
+    section = next((c for c in BaseSettings.__subclasses__() if c.__name__ == exc.title), None)
+    prefix = str(section.model_config.get("env_prefix", "")) if section else ""
+    return "; ".join(
+        f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}={printable(str(e['input']), 40)}: "
+        f"{e['msg']}"
+        for e in exc.errors()
+    )

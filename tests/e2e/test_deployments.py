@@ -284,10 +284,10 @@ def test_failed_deploy_leaves_the_previous_revision_serving(
 def test_bad_specs_change_nothing(
     server: RunningServer, tokens: dict[str, str], body: str, status: int, words: str
 ) -> None:
-    before = admin(server, tokens["viewer"], "GET", "/endpoints").json()
+    before = admin(server, tokens["viewer"], "GET", "/endpoints").json()["endpoints"]
     reply = admin(server, tokens["deployer"], "POST", "/endpoints", body)
     assert reply.status_code == status and words in reply.json()["error"]
-    assert admin(server, tokens["viewer"], "GET", "/endpoints").json() == before
+    assert admin(server, tokens["viewer"], "GET", "/endpoints").json()["endpoints"] == before
     assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
 
 
@@ -324,6 +324,11 @@ def test_cli_end_to_end(
     assert cli(tmp_path, "deploy", str(spec_file), *flags).returncode == 0
     status = cli(tmp_path, "status", "cli-ep", *flags)
     assert "tabular:v1.0.0 90%, tabular:v1.1.0 10%" in status.stdout
+    assert "cost:" not in status.stdout  # the replica's cost is not one endpoint's
+    every = cli(tmp_path, "status", *flags)
+    assert every.stdout.endswith(
+        "\ncost: not configured (--cost-per-replica-hour, --cost-per-gpu-hour)\n"
+    )
     diff = cli(tmp_path, "diff", "cli-ep", *flags)
     assert "-  weight: 60\n" in diff.stdout and "+  weight: 90\n" in diff.stdout
     # Only what the specs say: no defaults, no float noise.

@@ -212,7 +212,10 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path, tabular: TabularModels) 
         cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
     )
     port = free_port()
-    srv = start_server(home, tmp_path, "--workers", "1", "--metrics-port", str(port))
+    srv = start_server(
+        home, tmp_path, "--workers", "1", "--metrics-port", str(port),
+        "--cost-per-replica-hour", "3.6",
+    )  # fmt: skip
     try:
         assert httpx.post(f"{srv.url}/v2/models/tabular/infer", json=BODY).status_code == 200
 
@@ -221,6 +224,10 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path, tabular: TabularModels) 
             return 'servion_model_requests_total{model="tabular",version="v1.0.0"} 1.0' in text
 
         wait_until(counted, 20, "the request on the metrics port")
+        # The supervisor prices the workers' files the same way a worker does.
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert 'servion_cost_per_hour{resource="replica"} 3.6' in text
+        assert "\nservion_cost_per_1000_requests " in text
         assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
     finally:
         srv.stop()
@@ -231,10 +238,13 @@ def test_metrics_can_be_turned_off(tmp_path: Path, tabular: TabularModels) -> No
     assert (
         cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
     )
-    srv = start_server(home, tmp_path, "--workers", "1", "--no-metrics")
+    priced = ("--cost-per-replica-hour", "1")
+    srv = start_server(home, tmp_path, "--workers", "1", "--no-metrics", *priced)
     try:
         assert httpx.post(f"{srv.url}/v2/models/tabular/infer", json=BODY).status_code == 200
         assert httpx.get(f"{srv.url}/metrics").status_code == 404
+        status = cli(home, "status", "--url", srv.url)
+        assert "\ncost: $1.00/hour (no request rate: metrics are off)\n" in status.stdout
     finally:
         srv.stop()
 

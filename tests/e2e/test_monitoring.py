@@ -186,7 +186,9 @@ def watched(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) ->
         "slowpoke", {"execution": "thread", "dynamic": False, "max_queue_size": 1}
     )
     registry.close()
-    server = start_server(settings.home, tmp, "--workers", "2")
+    # Priced, so that the cost panels have their series to read.
+    prices = ("--cost-per-replica-hour", "2.4", "--cost-per-gpu-hour", "1.1")
+    server = start_server(settings.home, tmp, "--workers", "2", *prices)
     traffic: Traffic | None = None
     try:
         tabular_arm = [{"model": "tabular", "version": "v1.0.0"}]

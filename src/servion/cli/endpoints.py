@@ -3,6 +3,8 @@ running server, kept to light imports so they answer at once."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import orjson
 
@@ -35,6 +37,43 @@ def status(endpoint: str | None, as_json: bool, url: str, token: str | None) -> 
         for s in states
     ]
     click.echo(table(("ENDPOINT", "REVISION", "ENV", "ARMS", "READY", "SINCE (UTC)"), rows))
+    if not endpoint and "cost" in answer:  # a server older than the cost series has none
+        click.echo(cost_line(answer["cost"]))
+
+
+def cost_line(cost: dict[str, Any]) -> str:
+    """The replica's cost in one line.
+
+    >>> cost_line({"configured": True, "currency": "USD", "per_hour": 2.4, "gpus": 0,
+    ...            "requests_per_s": 812.0, "per_1000_requests": 0.000821, "window_s": 60})
+    'cost: $0.000821 per 1,000 requests at 812 req/s ($2.40/hour)'
+    """
+    if not cost["configured"]:
+        return "cost: not configured (--cost-per-replica-hour, --cost-per-gpu-hour)"
+    currency = cost["currency"]
+    per_hour = f"{money(cost['per_hour'], currency, 2)}/hour"
+    if cost["gpus"]:
+        per_hour += f" with {cost['gpus']} GPU" + ("s" if cost["gpus"] > 1 else "")
+    per_1000, rate = cost["per_1000_requests"], cost["requests_per_s"]
+    if per_1000 is None:
+        if rate is None:
+            return f"cost: {per_hour} (no request rate: metrics are off)"
+        return f"cost: {per_hour}, no request in the last {cost['window_s']:g} s"
+    return f"cost: {money(per_1000, currency)} per 1,000 requests at {rate_text(rate)} ({per_hour})"
+
+
+def money(amount: float, currency: str, decimals: int | None = None) -> str:
+    """``$2.40`` for dollars, ``2.40 EUR`` for any other currency; three significant digits
+    below 1 unless ``decimals`` says, as a cost per request is often a fraction of a cent."""
+    if decimals is not None or amount >= 1:
+        text = f"{amount:,.{2 if decimals is None else decimals}f}"
+    else:
+        text = f"{amount:.3g}"
+    return f"${text}" if currency == "USD" else f"{text} {currency}"
+
+
+def rate_text(rate: float) -> str:
+    return f"{rate:,.0f} req/s" if rate >= 100 else f"{rate:.3g} req/s"
 
 
 @click.command()

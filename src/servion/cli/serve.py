@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,17 @@ from typing import Any
 import click
 
 from servion.cli.common import Context, refusals_exit_2
-from servion.config import BatchingSettings, ServerSettings, Settings
+from servion.config import BatchingSettings, CostSettings, ServerSettings, Settings
 from servion.errors import ConfigError
 from servion.logs import configure_logging
 from servion.server import serve as run_server
+
+
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """FloatRange lets ``inf`` and ``nan`` through; neither is a price."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a price (a finite number, 0 or more)")
+    return value
 
 
 def server_options(func: Any) -> Any:
@@ -157,6 +165,20 @@ def server_options(func: Any) -> Any:
             default=None,
             help="Largest request body (default 10 MiB).",
         ),
+        click.option(
+            "--cost-per-replica-hour",
+            type=click.FloatRange(min=0),
+            callback=_finite,
+            default=None,
+            help="Price of this server's machine or pod per hour, for the cost series.",
+        ),
+        click.option(
+            "--cost-per-gpu-hour",
+            type=click.FloatRange(min=0),
+            callback=_finite,
+            default=None,
+            help="Price of one GPU per hour, times the GPUs NVML sees.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -164,6 +186,7 @@ def server_options(func: Any) -> Any:
 
 
 BATCHING_OPTIONS = ("dynamic", "max_batch_size", "max_queue_delay_us", "max_queue_size")
+COST_OPTIONS = {"cost_per_replica_hour": "replica_hour", "cost_per_gpu_hour": "gpu_hour"}
 
 
 def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
@@ -176,10 +199,12 @@ def with_server_overrides(settings: Settings, **overrides: Any) -> Settings:
     if given.get("port") == 0 and "grpc_port" not in given:
         given["grpc_port"] = 0  # "any free port" holds for both protocols
     batching = {k: given.pop(k) for k in BATCHING_OPTIONS if k in given}
+    cost = {field: given.pop(k) for k, field in COST_OPTIONS.items() if k in given}
     return settings.model_copy(
         update={
             "server": ServerSettings(**{**settings.server.model_dump(), **given}),
             "batching": BatchingSettings(**{**settings.batching.model_dump(), **batching}),
+            "cost": CostSettings(**{**settings.cost.model_dump(), **cost}),
         }
     )
 

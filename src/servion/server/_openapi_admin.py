@@ -38,7 +38,22 @@ def _admin_schemas() -> dict[str, Schema]:
         "Revision": obj(revision),
         "AppliedRevision": obj({**revision, "applied_ms": NUM}),
         "EndpointState": obj({**revision, "ready": BOOL}),
-        "EndpointList": obj({"endpoints": array_of(ref("EndpointState"))}),
+        "EndpointList": obj({"endpoints": array_of(ref("EndpointState")), "cost": ref("Cost")}),
+        "Cost": obj(
+            {
+                "configured": BOOL,
+                "currency": STR,
+                "per_hour": nullable(NUM),
+                "per_hour_by_resource": map_of(NUM),
+                "gpus": INT,
+                "requests_per_s": nullable(NUM),
+                "per_1000_requests": nullable(NUM),
+                "window_s": NUM,
+            },
+            description="The configured price of this replica per hour (by resource: replica,"
+            " gpu), and per 1,000 of the requests its workers answered over the window; null"
+            " without a price or without a request.",
+        ),
         "History": obj({"endpoint": STR, "revisions": array_of(ref("Revision"))}),
         "Undeployed": obj({"endpoint": STR, "deployed": {"const": False}}),
         "RolloutState": obj(

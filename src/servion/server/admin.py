@@ -40,6 +40,7 @@ CHANGE_TICKET_HEADER = b"x-servion-change-ticket"
 ROLLOUT_ACTIONS = ("pause", "resume", "abort")
 
 Guard = Callable[[Awaitable[Response], Request], Awaitable[Response]]
+CostNow = Callable[[], Awaitable[dict[str, Any]]]
 
 
 class NoAdminRoute(Exception):
@@ -54,12 +55,15 @@ class AdminApi:
         plane: DataPlane,
         service: DeployService,
         guard: Guard,
+        cost: CostNow,
     ) -> None:
         self.control = control
         self.manager = manager
         self.plane = plane
         self.service = service
         self.guard = guard
+        self.cost = cost
+        """The replica's cost now, for the endpoint list (``servion status``)."""
 
     def handle(self, req: Request, rest: list[str]) -> Response | Awaitable[Response]:
         """``rest``: the path after ``/v2/admin``."""
@@ -134,7 +138,8 @@ class AdminApi:
         deployments = self.control.deployments
         if endpoint is None:
             revisions = await asyncio.to_thread(deployments.all_current)
-            return json_response(200, {"endpoints": [self._state(r) for r in revisions]})
+            states = [self._state(r) for r in revisions]
+            return json_response(200, {"endpoints": states, "cost": await self.cost()})
         revision = await asyncio.to_thread(deployments.current, endpoint)
         return json_response(200, self._state(revision))
 

@@ -27,6 +27,7 @@ from servion.server import openapi
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.answers import Answer, Done, encoded, error_response, internal_error
 from servion.server.control import Control
+from servion.server.cost_export import Pricing
 from servion.server.counting import counted
 from servion.server.gate import Gate
 from servion.server.http import (
@@ -41,7 +42,7 @@ from servion.server.http import (
     read_asgi,
     send_asgi,
 )
-from servion.server.metrics_files import MetricsFolder, scrape
+from servion.server.metrics_files import MetricsFolder, current_cost, scrape
 from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
 from servion.serving import (
@@ -99,8 +100,10 @@ class ServionApp:
         metrics_folder: MetricsFolder | None = None,
         tracing: Tracing | None = None,
         drift: DriftMonitor | None = None,
+        pricing: Pricing | None = None,
     ) -> None:
         self.manager = manager
+        self.pricing = pricing or Pricing()
         self.tracing = tracing
         """None when tracing is off: then OpenTelemetry is not even imported."""
         self.metrics = metrics
@@ -137,7 +140,7 @@ class ServionApp:
                 control.every_second.append(
                     lambda: asyncio.to_thread(metrics_folder.write, metrics.snapshot())
                 )
-        self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard)
+        self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard, self._cost)
         self.v1 = V1Api(manager, self.plane, limits, self._guard, tracing)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
@@ -237,8 +240,13 @@ class ServionApp:
         if head == "metrics" and len(parts) == 1 and self.metrics is not None:
             if req.method != "GET":
                 return _not_allowed(req, "GET")
-            return self._guard(scrape(self.metrics.snapshot(), self.metrics_folder), req)
+            snapshot = self.metrics.snapshot()
+            return self._guard(scrape(snapshot, self.metrics_folder, self.pricing), req)
         raise _NoRoute
+
+    async def _cost(self) -> dict[str, Any]:
+        own = None if self.metrics is None else self.metrics.snapshot()
+        return await current_cost(self.pricing, own, self.metrics_folder)
 
     async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
         try:

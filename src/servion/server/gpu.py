@@ -23,11 +23,10 @@ _nvml: Any = None
 _absent = False
 
 
-def read() -> list[Device]:
+def _library() -> Any:
+    """NVML, initialised once; None without it."""
     global _nvml, _absent
-    if _absent:
-        return []
-    if _nvml is None:
+    if _nvml is None and not _absent:
         try:
             import pynvml
 
@@ -35,8 +34,24 @@ def read() -> list[Device]:
             _nvml = pynvml
         except Exception:  # no library, no driver, no device: no GPU series
             _absent = True
-            return []
-    nvml = _nvml
+    return _nvml
+
+
+def count() -> int:
+    """How many GPUs NVML sees (0 without it): the GPUs a price per GPU-hour is paid for."""
+    nvml = _library()
+    if nvml is None:
+        return 0
+    try:
+        return int(nvml.nvmlDeviceGetCount())
+    except Exception:
+        return 0
+
+
+def read() -> list[Device]:
+    nvml = _library()
+    if nvml is None:
+        return []
     devices = []
     try:
         for index in range(nvml.nvmlDeviceGetCount()):

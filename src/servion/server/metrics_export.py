@@ -27,6 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from servion.server.cost_export import Pricing, cost_series
 from servion.server.drift_export import drift_series, quality_series
 from servion.serving.stats import BATCH_BUCKETS, LATENCY_BUCKETS_NS
 
@@ -34,17 +35,26 @@ LIVE_S: Final = 3.0
 CONTENT_TYPE: Final = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-def render(snapshots: list[dict[str, Any]], now: float | None = None) -> bytes:
+def render(
+    snapshots: list[dict[str, Any]], now: float | None = None, pricing: Pricing | None = None
+) -> bytes:
     """The exposition text for the snapshots of every worker."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshots(snapshots, time.time() if now is None else now))
+    collector = _Snapshots(snapshots, time.time() if now is None else now, pricing or Pricing())
+    registry.register(collector)
     return bytes(generate_latest(registry))
 
 
+def live(snapshots: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    """The snapshots of workers alive at ``now``: their gauges describe the present."""
+    return [s for s in snapshots if now - s.get("time", 0) <= LIVE_S]
+
+
 class _Snapshots(Collector):
-    def __init__(self, snapshots: list[dict[str, Any]], now: float) -> None:
+    def __init__(self, snapshots: list[dict[str, Any]], now: float, pricing: Pricing) -> None:
         self.all = snapshots
-        self.live = [s for s in snapshots if now - s.get("time", 0) <= LIVE_S]
+        self.live = live(snapshots, now)
+        self.pricing = pricing
 
     def collect(self) -> Iterator[Metric]:
         yield from _requests(self.all)
@@ -53,6 +63,7 @@ class _Snapshots(Collector):
         yield from _payload_logs(self.all)
         yield from drift_series(self.live)
         yield from quality_series(self.all)
+        yield from cost_series(self.pricing, self.live)
         yield from _process(self.all, self.live)
         yield from _gpus()
 

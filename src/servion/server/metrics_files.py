@@ -1,18 +1,21 @@
 """Where the workers' metrics meet: each worker's snapshot file in the server's metrics
-folder, the scrape a worker answers from them, and the supervisor's ``--metrics-port``."""
+folder, the scrape (and the replica's cost) a worker answers from them, and the
+supervisor's ``--metrics-port``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from servion.server.cost_export import Pricing, cost_summary
 from servion.server.http import Response
-from servion.server.metrics_export import CONTENT_TYPE, render
+from servion.server.metrics_export import CONTENT_TYPE, live, render
 
 
 class MetricsFolder:
@@ -37,16 +40,30 @@ class MetricsFolder:
         return found
 
 
-async def scrape(own: dict[str, Any], folder: MetricsFolder | None) -> Response:
-    """The answer to ``GET /metrics``: this worker's live snapshot and the others' files."""
-    snapshots = [own]
-    if folder is not None:
-        snapshots += await asyncio.to_thread(folder.others)
-    body = await asyncio.to_thread(render, snapshots)
+async def gather(own: dict[str, Any], folder: MetricsFolder | None) -> list[dict[str, Any]]:
+    """This worker's live snapshot and the others' files."""
+    if folder is None:
+        return [own]
+    return [own, *await asyncio.to_thread(folder.others)]
+
+
+async def scrape(
+    own: dict[str, Any], folder: MetricsFolder | None, pricing: Pricing | None = None
+) -> Response:
+    """The answer to ``GET /metrics``."""
+    body = await asyncio.to_thread(render, await gather(own, folder), None, pricing)
     return 200, body, [(b"content-type", CONTENT_TYPE)]
 
 
-def serve_folder(host: str, port: int, folder: Path) -> None:
+async def current_cost(
+    pricing: Pricing, own: dict[str, Any] | None, folder: MetricsFolder | None
+) -> dict[str, Any]:
+    """The replica's cost now (``own`` is None when metrics are off: then no rate)."""
+    snapshots = [] if own is None else await gather(own, folder)
+    return await asyncio.to_thread(cost_summary, pricing, live(snapshots, time.time()))
+
+
+def serve_folder(host: str, port: int, folder: Path, pricing: Pricing | None = None) -> None:
     """Answer ``GET /metrics`` on a port of its own from a thread of the supervisor (which
     outlives every worker): the workers' files, at most a second old."""
     import threading
@@ -59,7 +76,7 @@ def serve_folder(host: str, port: int, folder: Path) -> None:
             if self.path.split("?")[0] != "/metrics":
                 self.send_error(404)
                 return
-            body = render(reader.others())
+            body = render(reader.others(), None, pricing)
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE.decode())
             self.send_header("Content-Length", str(len(body)))

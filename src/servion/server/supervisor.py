@@ -269,10 +269,12 @@ def supervise(
     metrics_dir = tempfile.mkdtemp(prefix=f"servion-metrics-{port}-")
     server["metrics_dir"] = metrics_dir
     if server.get("metrics") and server.get("metrics_port"):
+        from servion.server.cost_export import Pricing
         from servion.server.metrics_files import serve_folder
 
+        pricing = Pricing.from_config(config.get("cost", {}))
         try:
-            serve_folder(host, server["metrics_port"], Path(metrics_dir))
+            serve_folder(host, server["metrics_port"], Path(metrics_dir), pricing)
         except OSError as exc:
             shutil.rmtree(metrics_dir, ignore_errors=True)
             raise ConfigError(

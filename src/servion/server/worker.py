@@ -19,6 +19,7 @@ from servion.registry import ModelRegistry
 from servion.server import native_serve
 from servion.server.app import ServionApp
 from servion.server.control import Control
+from servion.server.cost_export import Pricing
 from servion.server.gate import Gate
 from servion.server.metrics_files import MetricsFolder
 from servion.server.request_log import AccessLog
@@ -53,7 +54,9 @@ def build_app(
         max_json_depth=settings.server.max_json_depth,
     )
     control.inference_auth = settings.server.inference_auth
-    metrics = WorkerMetrics(manager, control.worker_id) if settings.server.metrics else None
+    metrics = None
+    if settings.server.metrics:
+        metrics = WorkerMetrics(manager, control.worker_id, settings.cost.window_s)
     folder = None
     if metrics is not None and settings.server.metrics_dir:
         folder = MetricsFolder(Path(settings.server.metrics_dir), control.worker_id)
@@ -73,6 +76,7 @@ def build_app(
         metrics_folder=folder,
         tracing=tracing,
         drift=DriftMonitor(registry, settings.drift) if settings.drift.enabled else None,
+        pricing=Pricing.from_config(settings.cost.model_dump()),
     )
     if settings.server.grpc:
         # Imported only when served: grpc costs each worker about 14 MB.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from time import perf_counter_ns
 from typing import Any, Final
@@ -75,15 +76,53 @@ class RequestCounts:
     def latency(self) -> dict[tuple[str, str], list[int]]:
         return {key: slot[5:] for key, slot in self.slots.items()}
 
+    @property
+    def answered(self) -> int:
+        """Requests answered so far, whatever their status."""
+        return sum(sum(slot[:5]) for slot in self.slots.values())
+
+
+class RecentAnswers:
+    """How many requests a worker answered over about the last ``window_s`` seconds, from
+    samples of its cumulative count, at most one a second (each snapshot offers one).
+
+    Each worker reports its own window and the reader adds the rates up: a history kept by
+    whichever worker answers a scrape would start empty in each worker and see other
+    workers' counts a second late.
+
+    >>> recent = RecentAnswers(60.0, now=0.0)
+    >>> recent.observe(30.0, 600)
+    {'requests': 600, 'seconds': 30.0}
+    """
+
+    __slots__ = ("samples", "window_s")
+
+    def __init__(self, window_s: float, now: float) -> None:
+        self.window_s = window_s
+        self.samples: deque[tuple[float, int]] = deque([(now, 0)])
+        """(monotonic time, cumulative count), oldest first; (start, 0) at first."""
+
+    def observe(self, now: float, total: int) -> dict[str, float]:
+        """Take ``total`` (the count at ``now``) and give the requests answered in the window
+        and its length: the window, once the worker is old enough, else the worker's life."""
+        if now - self.samples[-1][0] >= 1.0:
+            self.samples.append((now, total))
+        # Keep the last sample at or before the window's start, so the window is whole.
+        while len(self.samples) > 1 and self.samples[1][0] <= now - self.window_s:
+            self.samples.popleft()
+        since, before = self.samples[0]
+        return {"requests": total - before, "seconds": now - since}
+
 
 class WorkerMetrics:
     """Snapshots of one worker (see the module docstring)."""
 
-    def __init__(self, manager: ModelManager, worker_id: str) -> None:
+    def __init__(self, manager: ModelManager, worker_id: str, window_s: float = 60.0) -> None:
         self.manager = manager
         self.worker_id = worker_id
         self.requests = RequestCounts()
         self.started = time.time()
+        self.recent = RecentAnswers(window_s, time.monotonic())
         self._retired: dict[tuple[str, str], dict[str, Any]] = {}
         self.canary: dict[str, dict[str, Any]] = {}
         """Per endpoint: the rollout step and how its gates judged (set by the driver)."""
@@ -129,6 +168,7 @@ class WorkerMetrics:
             "requests": [[*k, v] for k, v in sorted(self.requests.total.items())],
             "latency": [[*k, list(v)] for k, v in sorted(self.requests.latency.items())],
             "inflight": self.requests.inflight,
+            "recent": self.recent.observe(time.monotonic(), self.requests.answered),
             "endpoints": {name: router.stats() for name, router in self.manager.endpoints.items()},
             "canary": self.canary,
             "drift": self.drift(),
