@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from servion.drift import freshest
+from servion.server.metric_families import Sums, counter
 
 
 def drift_series(live: list[dict[str, Any]]) -> Iterable[Metric]:
@@ -61,32 +62,26 @@ def drift_series(live: list[dict[str, Any]]) -> Iterable[Metric]:
 
 def quality_series(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
     """``servion_data_quality_*`` counters from every worker's snapshot."""
-    findings: dict[tuple[str, ...], int] = {}
-    requests: dict[tuple[str, ...], int] = {}
+    findings, requests = Sums(), Sums()
     for snap in snapshots:
         for m in snap.get("models", []):
             for key, count in m.get("quality", {}).items():
                 feature, _, check = key.partition("\t")
-                found = (m["model"], m["version"], feature, check)
-                findings[found] = findings.get(found, 0) + count
+                findings.add((m["model"], m["version"], feature, check), count)
             for action, count in m.get("screened", {}).items():
-                done = (m["model"], m["version"], action)
-                requests[done] = requests.get(done, 0) + count
-    values = CounterMetricFamily(
+                requests.add((m["model"], m["version"], action), count)
+    yield counter(
         "servion_data_quality_findings",
         "Input values that failed a data quality check, by feature and check (nan, inf,"
         " range: outside the reference's; missing, extra: feature columns; type, shape:"
         " refused by the signature).",
-        labels=["model", "version", "feature", "check"],
+        ["model", "version", "feature", "check"],
+        findings,
     )
-    for finding, count in sorted(findings.items()):
-        values.add_metric(list(finding), count)
-    screened = CounterMetricFamily(
+    yield counter(
         "servion_data_quality_requests",
         "Requests with at least one data quality finding, by what was done (accepted,"
         " flagged, refused).",
-        labels=["model", "version", "action"],
+        ["model", "version", "action"],
+        requests,
     )
-    for outcome, count in sorted(requests.items()):
-        screened.add_metric(list(outcome), count)
-    return [values, screened]

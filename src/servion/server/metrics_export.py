@@ -19,9 +19,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
 from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.exposition import generate_latest
@@ -29,6 +26,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from servion.server.cost_export import Pricing, cost_series
 from servion.server.drift_export import drift_series, quality_series
+from servion.server.endpoint_export import endpoint_series, payload_log_series
+from servion.server.metric_families import Sums, counter, gauge, histogram
 from servion.serving.stats import BATCH_BUCKETS, LATENCY_BUCKETS_NS
 
 LIVE_S: Final = 3.0
@@ -59,8 +58,8 @@ class _Snapshots(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _requests(self.all)
         yield from _models(self.all, self.live)
-        yield from _endpoints(self.all, self.live)
-        yield from _payload_logs(self.all)
+        yield from endpoint_series(self.all, self.live)
+        yield from payload_log_series(self.all)
         yield from drift_series(self.live)
         yield from quality_series(self.all)
         yield from cost_series(self.pricing, self.live)
@@ -68,70 +67,20 @@ class _Snapshots(Collector):
         yield from _gpus()
 
 
-class _Sums:
-    """Values of one series family added up by label values."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, ...], float] = {}
-        self.histograms: dict[tuple[str, ...], list[int]] = {}
-
-    def add(self, labels: tuple[str, ...], value: float) -> None:
-        self.values[labels] = self.values.get(labels, 0) + value
-
-    def add_histogram(self, labels: tuple[str, ...], counts: list[int]) -> None:
-        mine = self.histograms.get(labels)
-        self.histograms[labels] = (
-            list(counts) if mine is None else [a + b for a, b in zip(mine, counts, strict=True)]
-        )
-
-
-def _counter(name: str, doc: str, labels: list[str], sums: _Sums) -> CounterMetricFamily:
-    family = CounterMetricFamily(name, doc, labels=labels)
-    for values, value in sorted(sums.values.items()):
-        family.add_metric(list(values), value)
-    return family
-
-
-def _gauge(name: str, doc: str, labels: list[str], sums: _Sums) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, doc, labels=labels)
-    for values, value in sorted(sums.values.items()):
-        family.add_metric(list(values), value)
-    return family
-
-
-def _histogram(
-    name: str, doc: str, labels: list[str], sums: _Sums, bounds: tuple[int, ...], scale: float
-) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=labels)
-    for values, counts in sorted(sums.histograms.items()):
-        cumulative, buckets = 0, []
-        for bound, count in zip(bounds, counts, strict=False):
-            cumulative += count
-            buckets.append((_number(bound * scale), cumulative))
-        cumulative += counts[len(bounds)]
-        buckets.append(("+Inf", cumulative))
-        family.add_metric(list(values), buckets, counts[-1] * scale)
-    return family
-
-
-def _number(value: float) -> str:
-    return f"{value:.6g}"
-
-
 def _requests(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
-    total, latency = _Sums(), _Sums()
+    total, latency = Sums(), Sums()
     for snap in snapshots:
         for protocol, target, code, count in snap.get("requests", []):
             total.add((protocol, target, code), count)
         for protocol, target, counts in snap.get("latency", []):
             latency.add_histogram((protocol, target), counts)
-    yield _counter(
+    yield counter(
         "servion_requests",
         "Inference requests answered, by protocol, model or endpoint, and status class.",
         ["protocol", "target", "code"],
         total,
     )
-    yield _histogram(
+    yield histogram(
         "servion_request_duration_seconds",
         "Inference request latency in the server, from the parsed request to the answer.",
         ["protocol", "target"],
@@ -145,8 +94,8 @@ _REJECTED: Final = frozenset({"queue_full", "deadline", "limits"})
 
 
 def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iterable[Metric]:
-    requests, failures, rows, executions, rejected = _Sums(), _Sums(), _Sums(), _Sums(), _Sums()
-    hist = {kind: _Sums() for kind in ("queue", "compute", "batch")}
+    requests, failures, rows, executions, rejected = Sums(), Sums(), Sums(), Sums(), Sums()
+    hist = {kind: Sums() for kind in ("queue", "compute", "batch")}
     for snap in snapshots:
         for m in snap.get("models", []):
             key = (m["model"], m["version"])
@@ -161,26 +110,24 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
             for kind, sums in hist.items():
                 sums.add_histogram(key, m[kind])
     labels = ["model", "version"]
-    yield _counter(
-        "servion_model_requests", "Requests a model version was asked.", labels, requests
-    )
-    yield _counter(
+    yield counter("servion_model_requests", "Requests a model version was asked.", labels, requests)
+    yield counter(
         "servion_model_failures",
         "Requests a model version did not answer, by reason (invalid_input, queue_full,"
         " deadline, limits, model_error).",
         [*labels, "reason"],
         failures,
     )
-    yield _counter(
+    yield counter(
         "servion_model_inferences", "Rows (inferences) a model version answered.", labels, rows
     )
-    yield _counter(
+    yield counter(
         "servion_model_executions",
         "Model executions (a batch of one or more requests is one).",
         labels,
         executions,
     )
-    yield _counter(
+    yield counter(
         "servion_rejected_requests",
         "Requests refused before running: a full queue, a passed deadline, a limit.",
         ["target", "reason"],
@@ -190,7 +137,7 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
         ("queue", "Time a request waited for its batch to start."),
         ("compute", "Execution time of the batch that answered a request."),
     ):
-        yield _histogram(
+        yield histogram(
             f"servion_model_{kind}_duration_seconds",
             doc,
             labels,
@@ -198,7 +145,7 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
             LATENCY_BUCKETS_NS,
             1e-9,
         )
-    yield _histogram(
+    yield histogram(
         "servion_model_batch_size",
         "Rows per model execution.",
         labels,
@@ -206,7 +153,7 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
         BATCH_BUCKETS,
         1.0,
     )
-    queued, loaded, load_s, warmup_s, memory = _Sums(), _Sums(), _Sums(), _Sums(), _Sums()
+    queued, loaded, load_s, warmup_s, memory = Sums(), Sums(), Sums(), Sums(), Sums()
     for snap in live:
         worker = snap["worker"]
         for m in snap.get("models", []):
@@ -217,12 +164,12 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
             load_s.add(per_worker, m["load_s"])
             warmup_s.add(per_worker, m["warmup_s"])
             memory.add(per_worker, m["memory_bytes"])
-    yield _gauge("servion_queue_depth", "Requests waiting in a model's queues.", labels, queued)
-    yield _gauge("servion_models_loaded", "Model versions loaded in a worker.", ["worker"], loaded)
+    yield gauge("servion_queue_depth", "Requests waiting in a model's queues.", labels, queued)
+    yield gauge("servion_models_loaded", "Model versions loaded in a worker.", ["worker"], loaded)
     per = [*labels, "worker"]
-    yield _gauge("servion_model_load_seconds", "How long loading took.", per, load_s)
-    yield _gauge("servion_model_warmup_seconds", "How long the warm-up took.", per, warmup_s)
-    yield _gauge(
+    yield gauge("servion_model_load_seconds", "How long loading took.", per, load_s)
+    yield gauge("servion_model_warmup_seconds", "How long the warm-up took.", per, warmup_s)
+    yield gauge(
         "servion_model_memory_bytes",
         "Resident memory the worker grew by while loading the model (approximate).",
         per,
@@ -230,121 +177,8 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
     )
 
 
-def _payload_logs(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
-    sums = {"written": _Sums(), "dropped": _Sums(), "failed": _Sums()}
-    for snap in snapshots:
-        for endpoint, stats in snap.get("endpoints", {}).items():
-            for key, value in (stats.get("payload_log") or {}).items():
-                if key in sums:
-                    sums[key].add((endpoint,), value)
-    labels = ["endpoint"]
-    yield _counter(
-        "servion_payload_log_events", "Payload log events written.", labels, sums["written"]
-    )
-    yield _counter(
-        "servion_payload_log_dropped",
-        "Payload log events dropped: the endpoint's buffer was full.",
-        labels,
-        sums["dropped"],
-    )
-    yield _counter(
-        "servion_payload_log_failed",
-        "Payload log events the sink did not take (a failed write or POST).",
-        labels,
-        sums["failed"],
-    )
-
-
-def _endpoints(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iterable[Metric]:
-    arms, arm_errors, hits, misses, fallbacks = _Sums(), _Sums(), _Sums(), _Sums(), _Sums()
-    shadows, disagreed, dropped, opened, refused = _Sums(), _Sums(), _Sums(), _Sums(), _Sums()
-    gates = _Sums()
-    for snap in snapshots:
-        for endpoint, stats in snap.get("endpoints", {}).items():
-            for arm, value in stats.get("arms", {}).items():
-                arms.add((endpoint, arm), value["requests"])
-                arm_errors.add((endpoint, arm), value["errors"])
-            for shadow, value in stats.get("shadows", {}).items():
-                shadows.add((endpoint, shadow), value["requests"])
-                disagreed.add((endpoint, shadow), value["requests"] - value["agreed"])
-                dropped.add((endpoint, shadow), value["dropped"])
-            cache = stats.get("cache")
-            if cache:
-                hits.add((endpoint,), cache["hits"])
-                misses.add((endpoint,), cache["misses"])
-            for reason, count in stats.get("fallbacks", {}).items():
-                fallbacks.add((endpoint, reason), count)
-            for arm, breaker in stats.get("breakers", {}).items():
-                opened.add((endpoint, arm), breaker["opened"])
-                refused.add((endpoint, "circuit_open"), breaker["rejected"])
-            bulkhead = stats.get("bulkhead")
-            if bulkhead:
-                refused.add((endpoint, "bulkhead"), bulkhead["rejected"])
-        for endpoint, canary in snap.get("canary", {}).items():
-            for result, count in canary.get("gates", {}).items():
-                gates.add((endpoint, result), count)
-    both = ["endpoint", "arm"]
-    yield _counter("servion_arm_requests", "Requests an endpoint's arm answered.", both, arms)
-    yield _counter("servion_arm_errors", "Requests an endpoint's arm failed.", both, arm_errors)
-    yield _counter("servion_cache_hits", "Answers from the response cache.", ["endpoint"], hits)
-    yield _counter(
-        "servion_cache_misses", "Requests the response cache did not hold.", ["endpoint"], misses
-    )
-    yield _counter(
-        "servion_fallbacks",
-        "Answers from a fallback, by reason.",
-        ["endpoint", "reason"],
-        fallbacks,
-    )
-    pair = ["endpoint", "shadow"]
-    yield _counter("servion_shadow_requests", "Copies a shadow answered.", pair, shadows)
-    yield _counter(
-        "servion_shadow_disagreements", "Shadow answers unlike the primary's.", pair, disagreed
-    )
-    yield _counter("servion_shadow_dropped", "Copies not sent (too many in flight).", pair, dropped)
-    yield _counter(
-        "servion_circuit_breaker_opened", "Times an arm's circuit breaker opened.", both, opened
-    )
-    yield _counter(
-        "servion_endpoint_rejected_requests",
-        "Requests an endpoint refused: a full bulkhead, an open circuit.",
-        ["endpoint", "reason"],
-        refused,
-    )
-    yield _counter(
-        "servion_canary_gate_results",
-        "Canary steps judged, by result (passed, failed).",
-        ["endpoint", "result"],
-        gates,
-    )
-    state, step = _Sums(), _Sums()
-    for snap in live:
-        for endpoint, stats in snap.get("endpoints", {}).items():
-            for arm, breaker in stats.get("breakers", {}).items():
-                for name in ("closed", "open", "half_open"):
-                    key = (endpoint, arm, name)
-                    state.values[key] = max(
-                        state.values.get(key, 0), float(breaker["state"] == name)
-                    )
-        for endpoint, canary in snap.get("canary", {}).items():
-            if "percent" in canary:
-                step.values[(endpoint,)] = canary["percent"]
-    yield _gauge(
-        "servion_circuit_breaker_state",
-        "1 for an arm's breaker state in any worker (closed, open, half_open).",
-        [*both, "state"],
-        state,
-    )
-    yield _gauge(
-        "servion_canary_step_percent",
-        "Share of traffic the canary of a running rollout gets.",
-        ["endpoint"],
-        step,
-    )
-
-
 def _process(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iterable[Metric]:
-    cpu, rss, inflight, started = _Sums(), _Sums(), _Sums(), _Sums()
+    cpu, rss, inflight, started = Sums(), Sums(), Sums(), Sums()
     for snap in snapshots:
         cpu.add((snap["worker"],), snap["process"]["cpu_seconds"])
     for snap in live:
@@ -352,17 +186,17 @@ def _process(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Ite
         rss.add(worker, snap["process"]["resident_bytes"])
         started.add(worker, snap["process"]["started"])
         inflight.add(worker, snap.get("inflight", 0))
-    yield _counter("servion_process_cpu_seconds", "CPU time of a worker.", ["worker"], cpu)
-    yield _gauge(
+    yield counter("servion_process_cpu_seconds", "CPU time of a worker.", ["worker"], cpu)
+    yield gauge(
         "servion_process_resident_memory_bytes", "Resident memory of a worker.", ["worker"], rss
     )
-    yield _gauge(
+    yield gauge(
         "servion_process_start_time_seconds",
         "When a worker started (Unix time).",
         ["worker"],
         started,
     )
-    yield _gauge(
+    yield gauge(
         "servion_inflight_requests", "Inference requests being answered.", ["worker"], inflight
     )
 
@@ -376,7 +210,7 @@ def _gpus() -> Iterable[Metric]:
     if not devices:
         return
     labels = ["gpu", "name"]
-    util, used, total, power = _Sums(), _Sums(), _Sums(), _Sums()
+    util, used, total, power = Sums(), Sums(), Sums(), Sums()
     for d in devices:
         key = (str(d.index), d.name)
         util.add(key, d.utilization)
@@ -384,8 +218,8 @@ def _gpus() -> Iterable[Metric]:
         total.add(key, d.memory_total)
         if d.power_watts is not None:
             power.add(key, d.power_watts)
-    yield _gauge("servion_gpu_utilization_ratio", "Share of time the GPU was busy.", labels, util)
-    yield _gauge("servion_gpu_memory_used_bytes", "GPU memory in use.", labels, used)
-    yield _gauge("servion_gpu_memory_total_bytes", "GPU memory in all.", labels, total)
+    yield gauge("servion_gpu_utilization_ratio", "Share of time the GPU was busy.", labels, util)
+    yield gauge("servion_gpu_memory_used_bytes", "GPU memory in use.", labels, used)
+    yield gauge("servion_gpu_memory_total_bytes", "GPU memory in all.", labels, total)
     if power.values:
-        yield _gauge("servion_gpu_power_watts", "GPU power draw.", labels, power)
+        yield gauge("servion_gpu_power_watts", "GPU power draw.", labels, power)
