@@ -182,13 +182,13 @@ def test_counts_from_every_worker_add_up_and_survive_kill_9(server: RunningServe
     )
 
 
-def test_endpoint_requests_are_counted_and_leave_flight(
+def test_endpoint_requests_are_counted_and_leave_flight_and_unloads_are_timed(
     tmp_path: Path, tabular: TabularModels
 ) -> None:
     home = tmp_path / "home"
-    assert (
-        cli(home, "register", "tabular", str(tabular.onnx), "--version", "v1.0.0").returncode == 0
-    )
+    for name in ("tabular", "spare"):
+        registered = cli(home, "register", name, str(tabular.onnx), "--version", "v1.0.0")
+        assert registered.returncode == 0, registered.stderr
     srv = start_server(home, tmp_path, "--workers", "1")
     try:
         spec = "endpoint: front\nmodels:\n  - {model: tabular, version: v1.0.0}\n"
@@ -202,6 +202,16 @@ def test_endpoint_requests_are_counted_and_leave_flight(
         assert value(s, "servion_request_duration_seconds_count", target="front") == 7
         assert value(s, "servion_arm_requests_total", endpoint="front") == 7
         assert value(s, "servion_inflight_requests") == 0  # every request left flight
+        assert value(s, "servion_model_unloads_total", model="spare") == 0
+        unloaded = httpx.post(f"{srv.url}/v2/repository/models/spare/unload")
+        assert unloaded.status_code == 200, unloaded.text
+        wait_until(
+            lambda: value(scrape(srv.url), "servion_model_unloads_total", model="spare") == 1,
+            20,
+            "the unload counted",
+        )
+        s = scrape(srv.url)
+        assert 0 < value(s, "servion_model_unload_seconds_total", model="spare") < 10
     finally:
         srv.stop()
 

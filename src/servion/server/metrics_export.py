@@ -58,6 +58,7 @@ class _Snapshots(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from _requests(self.all)
         yield from _models(self.all, self.live)
+        yield from _unloads(self.all)
         yield from endpoint_series(self.all, self.live)
         yield from payload_log_series(self.all)
         yield from drift_series(self.live)
@@ -174,6 +175,26 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
         "Resident memory the worker grew by while loading the model (approximate).",
         per,
         memory,
+    )
+
+
+def _unloads(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
+    unloads, unload_s = Sums(), Sums()
+    for snap in snapshots:
+        for model, version, count, seconds in snap.get("unloads", []):
+            unloads.add((model, version), count)
+            unload_s.add((model, version), seconds)
+    yield counter(
+        "servion_model_unloads",
+        "Times a version's runtime was unloaded.",
+        ["model", "version"],
+        unloads,
+    )
+    yield counter(
+        "servion_model_unload_seconds",
+        "Time spent unloading a version's runtime (over servion_model_unloads_total: the mean).",
+        ["model", "version"],
+        unload_s,
     )
 
 

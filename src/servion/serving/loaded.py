@@ -4,7 +4,8 @@ the reference count that keeps its runtime alive while anything still uses it.""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ class RuntimeHandle:
         "label",
         "load_s",
         "memory_bytes",
+        "on_unloaded",
         "refs",
         "released",
         "retired",
@@ -56,6 +58,8 @@ class RuntimeHandle:
         self.refs = 0
         self.retired = False
         self.released = False
+        self.on_unloaded: Callable[[float], None] | None = None
+        """Told how many seconds the unload took (the metrics count them)."""
 
     def acquire(self) -> None:
         self.refs += 1
@@ -75,11 +79,15 @@ class RuntimeHandle:
         if self.released:
             return
         self.released = True
+        started = time.perf_counter()
         try:
             self.runtime.unload()
         except Exception:  # a model's own code may raise anything
             log.exception("model_unload_failed", extra={"model": self.label})
-        log.info("model_unloaded", extra={"model": self.label})
+        unload_s = time.perf_counter() - started
+        log.info("model_unloaded", extra={"model": self.label, "unload_s": round(unload_s, 4)})
+        if self.on_unloaded is not None:
+            self.on_unloaded(unload_s)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ set or the new one, never half of each.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -86,6 +87,8 @@ class ModelManager:
         self.generation = -1
         self.on_retire: list[Callable[[LoadedModel], None]] = []
         """Told of each version leaving service (its counters, for the metrics to keep)."""
+        self.on_unloaded: list[Callable[[str, str, float], None]] = []
+        """Told of each version's runtime unloaded, and how many seconds that took."""
         self.on_endpoints: list[Callable[[dict[str, EndpointRouter]], None]] = []
         """Told of the endpoints' routers after each swap (the payload logger's channels)."""
         self._all_loaded = False
@@ -286,6 +289,7 @@ class ModelManager:
             return None
         self.failures.pop(key, None)
         handle = RuntimeHandle(runtime, mv.label, execution_ns)
+        handle.on_unloaded = functools.partial(self._unloaded, mv.name, mv.version)
         handle.load_s, handle.warmup_s = loaded - started, warmed - loaded
         handle.memory_bytes = max(0, rss_after - rss_before)
         log.info(
@@ -298,6 +302,10 @@ class ModelManager:
             },
         )
         return LoadedModel(mv, handle, config)
+
+    def _unloaded(self, name: str, version: str, unload_s: float) -> None:
+        for hook in self.on_unloaded:
+            hook(name, version, unload_s)
 
     def _routers(
         self, plans: list[EndpointPolicy], models: dict[Key, LoadedModel]

@@ -129,6 +129,14 @@ class WorkerMetrics:
         self.drift: Callable[[], dict[str, Any]] = dict
         """Per ``model:version``: the worker's last judged drift window (set by the app)."""
         manager.on_retire.append(self._keep)
+        self.unloads: dict[tuple[str, str], list[float]] = {}
+        """(model, version) -> [unloads, seconds they took]."""
+        manager.on_unloaded.append(self._unloaded)
+
+    def _unloaded(self, name: str, version: str, unload_s: float) -> None:
+        slot = self.unloads.setdefault((name, version), [0, 0.0])
+        slot[0] += 1
+        slot[1] += unload_s
 
     def _keep(self, model: LoadedModel) -> None:
         key = (model.name, model.version)
@@ -165,6 +173,7 @@ class WorkerMetrics:
                 for k, v in sorted(models.items())
             ],
             "loaded": loaded,
+            "unloads": [[*k, *v] for k, v in sorted(self.unloads.items())],
             "requests": [[*k, v] for k, v in sorted(self.requests.total.items())],
             "latency": [[*k, list(v)] for k, v in sorted(self.requests.latency.items())],
             "inflight": self.requests.inflight,
