@@ -8,11 +8,16 @@ every ``window_s``, compares each reservoir with the version's reference profile
 (``servion.drift``) and starts a new window. A version without a reference learns one
 from its first ``reference_rows`` sampled rows and stores it in the registry, where the
 first worker to store one wins.
+
+A judged window is kept whole (``latest``) for the metrics and the admin API, and its
+verdict goes to the audit trail when it changes what drifts (``drift_audit``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -24,6 +29,7 @@ from servion.config import DriftSettings
 from servion.drift import Thresholds, build_profile, columns_of, compare
 from servion.drift.profile import Columns
 from servion.registry import ModelRegistry
+from servion.serving.drift_audit import DriftAudit
 from servion.types import Arrays
 
 log = logging.getLogger("servion.drift")
@@ -92,6 +98,8 @@ class DriftMonitor:
         self._versions: dict[tuple[str, str], _Version] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         """``model:version`` -> the last judged window (replaced whole, never mutated)."""
+        self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.audit = DriftAudit(registry.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -118,6 +126,7 @@ class DriftMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        self.audit.close()
 
     def results(self) -> dict[str, dict[str, Any]]:
         return dict(self.latest)
@@ -206,15 +215,18 @@ class DriftMonitor:
                     },
                 )
         state.drifting = drifted
-        self.latest[f"{name}:{version}"] = {
+        window = {
             "model": name,
             "version": version,
             "time": time.time(),
+            "worker": self.worker,
             "rows": state.inputs.filled,
             "reference": profile.get("source", ""),
             "thresholds": {"psi": limits.psi, "alpha": limits.alpha},
             "features": [r.to_dict() for r in found],
         }
+        self.latest[f"{name}:{version}"] = window
+        self.audit.judged(window)
 
 
 def _rows(arrays: Arrays) -> int:
