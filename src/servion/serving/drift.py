@@ -9,8 +9,9 @@ every ``window_s``, compares each reservoir with the version's reference profile
 from its first ``reference_rows`` sampled rows and stores it in the registry, where the
 first worker to store one wins.
 
-A judged window is kept whole (``latest``) for the metrics and the admin API, and its
-verdict goes to the audit trail when it changes what drifts (``drift_audit``).
+A judged window is kept whole (``latest``) for the metrics and the admin API, with the
+reference and live histograms of its ``HISTOGRAMS`` highest-PSI features for a plot, and
+its verdict goes to the audit trail when it changes what drifts (``drift_audit``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 
 from servion.config import DriftSettings
 from servion.drift import Thresholds, build_profile, columns_of, compare
+from servion.drift.histogram import histogram
 from servion.drift.profile import Columns
 from servion.registry import ModelRegistry
 from servion.serving.drift_audit import DriftAudit
@@ -38,6 +40,9 @@ PENDING_MAX = 4096
 """Sampled requests waiting for the thread; beyond it the oldest are dropped, not queued."""
 DRAIN_EVERY_S = 0.25
 MAX_EVERY = 1 << 16
+HISTOGRAMS = 6
+"""Features per window whose histograms are kept (the highest PSI first): enough for the
+plot of the worst ones, and a bound on the window's size however wide the model."""
 
 
 class Reservoir:
@@ -197,7 +202,8 @@ class DriftMonitor:
         limits = (
             Thresholds(*chosen) if chosen else Thresholds(self.settings.psi, self.settings.alpha)
         )
-        found = compare(profile, state.inputs.view(), state.outputs.view(), limits)
+        live = {"input": state.inputs.view(), "output": state.outputs.view()}
+        found = compare(profile, live["input"], live["output"], limits)
         if not found:
             return
         drifted = {r.feature for r in found if r.drifted}
@@ -215,6 +221,10 @@ class DriftMonitor:
                     },
                 )
         state.drifting = drifted
+        features = [r.to_dict() for r in found]
+        for f in sorted(features, key=lambda f: -f["psi"])[:HISTOGRAMS]:
+            reference = profile[f"{f['source']}s"][f["feature"]]
+            f["histogram"] = histogram(reference, live[f["source"]][f["feature"]])
         window = {
             "model": name,
             "version": version,
@@ -223,7 +233,7 @@ class DriftMonitor:
             "rows": state.inputs.filled,
             "reference": profile.get("source", ""),
             "thresholds": {"psi": limits.psi, "alpha": limits.alpha},
-            "features": [r.to_dict() for r in found],
+            "features": features,
         }
         self.latest[f"{name}:{version}"] = window
         self.audit.judged(window)
