@@ -2,7 +2,7 @@
 scraped by a real Prometheus: promtool accepts the rules, and every expression in the rules
 and in the dashboard's panels returns data from the series a busy server exports, so a
 misspelt metric, label or label value cannot pass. ``servion monitoring`` prints exactly the
-shipped bytes, and ``servion top`` shows the same server's traffic."""
+shipped bytes, and ``servion top`` shows the same server's traffic and drift."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import yaml
 from model_sources import SHADOW_MODEL, SLOW_MODEL
@@ -33,6 +34,7 @@ from conftest import (
     start_server,
     wait_until,
 )
+from servion.cli.drift import store_reference
 from servion.config import Settings
 from servion.monitoring import ASSETS, asset
 from servion.registry import ModelRegistry
@@ -48,6 +50,14 @@ COMPARISON = re.compile(r"==|!=|>=|<=|>|<")
 MATCHING = re.compile(r"^(?:on|ignoring)\s*\([^)]*\)\s*")
 SELECTOR = re.compile(r"\bservion_\w+(?:\{[^}]*\})?")
 VARIABLE = re.compile(r"\$\{?(\w+)\}?")
+DRIFT_ENV = {
+    "SERVION_DRIFT_WINDOW_S": "4",
+    "SERVION_DRIFT_SAMPLE_EVERY": "1",
+    "SERVION_DRIFT_MAX_SAMPLES_PER_S": "100000",
+}
+"""Every request sampled, windows of 4 s (the 200 rows a window needs at 50 requests a
+second): the traffic's constant rows are far from the training data, so the drift series
+exist, and say drift, within seconds."""
 LEGEND_LABEL = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 ANNOTATION_LABEL = re.compile(r"\$labels\.(\w+)")
 GRAFANA_RANGES = frozenset({"__rate_interval", "__interval", "__range"})
@@ -175,6 +185,9 @@ def watched(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) ->
     registry = ModelRegistry(settings)
     for version in ("v1.0.0", "v1.1.0"):
         register(registry, "tabular", tabular.onnx, version)
+    np.savez(tmp / "train.npz", X=tabular.x)
+    # On the version plain requests for "tabular" reach (the latest).
+    store_reference(registry, "tabular", "v1.1.0", tmp / "train.npz")
     failing = tmp / "failing.py"
     failing.write_text("MODE = 'fail'\n" + SHADOW_MODEL)  # raises on this test's rows
     register(registry, "failing", failing, trust_code=True)
@@ -188,7 +201,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) ->
     registry.close()
     # Priced, so that the cost panels have their series to read.
     prices = ("--cost-per-replica-hour", "2.4", "--cost-per-gpu-hour", "1.1")
-    server = start_server(settings.home, tmp, "--workers", "2", *prices)
+    server = start_server(settings.home, tmp, "--workers", "2", *prices, env=DRIFT_ENV)
     traffic: Traffic | None = None
     try:
         tabular_arm = [{"model": "tabular", "version": "v1.0.0"}]
@@ -319,16 +332,41 @@ def table_rows(text: str) -> list[dict[str, str]]:
     ]
 
 
+def versions_of(rows: list[dict[str, str]], target: str) -> dict[str, dict[str, str]]:
+    """The rows under ``target``'s own, by version."""
+    found: dict[str, dict[str, str]] = {}
+    current = ""
+    for row in rows:
+        current = row["TARGET"] or current
+        if current == target and not row["TARGET"]:
+            found[row["VERSION"]] = row
+    return found
+
+
 def test_top_shows_each_target_with_its_rate(watched: Watched) -> None:
-    done = cli(Path("unused"), "top", "--once", "--interval", "1", "--url", watched.server.url)
-    assert done.returncode == 0, done.stderr
-    rows = table_rows(done.stdout)
+    rows: list[dict[str, str]] = []
+
+    def judged() -> bool:
+        """One table, taken once tabular v1.0.0 has a judged drift window."""
+        url = watched.server.url
+        done = cli(Path("unused"), "top", "--once", "--interval", "1", "--url", url)
+        assert done.returncode == 0, done.stderr
+        rows[:] = table_rows(done.stdout)
+        return versions_of(rows, "tabular").get("v1.1.0", {}).get("DRIFT", "-") != "-"
+
+    wait_until(judged, 30, "a drift window of tabular v1.1.0 in servion top")
     targets = {r["TARGET"]: r for r in rows if r["TARGET"]}
     assert {"tabular", "failing", "scoring", "canaried", "slowpoke"} <= set(targets)
     tabular = targets["tabular"]
     assert float(tabular["REQ/S"]) > 0 and tabular["ERR %"] == "0.0", tabular
     assert tabular["P99"] != "-" and float(tabular["BATCH"]) >= 1, tabular
-    assert tabular["DRIFT"] == "-"  # no drift series yet
+    # Every request sends the same row: each feature is one spike against the reference.
+    judged_version = versions_of(rows, "tabular")["v1.1.0"]
+    assert re.fullmatch(r"\d+ drifted", judged_version["DRIFT"]), judged_version
+    assert int(judged_version["DRIFT"].split()[0]) >= 32, judged_version
+    assert int(tabular["DRIFT"].split()[0]) >= 32, tabular  # its versions' together
+    assert targets["failing"]["DRIFT"] == "-"  # no reference, no answers to learn one from
+    assert targets["scoring"]["DRIFT"] == "-"  # an endpoint: its models' rows say it
     assert targets["failing"]["ERR %"] == "100.0", targets["failing"]
     versions = [r for r in rows if not r["TARGET"]]
     assert any(r["VERSION"] == "v1.0.0" and float(r["REQ/S"]) > 0 for r in versions), versions

@@ -85,3 +85,21 @@ def test_a_restarted_server_reads_as_no_traffic_rather_than_negative() -> None:
     after = scrape(1.0, ok=3, failed=0, fast=3, slow=0, queued=0)
     model = {(r.target, r.version): r for r in between(before, after)}[("m", "")]
     assert model.rps == 0.0 and model.error_ratio is None and model.p99_s is None
+
+
+def test_drift_is_what_the_last_window_flagged_per_version_and_model() -> None:
+    features = [
+        {"feature": f"X[{j}]", "psi": 0.5, "pvalue": 1e-6, "drifted": j < 3} for j in range(8)
+    ]
+    judged = snapshot(ok=10, failed=0, fast=10, slow=0, queued=0)
+    judged["drift"] = {
+        "m:v1": {"model": "m", "version": "v1", "time": 1.0, "rows": 500, "features": features}
+    }
+    before = scrape(0.0, ok=0, failed=0, fast=0, slow=0, queued=0)
+    unjudged = scrape(1.0, ok=10, failed=0, fast=10, slow=0, queued=0)
+    rows = {(r.target, r.version): r for r in between(before, unjudged)}
+    assert rows[("m", "")].drifted is None and rows[("", "v1")].drifted is None  # no window
+    after = Scrape.parse(render([judged], now=0).decode(), 1.0)
+    rows = {(r.target, r.version): r for r in between(before, after)}
+    assert rows[("m", "")].drifted == 3 and rows[("", "v1")].drifted == 3
+    assert rows[("e", "")].drifted is None and rows[("", "m:v1")].drifted is None

@@ -162,7 +162,44 @@ class Auditor:
         **fields: Any,
     ) -> Iterator[Operation]:
         """Audit ``operation``: a started event now, success or failure when the block ends."""
-        op = Operation(
+        op = self._operation(user, change_ticket, environment, command, fields)
+        started = time.perf_counter()
+        self.emit(self._event(op, operation, "started", None, None))
+        try:
+            yield op
+        except BaseException as exc:
+            detail = {
+                "type": type(exc).__name__,
+                "message": getattr(exc, "message", None) or str(exc),
+                "stack_trace": "".join(traceback.format_exception(exc)),
+            }
+            self.emit(self._event(op, operation, "failure", time.perf_counter() - started, detail))
+            raise
+        self.emit(self._event(op, operation, "success", time.perf_counter() - started, None))
+
+    def record(
+        self,
+        operation: str,
+        *,
+        user: str | None = None,
+        resources_affected: list[str] | None = None,
+        **fields: Any,
+    ) -> None:
+        """One event for something servion observed rather than did (a model version found
+        drifting): outcome ``success`` with no ``started`` event, as nothing ran."""
+        op = self._operation(user, None, None, None, fields)
+        op.resources_affected = list(resources_affected or [])
+        self.emit(self._event(op, operation, "success", None, None))
+
+    def _operation(
+        self,
+        user: str | None,
+        change_ticket: str | None,
+        environment: str | None,
+        command: str | None,
+        fields: dict[str, Any],
+    ) -> Operation:
+        return Operation(
             uuid.uuid4().hex,
             {
                 "user": user or os_user(),
@@ -180,19 +217,6 @@ class Auditor:
                 **fields,
             },
         )
-        started = time.perf_counter()
-        self.emit(self._event(op, operation, "started", None, None))
-        try:
-            yield op
-        except BaseException as exc:
-            detail = {
-                "type": type(exc).__name__,
-                "message": getattr(exc, "message", None) or str(exc),
-                "stack_trace": "".join(traceback.format_exception(exc)),
-            }
-            self.emit(self._event(op, operation, "failure", time.perf_counter() - started, detail))
-            raise
-        self.emit(self._event(op, operation, "success", time.perf_counter() - started, None))
 
     def _event(
         self,

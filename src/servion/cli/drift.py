@@ -3,8 +3,10 @@ thresholds, and what a running server found."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -92,23 +94,73 @@ def thresholds(ctx: Context, model: str, psi: float, alpha: float) -> None:
     click.echo(f"drift thresholds of {model}: PSI > {psi:g} and p < {alpha:g}")
 
 
+def check_plot_file(path: Path) -> None:
+    """Refuse, before asking the server anything, a plot that could not be written."""
+    if path.suffix.lower() != ".png":
+        raise InvalidInput(f"--plot {path}: the plot is a PNG; name a file ending in .png")
+    if path.is_dir():
+        raise InvalidInput(f"--plot {path}: that is a folder; name a file in it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InvalidInput(f"--plot {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise InvalidInput(f"--plot {path}: permission denied, cannot write there")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InvalidInput("--plot needs matplotlib: pip install 'servion[drift]'") from None
+
+
+def write_plot(name: str, ref: str, windows: list[dict[str, Any]], path: Path) -> int:
+    """Draw ``windows`` into ``path``; the number of features drawn."""
+    from servion.drift.plot import plot
+
+    if not windows:
+        click.echo(f"error: no drift window judged yet for {ref}: nothing to plot", err=True)
+        sys.exit(1)
+    try:
+        drawn = plot(name, windows, path)
+    except OSError as exc:
+        raise InvalidInput(f"--plot {path}: cannot write it: {exc.strerror or exc}") from None
+    if not drawn:
+        raise InvalidInput(
+            f"the drift windows of {ref} carry no histograms (a server older than this client?)"
+        )
+    return drawn
+
+
 @drift.command()
 @click.argument("ref", metavar="MODEL[:VERSION]")
 @click.option("--json", "as_json", is_flag=True, help="Print the server's answer as JSON.")
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(path_type=Path),
+    help="Also draw reference against live histograms of the worst features into FILE.png.",
+)
 @server_options
 @refusals_exit_2
-def report(ref: str, as_json: bool, url: str, token: str | None) -> None:
+def report(ref: str, as_json: bool, plot_file: Path | None, url: str, token: str | None) -> None:
     """Each feature of the last window, highest PSI first, drifted ones flagged."""
+    if plot_file is not None:
+        check_plot_file(plot_file)
     name, _, version = ref.partition(":")  # the server checks them
     path = f"/v2/admin/models/{name}" + (f"/versions/{version}" if version else "") + "/drift"
     answer = call(url, token, "GET", path)
+    drawn = 0 if plot_file is None else write_plot(name, ref, answer["versions"], plot_file)
     if as_json:
         echo_json(answer)
         return
     if not answer["versions"]:
         click.echo(f"no drift window judged yet for {ref} (is a reference set, and traffic?)")
         return
-    for window in answer["versions"]:
+    _print_windows(name, answer["versions"])
+    if plot_file is not None:
+        click.echo(f"wrote {plot_file}: reference and live histograms of {drawn} features")
+
+
+def _print_windows(name: str, windows: list[dict[str, Any]]) -> None:
+    for window in windows:
         drifted = sum(f["drifted"] for f in window["features"])
         click.echo(
             f"{name}:{window['version']}  {window['rows']} rows  reference {window['reference']}"

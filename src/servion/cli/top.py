@@ -3,9 +3,9 @@
 Every ``--interval`` it scrapes again and shows what changed since the previous scrape
 (``servion.monitoring.rates``): requests per second, the share answered with a 5xx, p50
 and p99 latency (interpolated inside the histogram's buckets, as ``histogram_quantile``
-does), mean rows per execution and queued requests, per model or endpoint and per version
-or arm. On a terminal it redraws in place (rich); piped, or with ``--once``, it prints plain
-tables.
+does), mean rows per execution, queued requests and the features the last drift window
+flagged, per model or endpoint and per version or arm. On a terminal it redraws in place
+(rich); piped, or with ``--once``, it prints plain tables.
 """
 
 from __future__ import annotations
@@ -93,8 +93,9 @@ def _scrape(url: str, token: str | None) -> Scrape:
 
 
 def cells(row: Row) -> tuple[str, ...]:
-    """A row as the table shows it; "-" where the interval says nothing. Drift is "-" until
-    servion exports drift series."""
+    """A row as the table shows it; "-" where the interval says nothing. DRIFT is the
+    features the last drift window flagged ("3 drifted", "ok"), "-" for a version no window
+    judged (no reference yet, or no traffic) and for endpoints."""
     return (
         row.target,
         row.version,
@@ -104,8 +105,14 @@ def cells(row: Row) -> tuple[str, ...]:
         _duration(row.p99_s),
         "-" if row.batch is None else f"{row.batch:.1f}",
         "-" if row.queue is None else f"{row.queue:.0f}",
-        "-",
+        _drift(row.drifted),
     )
+
+
+def _drift(drifted: int | None) -> str:
+    if drifted is None:
+        return "-"
+    return f"{drifted} drifted" if drifted else "ok"
 
 
 def render(rows: list[Row]) -> str:

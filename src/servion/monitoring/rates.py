@@ -69,6 +69,8 @@ class Row:
     p99_s: float | None
     batch: float | None
     queue: float | None
+    drifted: int | None = None
+    """Features of the model (version) its last drift window flagged; None without one."""
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
@@ -137,6 +139,11 @@ class _Window:
         count = self.delta("servion_model_batch_size_count", **match)
         return self.ratio(self.delta("servion_model_batch_size_sum", **match), count)
 
+    def drifted(self, **match: str) -> int | None:
+        # A gauge of the last window, not a counter: read as it stands in the latest scrape.
+        found = [v for _, v in self.after.series("servion_drift_features_drifted", **match)]
+        return round(sum(found)) if found else None
+
     def target(self, target: str, is_model: bool) -> Row:
         answered = self.delta("servion_requests_total", target=target)
         failed = self.delta("servion_requests_total", target=target, code="5xx")
@@ -150,6 +157,7 @@ class _Window:
             p99,
             self.batch(model=target) if is_model else None,
             self.after.total("servion_queue_depth", model=target) if is_model else None,
+            self.drifted(model=target) if is_model else None,
         )
 
     def version(self, model: str, version: str) -> Row:
@@ -160,8 +168,17 @@ class _Window:
         )
         queue = self.after.total("servion_queue_depth", model=model, version=version)
         batch = self.batch(model=model, version=version)
+        drifted = self.drifted(model=model, version=version)
         return Row(
-            "", version, asked / self.seconds, self.ratio(failed, asked), None, None, batch, queue
+            "",
+            version,
+            asked / self.seconds,
+            self.ratio(failed, asked),
+            None,
+            None,
+            batch,
+            queue,
+            drifted,
         )
 
     def arm(self, endpoint: str, arm: str) -> Row:

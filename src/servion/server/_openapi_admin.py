@@ -105,6 +105,15 @@ def _admin_schemas() -> dict[str, Schema]:
 
 def _drift() -> Schema:
     """What ``GET /v2/admin/models/{m}/drift`` answers: ``Control.drift``."""
+    shares = array_of(NUM)
+    histogram = {
+        "description": "Reference and window shares over the reference's bins (numeric:"
+        " edges, one more than the bins) or top categories and the rest (categorical).",
+        "oneOf": [
+            obj({"edges": array_of(NUM), "reference": shares, "live": shares}),
+            obj({"labels": array_of(STR), "reference": shares, "live": shares}),
+        ],
+    }
     feature = obj(
         {
             "feature": STR,
@@ -114,13 +123,18 @@ def _drift() -> Schema:
             "pvalue": NUM,
             "drifted": BOOL,
             "rows": INT,
-        }
+            "histogram": histogram,
+        },
+        optional=("histogram",),
+        description="A feature's verdict; the window's six highest-PSI features carry their"
+        " histogram.",
     )
     window = obj(
         {
             "model": STR,
             "version": STR,
             "time": NUM,
+            "worker": STR,
             "rows": INT,
             "reference": STR,
             "thresholds": obj({"psi": NUM, "alpha": NUM}),

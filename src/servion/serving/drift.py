@@ -8,11 +8,17 @@ every ``window_s``, compares each reservoir with the version's reference profile
 (``servion.drift``) and starts a new window. A version without a reference learns one
 from its first ``reference_rows`` sampled rows and stores it in the registry, where the
 first worker to store one wins.
+
+A judged window is kept whole (``latest``) for the metrics and the admin API, with the
+reference and live histograms of its ``HISTOGRAMS`` highest-PSI features for a plot, and
+its verdict goes to the audit trail when it changes what drifts (``drift_audit``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -22,8 +28,10 @@ import numpy as np
 
 from servion.config import DriftSettings
 from servion.drift import Thresholds, build_profile, columns_of, compare
+from servion.drift.histogram import histogram
 from servion.drift.profile import Columns
 from servion.registry import ModelRegistry
+from servion.serving.drift_audit import DriftAudit
 from servion.types import Arrays
 
 log = logging.getLogger("servion.drift")
@@ -32,6 +40,9 @@ PENDING_MAX = 4096
 """Sampled requests waiting for the thread; beyond it the oldest are dropped, not queued."""
 DRAIN_EVERY_S = 0.25
 MAX_EVERY = 1 << 16
+HISTOGRAMS = 6
+"""Features per window whose histograms are kept (the highest PSI first): enough for the
+plot of the worst ones, and a bound on the window's size however wide the model."""
 
 
 class Reservoir:
@@ -92,6 +103,8 @@ class DriftMonitor:
         self._versions: dict[tuple[str, str], _Version] = {}
         self.latest: dict[str, dict[str, Any]] = {}
         """``model:version`` -> the last judged window (replaced whole, never mutated)."""
+        self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.audit = DriftAudit(registry.settings)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -118,6 +131,7 @@ class DriftMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        self.audit.close()
 
     def results(self) -> dict[str, dict[str, Any]]:
         return dict(self.latest)
@@ -188,7 +202,8 @@ class DriftMonitor:
         limits = (
             Thresholds(*chosen) if chosen else Thresholds(self.settings.psi, self.settings.alpha)
         )
-        found = compare(profile, state.inputs.view(), state.outputs.view(), limits)
+        live = {"input": state.inputs.view(), "output": state.outputs.view()}
+        found = compare(profile, live["input"], live["output"], limits)
         if not found:
             return
         drifted = {r.feature for r in found if r.drifted}
@@ -206,15 +221,22 @@ class DriftMonitor:
                     },
                 )
         state.drifting = drifted
-        self.latest[f"{name}:{version}"] = {
+        features = [r.to_dict() for r in found]
+        for f in sorted(features, key=lambda f: -f["psi"])[:HISTOGRAMS]:
+            reference = profile[f"{f['source']}s"][f["feature"]]
+            f["histogram"] = histogram(reference, live[f["source"]][f["feature"]])
+        window = {
             "model": name,
             "version": version,
             "time": time.time(),
+            "worker": self.worker,
             "rows": state.inputs.filled,
             "reference": profile.get("source", ""),
             "thresholds": {"psi": limits.psi, "alpha": limits.alpha},
-            "features": [r.to_dict() for r in found],
+            "features": features,
         }
+        self.latest[f"{name}:{version}"] = window
+        self.audit.judged(window)
 
 
 def _rows(arrays: Arrays) -> int:
