@@ -1,12 +1,13 @@
 """The admin API in the OpenAPI document: endpoints (deployments), their revisions,
-reports, verification and canary rollouts, and models' drift, as ``server/admin.py`` routes
-and answers them."""
+reports, verification and canary rollouts, and models' drift (``_openapi_drift.py``), as
+``server/admin.py`` routes and answers them."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from servion.deploy import DeploymentSpec
+from servion.server._openapi_drift import drift_paths, drift_report
 from servion.server._openapi_paths import json_body, operation, param
 from servion.server._openapi_schemas import (
     BOOL,
@@ -99,49 +100,8 @@ def _admin_schemas() -> dict[str, Schema]:
             }
         ),
         "EndpointReport": _report(),
-        "DriftReport": _drift(),
+        "DriftReport": drift_report(),
     }
-
-
-def _drift() -> Schema:
-    """What ``GET /v2/admin/models/{m}/drift`` answers: ``Control.drift``."""
-    shares = array_of(NUM)
-    histogram = {
-        "description": "Reference and window shares over the reference's bins (numeric:"
-        " edges, one more than the bins) or top categories and the rest (categorical).",
-        "oneOf": [
-            obj({"edges": array_of(NUM), "reference": shares, "live": shares}),
-            obj({"labels": array_of(STR), "reference": shares, "live": shares}),
-        ],
-    }
-    feature = obj(
-        {
-            "feature": STR,
-            "source": {"enum": ["input", "output"]},
-            "kind": {"enum": ["numeric", "categorical"]},
-            "psi": NUM,
-            "pvalue": NUM,
-            "drifted": BOOL,
-            "rows": INT,
-            "histogram": histogram,
-        },
-        optional=("histogram",),
-        description="A feature's verdict; the window's six highest-PSI features carry their"
-        " histogram.",
-    )
-    window = obj(
-        {
-            "model": STR,
-            "version": STR,
-            "time": NUM,
-            "worker": STR,
-            "rows": INT,
-            "reference": STR,
-            "thresholds": obj({"psi": NUM, "alpha": NUM}),
-            "features": array_of(feature),
-        }
-    )
-    return obj({"model": STR, "versions": array_of(window)})
 
 
 def _report() -> Schema:
@@ -369,22 +329,6 @@ def _changes() -> dict[str, Any]:
     }
 
 
-def _drift_paths() -> dict[str, Any]:
-    answer = json_body(ref("DriftReport"), "Per version, the freshest window of any worker.")
-    summary = "The last judged drift window of each version of a model, feature by feature"
-    model, version = "/v2/admin/models/{model}", "/v2/admin/models/{model}/versions/{version}"
-    return {
-        f"{model}/drift": {
-            "parameters": [param("model")],
-            "get": operation("modelDrift", summary, "admin", answer, (404,), role="viewer"),
-        },
-        f"{version}/drift": {
-            "parameters": [param("model"), param("version")],
-            "get": operation("versionDrift", summary, "admin", answer, (404,), role="viewer"),
-        },
-    }
-
-
 def admin_paths() -> dict[str, Any]:
     """Every route of the admin API."""
     return {
@@ -397,7 +341,7 @@ def admin_paths() -> dict[str, Any]:
                 role="viewer",
             )
         },
-        **_drift_paths(),
+        **drift_paths(),
         "/v2/admin/endpoints": _endpoints(),
         "/v2/admin/endpoints/{endpoint}": _endpoint(),
         **_reads(),
