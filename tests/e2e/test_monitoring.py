@@ -41,6 +41,8 @@ from servion.registry import ModelRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 BODY = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": [0.25] * 32}]}
+FAR = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 32], "data": [1e6] * 32}]}
+"""Far outside the reference's ranges: accepted, and counted as data quality findings."""
 GPU = "servion_gpu_"
 """No GPU on the test machines: these series are absent there (not zero), so an expression
 that reads nothing else is only checked to parse and evaluate."""
@@ -153,6 +155,7 @@ class Traffic:
             while not self.stop.wait(0.02):
                 for name in names:
                     client.post(f"/v2/models/{name}/infer", json=BODY)
+                client.post("/v2/models/tabular/infer", json=FAR)
 
     def close(self) -> None:
         self.stop.set()
