@@ -26,6 +26,7 @@ CASES: list[tuple[BaseException, int, str]] = [
     (errors.UnsafeArtifact("pickle global"), 400, "INVALID_ARGUMENT"),
     (errors.ConfigError("bad setting"), 400, "INVALID_ARGUMENT"),
     (errors.RuntimeFailure("predict crashed"), 500, "INTERNAL"),
+    (errors.ModelFailed("m:v1.0.0", ValueError("bad row")), 500, "INTERNAL"),
     (errors.ServionError("generic"), 500, "INTERNAL"),
     (ValueError("not ours"), 500, "INTERNAL"),
     (KeyboardInterrupt(), 500, "INTERNAL"),
