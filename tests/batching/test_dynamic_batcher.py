@@ -109,7 +109,7 @@ def test_a_failing_request_fails_alone(caplog: pytest.LogCaptureFixture) -> None
         assert not caplog.records
         heard = reported(bad, "checkout-42")
         again = reported(bad, None)
-    assert heard.message == "model 'm:v1.0.0' failed (request id checkout-42)"
+    assert str(heard) == "model 'm:v1.0.0' failed (request id checkout-42)"
     assert re.fullmatch(r"model 'm:v1.0.0' failed \(request id \w{16}\)", str(again))
     logged = [r for r in caplog.records if getattr(r, "request_id", None) == "checkout-42"]
     assert len(logged) == 1 and logged[0].exc_info is not None

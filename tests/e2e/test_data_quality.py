@@ -68,36 +68,37 @@ def infer(server: RunningServer, model: str, x: np.ndarray) -> Reply:
     return Reply(200, result.get_response().get("parameters", {}))
 
 
-def series(server: RunningServer, name: str) -> dict[tuple[str, ...], float]:
+def series(server: RunningServer, name: str) -> list[tuple[dict[str, str], float]]:
+    """Each sample of ``name``: its labels and value."""
     text = httpx.get(f"{server.url}/metrics", timeout=30).text
-    return {
-        tuple(sorted(s.labels.items())): s.value
+    return [
+        (dict(s.labels), s.value)
         for family in text_string_to_metric_families(text)
         for s in family.samples
         if s.name == name
-    }
+    ]
 
 
 def findings(server: RunningServer, model: str) -> dict[tuple[str, str], float]:
     return {
-        (dict(k)["feature"], dict(k)["check"]): v
-        for k, v in series(server, "servion_data_quality_findings_total").items()
-        if dict(k)["model"] == model
+        (labels["feature"], labels["check"]): v
+        for labels, v in series(server, "servion_data_quality_findings_total")
+        if labels["model"] == model
     }
 
 
 def screened(server: RunningServer, model: str) -> dict[str, float]:
     return {
-        dict(k)["action"]: v
-        for k, v in series(server, "servion_data_quality_requests_total").items()
-        if dict(k)["model"] == model
+        labels["action"]: v
+        for labels, v in series(server, "servion_data_quality_requests_total")
+        if labels["model"] == model
     }
 
 
 def bad_rows(tabular: TabularModels) -> np.ndarray:
     """Two rows: X[0] NaN and X[5] far outside its range in the first, X[9] infinite in
     the second."""
-    x = tabular.x[:2].copy()
+    x = np.array(tabular.x[:2], dtype=np.float32)
     x[0, 0] = np.nan
     x[0, 5] = tabular.x[:, 5].max() + 100
     x[1, 9] = np.inf
