@@ -1,0 +1,1 @@
+"""Optimization: turn a registered model into a smaller or faster one that keeps its accuracy."""
