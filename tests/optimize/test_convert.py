@@ -9,6 +9,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import onnx
 import pytest
 
 from conftest import TabularModels
@@ -44,6 +45,8 @@ def test_a_pipeline_converts_with_the_sources_signature_and_answers(
     source, converted = convert(tmp_path, None)
     assert converted.signature() == source.signature()  # input name, FP64 probabilities
     assert [t.name for t in converted.signature().inputs] == ["input"]
+    domains = [o.domain for o in onnx.load(tmp_path / "model.onnx").opset_import]
+    assert sorted(domains) == sorted(set(domains))  # quantizers want one entry each
     before = source.predict({"input": tabular.x})
     after = converted.predict({"input": tabular.x})
     np.testing.assert_array_equal(after["label"], before["label"])

@@ -65,7 +65,20 @@ def sklearn_to_onnx(step: StepInput) -> None:
             f"skl2onnx cannot convert {_describe(estimator)}: {type(exc).__name__}: {exc}"
         ) from exc
     _match_outputs(model.graph, step.signature)
+    _one_opset_per_domain(model)
     step.target.write_bytes(model.SerializeToString())
+
+
+def _one_opset_per_domain(model: Any) -> None:
+    """skl2onnx can list the default domain twice; onnxruntime runs that, but its
+    quantizer refuses the model, so the steps after conversion get one entry each."""
+    versions: dict[str, int] = {}
+    for opset in model.opset_import:
+        versions[opset.domain] = max(versions.get(opset.domain, 0), opset.version)
+    del model.opset_import[:]
+    for domain, version in versions.items():
+        entry = model.opset_import.add()
+        entry.domain, entry.version = domain, version
 
 
 def _describe(estimator: Any) -> str:

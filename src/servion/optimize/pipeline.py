@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from servion.errors import DuplicateVersion, InvalidInput, ModelNotFound, quoted
+from servion.errors import (
+    DuplicateVersion,
+    InvalidInput,
+    ModelNotFound,
+    RuntimeFailure,
+    ServionError,
+    quoted,
+)
 from servion.optimize.data import ValidationSet, load_validation
 from servion.optimize.measure import feeder, time_model
 from servion.optimize.report import Report, Stage
@@ -207,8 +214,9 @@ def _run(
         target = tmp / f"{index}-{current.name}" / "model.onnx"
         target.parent.mkdir()
         step(f"{current.name}: {current.summary}")
-        current.run(
-            StepInput(path, target, fmt, source.signature, registry.settings.runtime, calibration)
+        _apply(
+            current,
+            StepInput(path, target, fmt, source.signature, registry.settings.runtime, calibration),
         )
         step(f"{current.name}: checking on {data.rows} rows and timing")
         stage, outputs, feed = _evaluate(
@@ -219,6 +227,20 @@ def _run(
             break
         path, fmt = target, "onnx"
     return report, path, feed
+
+
+def _apply(current: Step, given: StepInput) -> None:
+    """Run one step; a tool that fails in its own way is reported as the step's failure."""
+    try:
+        current.run(given)
+    except ServionError:
+        raise
+    except Exception as exc:  # converters and quantizers raise anything
+        raise RuntimeFailure(
+            f"step {quoted(current.name)} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not given.target.is_file():
+        raise RuntimeFailure(f"step {quoted(current.name)} wrote no model")
 
 
 def _metric_name(prepared: _Plan) -> str:
