@@ -87,14 +87,17 @@ def registry(settings: Settings) -> Iterator[ModelRegistry]:
     reg.close()
 
 
-def cli(home: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the real ``servion`` command."""
+def cli(
+    home: Path, *args: str, timeout: float = 180, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``servion`` command (with ``env`` added to the environment)."""
     return subprocess.run(
         [sys.executable, "-m", "servion.cli.main", "--home", str(home), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **env} if env else None,
     )
 
 

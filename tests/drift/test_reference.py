@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from servion.drift.reference import load_reference, profile_from_file
+from servion.drift.reference import load_labelled, load_reference, profile_from_file
 from servion.errors import ValidationFailed
 from servion.runtime import Signature, TensorSpec
 from servion.types import Arrays
@@ -65,3 +65,27 @@ def test_the_profile_holds_inputs_and_the_outputs_the_model_gave(tmp_path: Path)
     assert sorted(profile["inputs"]) == ["X[0]", "X[1]", "X[2]"]
     assert profile["outputs"]["label"]["frequencies"] == {"0": 0.5, "1": 0.5}
     assert profile["inputs"]["X[1]"]["min"] == 1.0 and profile["rows"] == 4
+
+
+def test_a_target_column_is_taken_apart_from_the_inputs(tmp_path: Path) -> None:
+    labels = np.array([0, 1, 1, 0])
+    np.savez(tmp_path / "val.npz", X=DATA, y=labels)
+    rows = "\n".join(
+        ",".join([*map(str, row), str(t)]) for row, t in zip(DATA, labels, strict=True)
+    )
+    (tmp_path / "val.csv").write_text("a,b,c,y\n" + rows)
+    table = pa.table({**{f"X[{j}]": DATA[:, j] for j in range(3)}, "y": labels})
+    pq.write_table(table, tmp_path / "val.parquet")
+    for name in ("val.npz", "val.csv", "val.parquet"):
+        inputs, target = load_labelled(tmp_path / name, SIGNATURE, "y", "validation")
+        np.testing.assert_array_equal(inputs["X"], DATA)
+        assert target is not None and target.astype(int).tolist() == [0, 1, 1, 0], name
+    with pytest.raises(ValidationFailed, match=r"validation file 'val\.csv' has no 'label'"):
+        load_labelled(tmp_path / "val.csv", SIGNATURE, "label", "validation")
+    np.savez(tmp_path / "short.npz", X=DATA, y=labels[:3])
+    with pytest.raises(ValidationFailed, match="'y' has 3 values for 4 rows"):
+        load_labelled(tmp_path / "short.npz", SIGNATURE, "y", "validation")
+    with pytest.raises(ValidationFailed, match=r"validation file 'val\.csv' is a folder"):
+        (tmp_path / "dir").mkdir()
+        (tmp_path / "dir" / "val.csv").mkdir()
+        load_labelled(tmp_path / "dir" / "val.csv", SIGNATURE, "y", "validation")

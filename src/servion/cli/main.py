@@ -32,6 +32,11 @@ COMMANDS = {
         "monitoring",
         "Print the shipped Prometheus rules or Grafana dashboard.",
     ),
+    "optimize": (
+        "servion.cli.optimize",
+        "optimize",
+        "Derive a faster version (ONNX, int8...) that keeps its accuracy.",
+    ),
     "profile": ("servion.cli.profile", "profile", "Measure a model at growing batch sizes."),
     "quickstart": ("servion.cli.quickstart", "quickstart", "Register a demo model and serve it."),
     "register": ("servion.cli.register", "register", "Validate and store a model version."),

@@ -18,7 +18,7 @@ from servion.cli.common import (
     table,
 )
 from servion.errors import ModelNotFound, ValidationFailed
-from servion.registry import ModelRegistry, VersionPolicy, check_name, parse_ref
+from servion.registry import Lineage, ModelRegistry, VersionPolicy, check_name, parse_ref
 
 
 @click.group()
@@ -69,10 +69,13 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     """One version in full (the latest when VERSION is left out)."""
     name, version = parse_ref(ref)
     registry = ModelRegistry(ctx.settings)
-    mv = registry.get(name, version)
-    registry.close()
+    try:
+        mv = registry.get(name, version)
+        lineage = registry.lineage.get(mv.name, mv.version)
+    finally:
+        registry.close()
     if as_json:
-        echo_json(mv.to_dict())
+        echo_json({**mv.to_dict(), "lineage": lineage.to_dict() if lineage else None})
         return
     click.echo(f"{mv.label}")
     click.echo(f"  format         {mv.format}")
@@ -87,9 +90,26 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     env = mv.environment
     pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     click.echo(f"  environment    Python {env.get('python')}; {pkgs}")
+    if lineage is not None:
+        _show_lineage(lineage)
     rows = [("input", s.name, s.datatype, list(s.shape)) for s in mv.signature.inputs]
     rows += [("output", s.name, s.datatype, list(s.shape)) for s in mv.signature.outputs]
     click.echo(table(("ROLE", "TENSOR", "DATATYPE", "SHAPE"), rows))
+
+
+def _show_lineage(lineage: Lineage) -> None:
+    recipe, data = lineage.recipe, lineage.validation
+    against = f"target {data.get('target')!r}" if data.get("target") else "the source's answers"
+    click.echo(f"  derived from   {lineage.derived_from}")
+    click.echo(
+        f"  recipe         {', '.join(recipe.get('steps', []))}"
+        f" (max accuracy drop {recipe.get('max_accuracy_drop')})"
+    )
+    click.echo(
+        f"  validated on   {data.get('path')} ({data.get('rows')} rows, {against},"
+        f" sha256 {str(data.get('sha256'))[:12]}...)"
+    )
+    click.echo(f"  report         {lineage.report.get('summary', '-')}")
 
 
 @models.command("delete")

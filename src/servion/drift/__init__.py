@@ -5,6 +5,7 @@ registry stores them, serving samples live rows and runs the comparison off the 
 
 from servion.drift.compare import FeatureResult, Thresholds, compare
 from servion.drift.profile import build_profile, columns_of
+from servion.drift.reference import load_labelled, load_reference
 from servion.drift.results import freshest
 
 __all__ = [
@@ -14,4 +15,6 @@ __all__ = [
     "columns_of",
     "compare",
     "freshest",
+    "load_labelled",
+    "load_reference",
 ]

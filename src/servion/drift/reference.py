@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import math
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,34 +29,60 @@ Table = dict[str, np.ndarray]
 
 def load_reference(path: Path, signature: Signature) -> Arrays:
     """The inputs in ``path``, one array per input of ``signature``, rows aligned."""
+    return load_labelled(path, signature, None)[0]
+
+
+def load_labelled(
+    path: Path, signature: Signature, target: str | None, role: str = "reference"
+) -> tuple[Arrays, np.ndarray | None]:
+    """The inputs in ``path`` and, when ``target`` names one, the column (or ``.npz``
+    array) of expected outputs beside them, rows aligned. ``role`` names the file in
+    messages (``reference``, ``validation``)."""
+    raw, tabular = _read(path, role)
+    expected = None
+    if target is not None:
+        if target not in raw:
+            have = ", ".join(repr(k) for k in list(raw)[:12])
+            raise ValidationFailed(f"{role} file {path.name!r} has no {target!r} (it has {have})")
+        expected = raw.pop(target)
+    arrays = _from_table(raw, signature, role) if tabular else raw
+    inputs = _fit(arrays, signature, path.name, role)
+    rows = len(next(iter(inputs.values())))
+    if expected is not None and (expected.ndim == 0 or len(expected) != rows):
+        raise ValidationFailed(
+            f"{role} file {path.name!r}: {target!r} has {expected.size} values for {rows} rows"
+        )
+    return inputs, expected
+
+
+def _read(path: Path, role: str) -> tuple[Table, bool]:
+    """Every array (``.npz``) or column (``.csv``, ``.parquet``: True) in ``path``."""
+    if path.is_dir():
+        raise ValidationFailed(f"{role} file {path.name!r} is a folder, not a file")
     if not path.is_file():
-        raise ValidationFailed(f"reference file {path.name!r} does not exist")
+        raise ValidationFailed(f"{role} file {path.name!r} does not exist")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        elif suffix == ".csv":
-            arrays = _from_table(_read_csv(path), signature)
-        elif suffix == ".parquet":
-            arrays = _from_table(_read_parquet(path), signature)
-        else:
-            raise ValidationFailed(
-                f"reference file {path.name!r}: use .npz, .csv or .parquet, not {suffix!r}"
-            )
-    except (ValueError, OSError) as exc:
-        raise ValidationFailed(f"cannot read reference file {path.name!r}: {exc}") from None
-    return _fit(arrays, signature, path.name)
+                return {k: data[k] for k in data.files}, False
+        if suffix == ".csv":
+            return _read_csv(path, role), True
+        if suffix == ".parquet":
+            return _read_parquet(path), True
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise ValidationFailed(f"cannot read {role} file {path.name!r}: {exc}") from None
+    raise ValidationFailed(f"{role} file {path.name!r}: use .npz, .csv or .parquet, not {suffix!r}")
 
 
-def _read_csv(path: Path) -> Table:
+def _read_csv(path: Path, role: str) -> Table:
     with path.open(newline="") as fh:
         rows = list(csv.reader(fh))
     if len(rows) < 2:
-        raise ValidationFailed(f"reference file {path.name!r} needs a header and rows")
+        raise ValidationFailed(f"{role} file {path.name!r} needs a header and rows")
     header, body = rows[0], rows[1:]
     if any(len(r) != len(header) for r in body):
-        raise ValidationFailed(f"reference file {path.name!r}: rows differ in length")
+        raise ValidationFailed(f"{role} file {path.name!r}: rows differ in length")
     return {h: np.asarray([r[i] for r in body]) for i, h in enumerate(header)}
 
 
@@ -74,7 +101,7 @@ def _width(spec: TensorSpec) -> int:
     return math.prod(spec.shape[1:]) if len(spec.shape) > 1 else 1
 
 
-def _from_table(table: Table, signature: Signature) -> Arrays:
+def _from_table(table: Table, signature: Signature, role: str) -> Arrays:
     """Table columns gathered into the signature's input tensors."""
     inputs = signature.inputs
     names = list(table)
@@ -91,7 +118,7 @@ def _from_table(table: Table, signature: Signature) -> Arrays:
             cols = [table[n] for n in names]
         else:
             raise ValidationFailed(
-                f"the reference has no columns {wanted[0]}..{wanted[-1]} for input"
+                f"the {role} has no columns {wanted[0]}..{wanted[-1]} for input"
                 f" {spec.name!r} (or exactly {width} columns for a single-input model)"
             )
         stacked = np.stack(cols, axis=1)
@@ -99,30 +126,30 @@ def _from_table(table: Table, signature: Signature) -> Arrays:
     return arrays
 
 
-def _fit(arrays: Arrays, signature: Signature, file: str) -> Arrays:
+def _fit(arrays: Arrays, signature: Signature, file: str, role: str) -> Arrays:
     out: Arrays = {}
     rows: set[int] = set()
     for spec in signature.inputs:
         value = arrays.get(spec.name)
         if value is None:
-            raise ValidationFailed(f"reference file {file!r} has no input {spec.name!r}")
+            raise ValidationFailed(f"{role} file {file!r} has no input {spec.name!r}")
         expected = spec.shape[1:]
         if value.ndim != len(spec.shape) or any(
             d >= 0 and d != v for d, v in zip(expected, value.shape[1:], strict=False)
         ):
             raise ValidationFailed(
-                f"reference input {spec.name!r} has shape {list(value.shape)};"
+                f"{role} input {spec.name!r} has shape {list(value.shape)};"
                 f" the model takes {list(spec.shape)}"
             )
         try:
             out[spec.name] = value.astype(NUMPY_OF[spec.datatype])
         except (ValueError, KeyError) as exc:
             raise ValidationFailed(
-                f"reference input {spec.name!r} is not {spec.datatype}: {exc}"
+                f"{role} input {spec.name!r} is not {spec.datatype}: {exc}"
             ) from None
         rows.add(len(value))
     if len(rows) != 1 or 0 in rows:
-        raise ValidationFailed(f"reference file {file!r}: inputs differ in rows or are empty")
+        raise ValidationFailed(f"{role} file {file!r}: inputs differ in rows or are empty")
     return out
 
 

@@ -30,6 +30,7 @@ from servion.registry import tables
 from servion.registry.archive import extract_archive, is_archive
 from servion.registry.environment import recorded_environment
 from servion.registry.holds import hold_for
+from servion.registry.lineage import LineageStore, forget_lineage, record_lineage
 from servion.registry.naming import Version, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
@@ -71,6 +72,8 @@ class ModelRegistry:
         self.store = ArtifactStore(settings.artifacts_dir)
         self.drift = DriftStore(self.engine)
         """Drift reference profiles and thresholds."""
+        self.lineage = LineageStore(self.engine)
+        """Where derived versions came from."""
         self._delete_guards: list[DeleteGuard] = []
         self._name_guards: list[NameGuard] = []
 
@@ -217,6 +220,8 @@ class ModelRegistry:
                         held=held,
                     )
                 )
+                if req.lineage is not None:
+                    record_lineage(conn, req.name, req.version, req.lineage)
                 Database.bump(conn)
         except sa.exc.IntegrityError:
             raise DuplicateVersion(f"{req.name}:{req.version} is already registered") from None
@@ -316,6 +321,7 @@ class ModelRegistry:
                 )
             )
             forget_version(conn, name, version)
+            forget_lineage(conn, name, version)
             left = conn.execute(
                 sa.select(tables.model_versions.c.id).where(tables.model_versions.c.name == name)
             ).first()

@@ -1,5 +1,5 @@
-"""The registry's tables: model names, their versions, their drift references and data
-quality policies."""
+"""The registry's tables: model names, their versions, their drift references, data
+quality policies and the lineage of versions derived from others."""
 
 from __future__ import annotations
 
@@ -70,6 +70,18 @@ quality_policies = sa.Table(
     sa.Column("margin", sa.Float, nullable=False),
 )
 
+model_lineage = sa.Table(
+    "model_lineage",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("derived_from", sa.String(140), nullable=False),
+    sa.Column("recipe", sa.JSON, nullable=False),
+    sa.Column("validation", sa.JSON, nullable=False),
+    sa.Column("report", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.String(32), nullable=False),
+)
+
 
 def _create_v1(conn: Connection) -> None:
     for table in (models, model_versions):
@@ -97,6 +109,18 @@ def _add_quality_v5(conn: Connection) -> None:
     quality_policies.create(conn, checkfirst=True)
 
 
+def _add_lineage_v6(conn: Connection) -> None:
+    model_lineage.create(conn, checkfirst=True)
+
+
 REGISTRY = Track(
-    "registry", (_create_v1, _add_batching_v2, _add_held_v3, _add_drift_v4, _add_quality_v5)
+    "registry",
+    (
+        _create_v1,
+        _add_batching_v2,
+        _add_held_v3,
+        _add_drift_v4,
+        _add_quality_v5,
+        _add_lineage_v6,
+    ),
 )

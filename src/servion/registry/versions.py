@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servion.registry.lineage import Lineage
 from servion.registry.naming import Version, parse_version
 from servion.runtime import Signature
 from servion.types import Arrays
@@ -72,6 +73,8 @@ class RegisterRequest:
     user: str | None = None
     allow_signature_change: bool = False
     """Serve it under ``latest:N`` even if its signature differs from the version served."""
+    lineage: Lineage | None = None
+    """Where a derived version came from (``servion optimize``), recorded with it."""
 
 
 def row_to_version(row: Any) -> ModelVersion:

@@ -87,6 +87,11 @@ class SklearnRuntime(Runtime):
     def signature(self) -> Signature:
         return self._signature
 
+    @property
+    def estimator(self) -> Any:
+        """The loaded estimator, for tools that read the model itself (ONNX converters)."""
+        return self._model
+
     def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
         try:
             return self._predict(inputs[INPUT], outputs)
