@@ -1,8 +1,11 @@
 """An optimized version serves through a real server: the request a client sent to the
-joblib original works unchanged against its ONNX version, and the answers agree."""
+joblib original works unchanged against its ONNX version, and the answers agree; verify
+--accuracy scores it again on its recorded validation data, and notices that data change."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +57,20 @@ def test_the_onnx_version_answers_the_sources_requests_alike(
     # The model's own route, as a client of the original calls it, reaches the new version.
     latest = infer(server, "/v2/models/tabular", x, "v1.1.0")
     np.testing.assert_array_equal(latest["label"], source["label"])
+
+    # Deployed, it is verified on its validation data; data changed since is refused.
+    spec = {"endpoint": "tab-ep", "models": [{"model": "tabular", "version": "v1.1.0"}]}
+    assert httpx.post(f"{server.url}/v2/admin/endpoints", json=spec, timeout=60).status_code == 200
+    flags = ("--url", server.url, "--duration", "0.5", "--accuracy")
+    verified = cli(home, "verify", "tab-ep", *flags)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert re.search(
+        r"accuracy tabular:v1\.1\.0: agreement 1\.0000 \(recorded 1\.0000, source 1\.0000,"
+        r" limit 0\.01\) ok",
+        verified.stdout,
+    ), verified.stdout
+    np.savez(tmp_path / "val.npz", input=tabular.x[::-1])
+    changed = cli(home, "verify", "tab-ep", *flags, "--json")
+    assert changed.returncode == 1
+    (found,) = json.loads(changed.stdout)["accuracy"]
+    assert not found["ok"] and "changed since it was registered" in found["failure"]

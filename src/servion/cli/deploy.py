@@ -164,12 +164,28 @@ def _revision(url: str, token: str | None, endpoint: str, number: int) -> Any:
 @click.command()
 @click.argument("endpoint")
 @click.option("--duration", type=click.FloatRange(0.5, 600), default=3.0, show_default=True)
+@click.option(
+    "--accuracy",
+    is_flag=True,
+    help="Also score each arm made by servion optimize again on its recorded validation"
+    " data, in this process, from the registry of --home (the server's).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @server_options
+@click.pass_obj
 @refusals_exit_2
-def verify(endpoint: str, duration: float, as_json: bool, url: str, token: str | None) -> None:
+def verify(
+    ctx: Context,
+    endpoint: str,
+    duration: float,
+    accuracy: bool,
+    as_json: bool,
+    url: str,
+    token: str | None,
+) -> None:
     """Check an endpoint after a change: artifact checksums, a smoke inference per arm,
-    and a short load run through the endpoint. Exit 1 when something is wrong."""
+    and a short load run through the endpoint (with --accuracy, the accuracy of optimized
+    arms on their validation data). Exit 1 when something is wrong."""
     from servion.bench import LoadSpec, prepare_target, run_load
     from servion.errors import RuntimeFailure
 
@@ -189,9 +205,13 @@ def verify(endpoint: str, duration: float, as_json: bool, url: str, token: str |
         }
     except RuntimeFailure as exc:
         bench = {"error": exc.message}
+    rechecks = _rechecks(ctx, [c["arm"] for c in checks["arms"]]) if accuracy else None
     ok = bool(checks["ok"]) and "error" not in bench and bench["errors"] == 0
+    ok = ok and all(r["ok"] for r in rechecks or [])
     if as_json:
-        echo_json({**checks, "bench": bench, "ok": ok})
+        echo_json(
+            {**checks, "bench": bench, **({"accuracy": rechecks} if accuracy else {}), "ok": ok}
+        )
     else:
         rows = [
             (c["arm"], c["checksum"], c["smoke"], c.get("smoke_ms", "-")) for c in checks["arms"]
@@ -206,5 +226,35 @@ def verify(endpoint: str, duration: float, as_json: bool, url: str, token: str |
                 f" p50 {bench['p50_ms']:.2f} ms, p99 {bench['p99_ms']:.2f} ms,"
                 f" {bench['errors']} errors"
             )
+        for line in _recheck_lines(rechecks or []):
+            click.echo(line)
         click.echo("verified" if ok else "NOT verified")
     sys.exit(0 if ok else 1)
+
+
+def _rechecks(ctx: Context, arms: list[str]) -> list[dict[str, Any]]:
+    """Each arm's accuracy scored again (arms not made by servion optimize are skipped)."""
+    from servion.optimize import recheck
+    from servion.registry import ModelRegistry
+
+    registry = ModelRegistry(ctx.settings)
+    try:
+        return [
+            recheck(registry, *arm.split(":", 1)).to_dict()
+            for arm in arms
+            if registry.lineage.get(*arm.split(":", 1)) is not None
+        ]
+    finally:
+        registry.close()
+
+
+def _recheck_lines(rechecks: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for r in rechecks:
+        now = "-" if r["now"] is None else f"{r['now']:.4f}"
+        verdict = "ok" if r["ok"] else f"FAILED: {r['failure']}"
+        lines.append(
+            f"accuracy {r['version']}: {r['metric']} {now} (recorded {r['recorded']:.4f},"
+            f" source {r['source']:.4f}, limit {r['max_accuracy_drop']:g}) {verdict}"
+        )
+    return lines
