@@ -31,7 +31,7 @@ def convert(
     source = make_runtime("sklearn-joblib", source_path, settings)
     source.load()
     target = tmp_path / "model.onnx"
-    step = StepInput(source_path, target, "sklearn-joblib", source.signature(), settings, {})
+    step = StepInput(source_path, target, "sklearn-joblib", source.signature(), settings, {}, {})
     sklearn_to_onnx(step)
     converted = make_runtime("onnx", target, settings)
     converted.load()

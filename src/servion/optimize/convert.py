@@ -12,6 +12,7 @@ after the step says whether that changed anything.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from servion.errors import InvalidInput, quoted
@@ -41,17 +42,23 @@ _CONVERTER_MODULES = {
 
 def sklearn_to_onnx(step: StepInput) -> None:
     """Convert the estimator in ``step.source`` and write it to ``step.target``."""
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
     runtime = make_runtime(step.format, step.source, step.runtime)
     runtime.load()
     estimator = getattr(runtime, "estimator", None)
     if estimator is None:
         raise InvalidInput(f"the {step.format} model holds no scikit-learn estimator to convert")
+    estimator_to_onnx(estimator, step.signature, step.target)
+
+
+def estimator_to_onnx(estimator: Any, signature: Signature, target: Path) -> None:
+    """Write a fitted scikit-learn ``estimator`` as ONNX taking ``signature``'s input and
+    giving its outputs (by name, type and shape, where one matches)."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     _register_boosters(estimator)
     _check_parts(estimator)
-    spec = step.signature.inputs[0]
+    spec = signature.inputs[0]
     options = {"zipmap": False} if hasattr(estimator, "classes_") else None
     try:
         model = convert_sklearn(
@@ -64,9 +71,9 @@ def sklearn_to_onnx(step: StepInput) -> None:
         raise InvalidInput(
             f"skl2onnx cannot convert {_describe(estimator)}: {type(exc).__name__}: {exc}"
         ) from exc
-    _match_outputs(model.graph, step.signature)
+    _match_outputs(model.graph, signature)
     _one_opset_per_domain(model)
-    step.target.write_bytes(model.SerializeToString())
+    target.write_bytes(model.SerializeToString())
 
 
 def _one_opset_per_domain(model: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,14 +214,16 @@ def _run(
         target = tmp / f"{index}-{current.name}" / "model.onnx"
         target.parent.mkdir()
         step(f"{current.name}: {current.summary}")
-        _apply(
-            current,
-            StepInput(path, target, fmt, source.signature, registry.settings.runtime, calibration),
+        given = StepInput(
+            path, target, fmt, source.signature, registry.settings.runtime, calibration, data.inputs
         )
+        notes = _apply(current, given)
         step(f"{current.name}: checking on {data.rows} rows and timing")
         stage, outputs, feed = _evaluate(
             registry, prepared, current, target, outputs, expected, first
         )
+        if notes:
+            stage = replace(stage, notes=(*notes, *stage.notes))
         report.stages.append(stage)
         if stage.failure:
             break
@@ -229,10 +231,11 @@ def _run(
     return report, path, feed
 
 
-def _apply(current: Step, given: StepInput) -> None:
-    """Run one step; a tool that fails in its own way is reported as the step's failure."""
+def _apply(current: Step, given: StepInput) -> tuple[str, ...]:
+    """Run one step and give its notes; a tool that fails in its own way is reported as
+    the step's failure."""
     try:
-        current.run(given)
+        notes = current.run(given) or ()
     except ServionError:
         raise
     except Exception as exc:  # converters and quantizers raise anything
@@ -241,6 +244,7 @@ def _apply(current: Step, given: StepInput) -> None:
         ) from exc
     if not given.target.is_file():
         raise RuntimeFailure(f"step {quoted(current.name)} wrote no model")
+    return notes
 
 
 def _metric_name(prepared: _Plan) -> str:

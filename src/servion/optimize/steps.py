@@ -21,10 +21,11 @@ import numpy as np
 
 from servion.config import RuntimeSettings
 from servion.errors import InvalidInput, quoted
-from servion.runtime import Signature
+from servion.runtime import FORMATS, Signature
 
 SKLEARN_FORMATS = frozenset({"sklearn-joblib", "sklearn-skops", "sklearn-pickle"})
 ONNX = frozenset({"onnx"})
+ANY = frozenset(FORMATS)
 ONNX_STEPS = "servion.optimize.onnx_steps"
 
 
@@ -43,6 +44,8 @@ class StepInput:
     runtime: RuntimeSettings
     calibration: Mapping[str, np.ndarray]
     """A sample of the validation inputs, for steps that calibrate on data."""
+    rows: Mapping[str, np.ndarray]
+    """Every validation input row, for steps that learn from data (distillation)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Step:
     takes: frozenset[str]
     """Formats the step applies to; every step gives ONNX."""
     faithful: bool
-    run: Callable[[StepInput], None]
+    run: Callable[[StepInput], tuple[str, ...] | None]
+    """Writes ``target``; may give notes for the report (a student's fidelity)."""
     needs: tuple[str, ...]
     """Modules the step imports when it runs (checked before any work starts)."""
 
@@ -68,6 +72,15 @@ def _convert(step: StepInput) -> None:
 def _onnx_step(function: str) -> Callable[[StepInput], None]:
     def run(step: StepInput) -> None:
         getattr(importlib.import_module(ONNX_STEPS), function)(step.source, step.target)
+
+    return run
+
+
+def _distill(kind: str) -> Callable[[StepInput], tuple[str, ...] | None]:
+    def run(step: StepInput) -> tuple[str, ...] | None:
+        from servion.optimize.student import distill_step
+
+        return distill_step(kind)(step)
 
     return run
 
@@ -107,6 +120,22 @@ STEPS: dict[str, Step] = {
         ),
         Step("fp16", "convert floats to fp16", ONNX, False, _onnx_step("to_fp16"), (ONNX_STEPS,)),
         Step(
+            "distill-mlp",
+            "train a small MLP on the model's answers (any format; a lossy step)",
+            ANY,
+            False,
+            _distill("mlp"),
+            ("sklearn", "skl2onnx"),
+        ),
+        Step(
+            "distill-trees",
+            "train gradient-boosted trees on the model's answers (tabular teachers)",
+            ANY,
+            False,
+            _distill("trees"),
+            ("sklearn", "skl2onnx"),
+        ),
+        Step(
             "tensorrt",
             "build for TensorRT (GPU only)",
             ONNX,
@@ -119,8 +148,8 @@ STEPS: dict[str, Step] = {
 """Every step, in the order a recipe usually takes them."""
 
 PLANNED = {
-    "prune": "pruning is planned, not built yet",
-    "distill": "distillation is planned, not built yet",
+    "prune": "pruning needs PyTorch models, which servion does not register yet",
+    "distill": "name the student: distill-mlp or distill-trees",
 }
 """Names reserved for steps to come; a recipe naming one is refused with this reason.
 A new step joins ``STEPS`` (with the formats it takes) and leaves this table."""
