@@ -35,8 +35,8 @@ def test_steps_are_read_in_order_from_lists_and_repeats() -> None:
     ("names", "fmt", "message"),
     [
         (["foo"], "onnx", "unknown step 'foo' (known: onnx, graph, int8-dynamic"),
-        (["prune"], "onnx", "step 'prune': pruning is planned, not built yet"),
-        (["distill"], "onnx", "step 'distill': distillation is planned"),
+        (["prune"], "onnx", "step 'prune': pruning needs PyTorch models, which servion does"),
+        (["distill"], "onnx", "step 'distill': name the student: distill-mlp or distill-trees"),
         (
             ["int8-dynamic"],
             "sklearn-joblib",
