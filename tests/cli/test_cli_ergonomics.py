@@ -36,6 +36,7 @@ def test_help_and_server_commands_import_nothing_heavy() -> None:
     for args in (
         ("--help",),
         ("status", "--help"),
+        ("optimize", "--help"),
         ("history", "x", "--url", "http://127.0.0.1:9"),
         ("rollback", "x", "--url", "http://127.0.0.1:9"),
         ("status", "--url", "http://127.0.0.1:9"),

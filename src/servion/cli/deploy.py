@@ -213,23 +213,32 @@ def verify(
             {**checks, "bench": bench, **({"accuracy": rechecks} if accuracy else {}), "ok": ok}
         )
     else:
-        rows = [
-            (c["arm"], c["checksum"], c["smoke"], c.get("smoke_ms", "-")) for c in checks["arms"]
-        ]
-        click.echo(f"endpoint {endpoint}, revision {checks['revision']}")
-        click.echo(table(("ARM", "CHECKSUM", "SMOKE", "SMOKE MS"), rows))
-        if "error" in bench:
-            click.echo(f"bench: {bench['error']}")
-        else:
-            click.echo(
-                f"bench ({duration:g} s, 8 connections): {bench['rps']:,.0f} req/s,"
-                f" p50 {bench['p50_ms']:.2f} ms, p99 {bench['p99_ms']:.2f} ms,"
-                f" {bench['errors']} errors"
-            )
-        for line in _recheck_lines(rechecks or []):
-            click.echo(line)
-        click.echo("verified" if ok else "NOT verified")
+        _print_verified(endpoint, checks, bench, duration, rechecks or [], ok)
     sys.exit(0 if ok else 1)
+
+
+def _print_verified(
+    endpoint: str,
+    checks: dict[str, Any],
+    bench: dict[str, Any],
+    duration: float,
+    rechecks: list[dict[str, Any]],
+    ok: bool,
+) -> None:
+    rows = [(c["arm"], c["checksum"], c["smoke"], c.get("smoke_ms", "-")) for c in checks["arms"]]
+    click.echo(f"endpoint {endpoint}, revision {checks['revision']}")
+    click.echo(table(("ARM", "CHECKSUM", "SMOKE", "SMOKE MS"), rows))
+    if "error" in bench:
+        click.echo(f"bench: {bench['error']}")
+    else:
+        click.echo(
+            f"bench ({duration:g} s, 8 connections): {bench['rps']:,.0f} req/s,"
+            f" p50 {bench['p50_ms']:.2f} ms, p99 {bench['p99_ms']:.2f} ms,"
+            f" {bench['errors']} errors"
+        )
+    for line in _recheck_lines(rechecks):
+        click.echo(line)
+    click.echo("verified" if ok else "NOT verified")
 
 
 def _rechecks(ctx: Context, arms: list[str]) -> list[dict[str, Any]]:

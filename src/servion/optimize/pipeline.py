@@ -191,19 +191,7 @@ def _run(
     request, source, data = prepared.request, prepared.source, prepared.data
     step(f"measuring {source.label} on {data.rows} validation rows")
     first, outputs, expected = _measure_source(registry, prepared)
-    report = Report(
-        source.label,
-        f"{source.name}:{request.to_version}",
-        _metric_name(prepared),
-        f"target {quoted(data.target_name)}" if data.target_name else "the source's answers",
-        request.max_accuracy_drop,
-        {
-            "max_score_diff": request.max_score_diff,
-            "min_label_agreement": request.min_label_agreement,
-        },
-        data.describe(),
-        [first],
-    )
+    report = _new_report(prepared, first)
     path = entrypoint(
         registry.store.verify(source.artifact, source.sha256, source.label), source.format
     )
@@ -229,6 +217,23 @@ def _run(
             break
         path, fmt = target, "onnx"
     return report, path, feed
+
+
+def _new_report(prepared: _Plan, first: Stage) -> Report:
+    request, data = prepared.request, prepared.data
+    return Report(
+        prepared.source.label,
+        f"{prepared.source.name}:{request.to_version}",
+        _metric_name(prepared),
+        f"target {quoted(data.target_name)}" if data.target_name else "the source's answers",
+        request.max_accuracy_drop,
+        {
+            "max_score_diff": request.max_score_diff,
+            "min_label_agreement": request.min_label_agreement,
+        },
+        data.describe(),
+        [first],
+    )
 
 
 def _apply(current: Step, given: StepInput) -> tuple[str, ...]:
