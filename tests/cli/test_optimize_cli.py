@@ -77,6 +77,17 @@ def lossy_model(folder: Path) -> None:
     np.savez(folder / "lossy.npz", input=(z + offset).astype(np.float32), y=y)
 
 
+def mlp_model(folder: Path, x: np.ndarray, y: np.ndarray) -> None:
+    """A small MLP: MatMul weights for int8 to quantize (the tabular pipeline's linear
+    model converts to ONNX-ML operators, which have none)."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), MLPClassifier((64,), max_iter=300, random_state=0))
+    joblib.dump(model.fit(x, y), folder / "mlp.joblib")
+
+
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) -> Iterator[Home]:
     from sklearn.datasets import make_classification
@@ -93,10 +104,12 @@ def home(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) -> It
     )
     np.savez(files / "val.npz", input=tabular.x, y=y)
     lossy_model(files)
+    mlp_model(files, tabular.x, y)
     registry = ModelRegistry(Settings.load(home=root / "home"))
     try:
         registry.register(RegisterRequest("tabular", tabular.joblib, "v1.0.0"))
         registry.register(RegisterRequest("lossy", files / "lossy.joblib", "v1.0.0"))
+        registry.register(RegisterRequest("mlp", files / "mlp.joblib", "v1.0.0"))
     finally:
         registry.close()
     yield Home(root / "home", files, tmp)
@@ -278,7 +291,7 @@ def test_refused_input_exits_2_naming_what_is_wrong(home: Home) -> None:
 def test_a_recipe_through_the_onnx_steps(home: Home) -> None:
     pytest.importorskip("servion.optimize.onnx_steps")
     code, out, err = home.optimize(
-        "tabular:v1.0.0", "--to-version", "v1.3.0", "--validate", str(home.files / "val.npz"),
+        "mlp:v1.0.0", "--to-version", "v1.1.0", "--validate", str(home.files / "val.npz"),
         "--target", "y", "--steps", "onnx,graph,int8-dynamic", "--json",
     )  # fmt: skip
     assert code == 0, err
@@ -288,5 +301,6 @@ def test_a_recipe_through_the_onnx_steps(home: Home) -> None:
     assert [s["equivalence_checked"] for s in stages[1:]] == [True, True, False]
     assert all(s["drop"] <= 0.01 for s in stages)
     assert answer["registered"]["format"] == "onnx"
-    shown = json.loads(cli(home.home, "models", "show", "tabular:v1.3.0", "--json").stdout)
+    shown = json.loads(cli(home.home, "models", "show", "mlp:v1.1.0", "--json").stdout)
     assert shown["lineage"]["recipe"]["steps"] == ["onnx", "graph", "int8-dynamic"]
+    assert stages[-1]["size_bytes"] * 1.5 < stages[-2]["size_bytes"]  # int8 weights

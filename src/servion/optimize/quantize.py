@@ -64,11 +64,21 @@ def quantize_dynamic_int8(source: Path, target: Path) -> None:
         prepared = _prepare(files, Path(tmp))
         try:
             quantize_dynamic(
-                prepared, files.out, weight_type=QuantType.QInt8, op_types_to_quantize=ops
+                prepared,
+                files.out,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=ops,
+                extra_options=_EXTRA,
             )
         except Exception as exc:  # the tool raises whatever its helpers raise
             raise step_failure("dynamic int8 quantization", source, exc) from exc
         _require_quantized(files, "dynamic", handled)
+
+
+_EXTRA = {"DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
+"""The type of a tensor shape inference cannot type: after the graph step, outputs of
+onnxruntime's fused operators (com.microsoft) have none, and the quantizer would refuse
+the model rather than assume float."""
 
 
 def quantize_static_int8(
@@ -109,6 +119,7 @@ def quantize_static_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 reduce_range=reduce_range,
+                extra_options=_EXTRA,
                 calibrate_method=CalibrationMethod.MinMax,
             )
         except Exception as exc:

@@ -27,6 +27,7 @@ SKLEARN_FORMATS = frozenset({"sklearn-joblib", "sklearn-skops", "sklearn-pickle"
 ONNX = frozenset({"onnx"})
 ANY = frozenset(FORMATS)
 ONNX_STEPS = "servion.optimize.onnx_steps"
+QUANTIZE = "servion.optimize.quantize"
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,9 @@ def _convert(step: StepInput) -> None:
     sklearn_to_onnx(step)
 
 
-def _onnx_step(function: str) -> Callable[[StepInput], None]:
+def _onnx_step(function: str, module: str = ONNX_STEPS) -> Callable[[StepInput], None]:
     def run(step: StepInput) -> None:
-        getattr(importlib.import_module(ONNX_STEPS), function)(step.source, step.target)
+        getattr(importlib.import_module(module), function)(step.source, step.target)
 
     return run
 
@@ -86,7 +87,7 @@ def _distill(kind: str) -> Callable[[StepInput], tuple[str, ...] | None]:
 
 
 def _static_int8(step: StepInput) -> None:
-    module = importlib.import_module(ONNX_STEPS)
+    module = importlib.import_module(QUANTIZE)
     module.quantize_static_int8(step.source, step.target, step.calibration, per_channel=True)
 
 
@@ -107,8 +108,8 @@ STEPS: dict[str, Step] = {
             "quantize weights to int8 (activations at run time)",
             ONNX,
             False,
-            _onnx_step("quantize_dynamic_int8"),
-            (ONNX_STEPS,),
+            _onnx_step("quantize_dynamic_int8", QUANTIZE),
+            (QUANTIZE,),
         ),
         Step(
             "int8-static",
@@ -116,7 +117,7 @@ STEPS: dict[str, Step] = {
             ONNX,
             False,
             _static_int8,
-            (ONNX_STEPS,),
+            (QUANTIZE,),
         ),
         Step("fp16", "convert floats to fp16", ONNX, False, _onnx_step("to_fp16"), (ONNX_STEPS,)),
         Step(
@@ -215,6 +216,6 @@ def _misplaced(step: Step, current: str, before: list[str]) -> str:
 
 
 def _unavailable(step: Step, module: str) -> str:
-    if module == ONNX_STEPS:
+    if module in (ONNX_STEPS, QUANTIZE):
         return f"step {quoted(step.name)} is not in this build of servion ({module} is missing)"
     return f"step {quoted(step.name)} needs {module}: pip install 'servion[sklearn]'"
