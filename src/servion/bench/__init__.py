@@ -8,7 +8,6 @@ sweeps batch sizes on a loaded runtime and recommends batching settings.
 from servion.bench.body import InferTarget, RequestBody, build_body, prepare_target
 from servion.bench.load import ENGINES, Engine, LoadSpec, choose_engine, run_load
 from servion.bench.profile import (
-    BatchPoint,
     ProfileReport,
     Recommendation,
     batch_sizes,
@@ -17,6 +16,7 @@ from servion.bench.profile import (
 )
 from servion.bench.slo import Slo, SloCheck, SloVerdict, check_slo
 from servion.bench.stats import LatencySummary, LoadResult
+from servion.runtime import BatchPoint
 
 __all__ = [
     "ENGINES",

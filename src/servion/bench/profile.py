@@ -27,10 +27,8 @@ from dataclasses import asdict, dataclass
 from time import perf_counter_ns
 from typing import Any, Final
 
-import numpy as np
-
 from servion.registry import ModelRegistry, ModelVersion
-from servion.runtime import Runtime, sample_inputs
+from servion.runtime import BatchPoint, Runtime, batch_point, sample_inputs
 
 DEFAULT_BUDGET_MS: Final = 10.0
 _WARMUP_RUNS: Final = 3
@@ -38,26 +36,6 @@ _WARMUP_SHARE: Final = 0.1
 """Share of each size's time spent warming up: first runs pay for lazy allocation."""
 _MIN_RUNS: Final = 10
 _SAME_THROUGHPUT: Final = 0.95
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPoint:
-    """One batch size: execution latency percentiles and single-stream throughput."""
-
-    batch_size: int
-    runs: int
-    p50_ms: float
-    p99_ms: float
-    rows_per_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_size": self.batch_size,
-            "runs": self.runs,
-            "p50_ms": round(self.p50_ms, 4),
-            "p99_ms": round(self.p99_ms, 4),
-            "rows_per_s": round(self.rows_per_s, 1),
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +105,7 @@ def measure_batch(runtime: Runtime, batch_size: int, duration_s: float) -> Batch
         start = perf_counter_ns()
         runtime.predict(inputs)
         times.append(perf_counter_ns() - start)
-    ms = np.asarray(times, dtype=np.float64) / 1e6
-    p50, p99 = (float(v) for v in np.percentile(ms, [50, 99]))
-    rows_per_s = batch_size * len(times) / (float(ms.sum()) / 1000)
-    return BatchPoint(batch_size, len(times), p50, p99, rows_per_s)
+    return batch_point(batch_size, times)
 
 
 def recommend(points: Sequence[BatchPoint], budget_ms: float) -> Recommendation:

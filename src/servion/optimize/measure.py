@@ -9,16 +9,13 @@ seconds, not minutes, whatever the model.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from time import perf_counter, perf_counter_ns
 from typing import Any, Final
-
-import numpy as np
 
 from servion.datatypes import NUMPY_OF
 from servion.errors import RuntimeFailure, quoted
 from servion.optimize.data import ValidationSet
-from servion.runtime import Signature
+from servion.runtime import BatchPoint, Signature, batch_point
 from servion.types import Arrays
 
 BATCH_SIZES: Final = (1, 32)
@@ -29,24 +26,8 @@ _MAX_RUNS: Final = 5000
 _DISTINCT_BATCHES: Final = 16
 
 
-@dataclass(frozen=True)
-class Latency:
-    """One batch size's execution time percentiles and single-stream rows/s."""
-
-    batch_size: int
-    runs: int
-    p50_ms: float
-    p99_ms: float
-    rows_per_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "batch_size": self.batch_size,
-            "runs": self.runs,
-            "p50_ms": round(self.p50_ms, 4),
-            "p99_ms": round(self.p99_ms, 4),
-            "rows_per_s": round(self.rows_per_s, 1),
-        }
+Latency = BatchPoint
+"""One batch size's latency percentiles and single-stream rows/s."""
 
 
 def time_batches(
@@ -63,10 +44,7 @@ def time_batches(
         started = perf_counter_ns()
         predict(batch)
         times.append(perf_counter_ns() - started)
-    ms = np.asarray(times, dtype=np.float64) / 1e6
-    p50, p99 = np.percentile(ms, [50, 99])
-    rows_per_s = batch_size * 1e3 / float(ms.mean())
-    return Latency(batch_size, len(times), float(p50), float(p99), rows_per_s)
+    return batch_point(batch_size, times)
 
 
 def time_model(

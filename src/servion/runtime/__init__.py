@@ -14,13 +14,16 @@ from servion.runtime.formats import (
     is_model_file,
     make_runtime,
 )
+from servion.runtime.timing import BatchPoint, batch_point
 
 __all__ = [
     "FORMATS",
     "PICKLE_FORMATS",
+    "BatchPoint",
     "Runtime",
     "Signature",
     "TensorSpec",
+    "batch_point",
     "detect_format",
     "entrypoint",
     "is_model_file",
