@@ -53,8 +53,8 @@ class StepFailed(Exception):
     "steps",
     multiple=True,
     metavar="STEP[,STEP...]",
-    help="Steps in order (onnx, graph, int8-dynamic, int8-static, fp16, tensorrt); repeatable."
-    " Default: onnx (graph for an ONNX model).",
+    help="Steps in order (onnx, graph, int8-dynamic, int8-static, fp16, tensorrt, distill-mlp,"
+    " distill-trees); repeatable. Default: onnx (graph for an ONNX model).",
 )
 @click.option(
     "--max-accuracy-drop",
