@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 
@@ -134,3 +135,12 @@ def test_equivalence_takes_the_worst_float_output_and_the_share_of_same_labels()
     assert close.max_score_diff == pytest.approx(1e-3) and close.label_agreement is None
     broken = equivalence(values, big, {"prediction": np.array([1000.0, 2.0])})
     assert broken.max_score_diff == float("inf")
+
+
+def test_the_help_names_every_step() -> None:
+    from servion.cli.optimize import optimize as command
+    from servion.optimize import STEPS
+
+    (steps,) = [p for p in command.params if p.name == "steps"]
+    assert isinstance(steps, click.Option) and steps.help is not None
+    assert [name for name in STEPS if name not in steps.help] == []
