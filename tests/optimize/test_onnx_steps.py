@@ -164,7 +164,7 @@ def test_the_tabular_pipeline_optimizes_but_has_nothing_to_quantize(
     optimize_graph(tabular.onnx, tmp_path / "opt.onnx")
     x = tabular.x[:100]
     got = predict(tmp_path / "opt.onnx", x)
-    assert np.array_equal(got["label"], tabular.pipeline.predict(x))
+    assert np.array_equal(got["label"], tabular.pipeline.predict(x))  # type: ignore[attr-defined]
 
     with pytest.raises(RuntimeFailure, match=r"nothing to quantize .*LinearClassifier \(ai\.onnx"):
         quantize_dynamic_int8(tabular.onnx, tmp_path / "dyn.onnx")
