@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -45,6 +46,22 @@ class Context:
 
             self._settings = Settings.load(home=self.home)
         return self._settings
+
+
+@contextlib.contextmanager
+def audited_change(ctx: Context, operation: str, **fields: Any) -> Iterator[tuple[Any, Any]]:
+    """The registry and an audited ``operation`` around one change of it; both are closed
+    after, and the operation records a failure if the change raises."""
+    from servion.audit import Auditor
+
+    registry = open_registry(ctx.settings)
+    audit = Auditor(ctx.settings)
+    try:
+        with audit.operation(operation, **fields) as op:
+            yield registry, op
+    finally:
+        registry.close()
+        audit.close()
 
 
 def refusals_exit_2(func: Callable[P, R]) -> Callable[P, R]:

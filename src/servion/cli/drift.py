@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from servion.cli.client import call, server_options
-from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2, table
+from servion.cli.common import Context, audited_change, echo_json, refusals_exit_2, table
 from servion.cli.quality import quality
 from servion.errors import InvalidInput, ModelNotFound
 
@@ -51,19 +51,10 @@ def reference(ctx: Context, ref: str, path: Path) -> None:
     name, version = parse_ref(ref)
     if version is None:
         raise InvalidInput("name the version: MODEL:VERSION")
-    from servion.audit import Auditor
-
-    registry: ModelRegistry = open_registry(ctx.settings)
-    audit = Auditor(ctx.settings)
-    try:
-        with audit.operation(
-            "drift_reference", model_name=name, model_version=version, resources={"file": path.name}
-        ) as op:
-            features = store_reference(registry, name, version, path)
-            op.resources_affected = [f"model:{name}:{version}"]
-    finally:
-        registry.close()
-        audit.close()
+    fields = {"model_name": name, "model_version": version, "resources": {"file": path.name}}
+    with audited_change(ctx, "drift_reference", **fields) as (registry, op):
+        features = store_reference(registry, name, version, path)
+        op.resources_affected = [f"model:{name}:{version}"]
     click.echo(f"drift reference of {name}:{version} set from {path.name} ({features} features)")
 
 
@@ -76,21 +67,13 @@ def reference(ctx: Context, ref: str, path: Path) -> None:
 def thresholds(ctx: Context, model: str, psi: float, alpha: float) -> None:
     """A feature of MODEL drifts when its PSI exceeds --psi and its test's p-value is below
     --alpha (servers apply it from their next window)."""
-    from servion.audit import Auditor
-
-    registry: ModelRegistry = open_registry(ctx.settings)
-    audit = Auditor(ctx.settings)
-    try:
-        with audit.operation(
-            "drift_thresholds", model_name=model, resources={"psi": psi, "alpha": alpha}
-        ) as op:
-            if not registry.list_versions(model):
-                raise ModelNotFound(model)
-            registry.drift.set_thresholds(model, psi, alpha)
-            op.resources_affected = [f"model:{model}"]
-    finally:
-        registry.close()
-        audit.close()
+    resources = {"psi": psi, "alpha": alpha}
+    change = audited_change(ctx, "drift_thresholds", model_name=model, resources=resources)
+    with change as (registry, op):
+        if not registry.list_versions(model):
+            raise ModelNotFound(model)
+        registry.drift.set_thresholds(model, psi, alpha)
+        op.resources_affected = [f"model:{model}"]
     click.echo(f"drift thresholds of {model}: PSI > {psi:g} and p < {alpha:g}")
 
 

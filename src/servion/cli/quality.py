@@ -3,15 +3,10 @@ gets, per model."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
-from servion.cli.common import Context, open_registry, refusals_exit_2
+from servion.cli.common import Context, audited_change, refusals_exit_2
 from servion.errors import ModelNotFound
-
-if TYPE_CHECKING:  # the registry and audit (sqlalchemy, pydantic): only where used
-    from servion.registry import ModelRegistry
 
 POLICIES = ("off", "accept", "flag", "refuse")
 """``servion.drift.quality.POLICIES``, spelled out: ``drift report`` must not import numpy."""
@@ -38,22 +33,12 @@ POLICIES = ("off", "accept", "flag", "refuse")
 def quality(ctx: Context, model: str, policy: str, range_margin: float) -> None:
     """Check MODEL's requests against each version's reference range (servers follow
     within a second)."""
-    from servion.audit import Auditor
-
-    registry: ModelRegistry = open_registry(ctx.settings)
-    audit = Auditor(ctx.settings)
-    try:
-        with audit.operation(
-            "data_quality_policy",
-            model_name=model,
-            resources={"policy": policy, "range_margin": range_margin},
-        ) as op:
-            if not registry.list_versions(model):
-                raise ModelNotFound(model)
-            registry.drift.set_quality(model, policy, range_margin)
-            op.resources_affected = [f"model:{model}"]
-    finally:
-        registry.close()
-        audit.close()
+    resources = {"policy": policy, "range_margin": range_margin}
+    change = audited_change(ctx, "data_quality_policy", model_name=model, resources=resources)
+    with change as (registry, op):
+        if not registry.list_versions(model):
+            raise ModelNotFound(model)
+        registry.drift.set_quality(model, policy, range_margin)
+        op.resources_affected = [f"model:{model}"]
     margin = f", ranges widened by {range_margin:g} of their span" if range_margin else ""
     click.echo(f"data quality policy of {model}: {policy}{margin}")
