@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from functools import partial
+import importlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from servion.config import RuntimeSettings
 from servion.errors import ValidationFailed
 from servion.runtime.base import Runtime
+
+
+class _Adapter(NamedTuple):
+    """Where a format's runtime class lives, and the extra that installs its library."""
+
+    module: str
+    cls: str
+    extra: str | None
+
 
 FORMATS: dict[str, str] = {
     "onnx": "ONNX graph (.onnx), run by onnxruntime",
@@ -16,6 +25,14 @@ FORMATS: dict[str, str] = {
     "sklearn-joblib": "scikit-learn estimator saved by joblib (.joblib), allow-listed",
     "sklearn-pickle": "scikit-learn estimator saved by pickle (.pkl, .pickle), allow-listed",
     "python": "custom Python model class (.py), only with --trust-code",
+}
+
+_ADAPTERS: dict[str, _Adapter] = {
+    "onnx": _Adapter("servion.runtime.onnx", "OnnxRuntime", None),
+    "sklearn-skops": _Adapter("servion.runtime.sklearn", "SklearnRuntime", "sklearn"),
+    "sklearn-joblib": _Adapter("servion.runtime.sklearn", "SklearnRuntime", "sklearn"),
+    "sklearn-pickle": _Adapter("servion.runtime.sklearn", "SklearnRuntime", "sklearn"),
+    "python": _Adapter("servion.runtime.custom", "PythonRuntime", None),
 }
 
 _EXTENSIONS = {
@@ -44,9 +61,8 @@ def detect_format(path: Path) -> str:
         for fmt, entry in DIRECTORY_ENTRYPOINTS.items():
             if (path / entry).is_file():
                 return fmt
-        raise ValidationFailed(
-            "a model directory must contain model.onnx or model.py (or pass --format)"
-        )
+        entries = " or ".join(sorted(set(DIRECTORY_ENTRYPOINTS.values())))
+        raise ValidationFailed(f"a model directory must contain {entries} (or pass --format)")
     found = _EXTENSIONS.get(path.suffix.lower())
     if found is None:
         known = ", ".join(sorted(_EXTENSIONS))
@@ -70,21 +86,18 @@ def make_runtime(
     fmt: str, path: Path, settings: RuntimeSettings, options: dict[str, Any] | None = None
 ) -> Runtime:
     """Create (not load) the runtime for an artifact of format ``fmt``."""
-    if fmt not in FORMATS:
+    adapter = _ADAPTERS.get(fmt)
+    if adapter is None:
         raise ValidationFailed(f"unknown format '{fmt}' (known: {', '.join(sorted(FORMATS))})")
-    if fmt == "onnx":
-        from servion.runtime.onnx import OnnxRuntime
-
-        return OnnxRuntime(entrypoint(path, fmt), settings, options or {})
-    if fmt == "python":
-        from servion.runtime.custom import PythonRuntime
-
-        return PythonRuntime(entrypoint(path, fmt), settings, options or {})
     try:
-        from servion.runtime.sklearn import SklearnRuntime
+        module = importlib.import_module(adapter.module)
     except ImportError as exc:
+        if adapter.extra is None:
+            raise
         raise ValidationFailed(
-            f"format {fmt} needs scikit-learn: pip install 'servion[sklearn]' ({exc.name} missing)"
+            f"format {fmt} needs {exc.name}: pip install 'servion[{adapter.extra}]'"
         ) from exc
-    factory = partial(SklearnRuntime, fmt=fmt)
-    return factory(entrypoint(path, fmt), settings, options or {})
+    cls = getattr(module, adapter.cls)
+    extra: dict[str, Any] = {"fmt": fmt} if adapter.cls == "SklearnRuntime" else {}
+    runtime: Runtime = cls(entrypoint(path, fmt), settings, options or {}, **extra)
+    return runtime
