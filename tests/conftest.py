@@ -75,6 +75,15 @@ def tabular(tmp_path_factory: pytest.TempPathFactory) -> TabularModels:
     )
 
 
+@pytest.fixture(scope="session")
+def torch_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """TorchScript and torch.export files of one small model (skipped without torch)."""
+    pytest.importorskip("torch")
+    from torch_models import make_torch_models
+
+    return make_torch_models(tmp_path_factory.mktemp("torch"))
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.load(home=tmp_path / "home")

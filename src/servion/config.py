@@ -43,6 +43,8 @@ class RuntimeSettings(BaseSettings):
     """Threads one ONNX inference may use. One per worker process keeps cores for other workers."""
     onnx_inter_op_threads: int = 1
     """Threads for running independent ONNX graph branches in parallel."""
+    torch_threads: int = Field(default=1, ge=1, le=1024)
+    """Threads torch uses for one worker process's inference (it applies to the whole process)."""
     trusted_globals: tuple[str, ...] = ()
     """Extra pickle globals ("pkg.module.Name", or "pkg.module.*") admitted besides the defaults."""
 

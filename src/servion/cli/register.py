@@ -39,6 +39,18 @@ def load_sample(path: Path) -> Arrays:
         raise ValidationFailed(f"sample arrays are not rectangular: {exc}") from None
 
 
+def _key_values(pairs: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValidationFailed(f"--option {pair!r} is not KEY=VALUE")
+        if key.strip() in found:
+            raise ValidationFailed(f"--option {key.strip()!r} is given twice")
+        found[key.strip()] = value.strip()
+    return found
+
+
 def _with_reference(registry: ModelRegistry, name: str, version: str, path: Path) -> None:
     from servion.cli.drift import store_reference
 
@@ -78,6 +90,14 @@ def _with_reference(registry: ModelRegistry, name: str, version: str, path: Path
 )
 @click.option("--trust-code", is_flag=True, help="Allow a custom Python model (runs its code).")
 @click.option(
+    "--option",
+    "runtime_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A runtime option, repeatable (PyTorch: device=cpu|cuda:N, precision=fp16|bf16,"
+    " warmup=1,8,32).",
+)
+@click.option(
     "--allow-signature-change",
     is_flag=True,
     help="Serve it under latest:N even if its inputs or outputs differ from the served version.",
@@ -101,6 +121,7 @@ def register(
     sample: Path | None,
     large_reason: str | None,
     trust_code: bool,
+    runtime_options: tuple[str, ...],
     allow_signature_change: bool,
     reference: Path | None,
     as_json: bool,
@@ -127,6 +148,7 @@ def register(
                     sample=load_sample(sample) if sample else None,
                     large_reason=large_reason,
                     trust_code=trust_code,
+                    runtime_options=_key_values(runtime_options),
                     allow_signature_change=allow_signature_change,
                 ),
                 on_step=step,

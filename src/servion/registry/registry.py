@@ -42,6 +42,8 @@ from servion.runtime import (
     PICKLE_FORMATS,
     Runtime,
     Signature,
+    check_options,
+    check_static,
     entrypoint,
     is_model_file,
     make_runtime,
@@ -98,6 +100,9 @@ class ModelRegistry:
             fmt = req.format or _detect(unpacked)
             if fmt == "python" and not req.trust_code:
                 raise ValidationFailed("custom Python models run arbitrary code: add --trust-code")
+            options = check_options(fmt, req.runtime_options, req.sample)
+            if req.trust_code:
+                options["trust_code"] = True
             self._check_size(unpacked, req.large_reason)
             step("copying into the store and computing its SHA-256")
             stored = self.store.put(unpacked)
@@ -106,7 +111,6 @@ class ModelRegistry:
                 raise ChecksumMismatch(
                     f"sha256 of the file is {stored.sha256}, not the expected {checksum}"
                 )
-            options = {"trust_code": True} if req.trust_code else {}
             entry = entrypoint(self.store.path(stored.key), fmt)
             step("checking the file without running it")
             self._static_checks(fmt, entry)
@@ -166,6 +170,8 @@ class ModelRegistry:
             check_pickle_file(entry, allow)
         elif fmt == "onnx":
             check_external_data(entry)
+        else:
+            check_static(fmt, entry)
 
     def _refuse_duplicate(self, name: str, version: str) -> None:
         with self.engine.connect() as conn:

@@ -75,6 +75,8 @@ class RegisterRequest:
     """Serve it under ``latest:N`` even if its signature differs from the version served."""
     lineage: Lineage | None = None
     """Where a derived version came from (``servion optimize``), recorded with it."""
+    runtime_options: dict[str, str] = field(default_factory=dict)
+    """``--option KEY=VALUE`` pairs for the format's runtime (PyTorch: device, precision)."""
 
 
 def row_to_version(row: Any) -> ModelVersion:

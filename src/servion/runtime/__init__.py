@@ -9,6 +9,8 @@ from servion.runtime.base import Runtime, Signature, TensorSpec, sample_inputs
 from servion.runtime.formats import (
     FORMATS,
     PICKLE_FORMATS,
+    check_options,
+    check_static,
     detect_format,
     entrypoint,
     is_model_file,
@@ -24,6 +26,8 @@ __all__ = [
     "Signature",
     "TensorSpec",
     "batch_point",
+    "check_options",
+    "check_static",
     "detect_format",
     "entrypoint",
     "is_model_file",

@@ -9,6 +9,9 @@ from typing import Any, NamedTuple
 from servion.config import RuntimeSettings
 from servion.errors import ValidationFailed
 from servion.runtime.base import Runtime
+from servion.runtime.torch_options import TORCH_FORMATS, check_archive
+from servion.runtime.torch_options import check_options as check_options_torch
+from servion.types import Arrays
 
 
 class _Adapter(NamedTuple):
@@ -25,6 +28,8 @@ FORMATS: dict[str, str] = {
     "sklearn-joblib": "scikit-learn estimator saved by joblib (.joblib), allow-listed",
     "sklearn-pickle": "scikit-learn estimator saved by pickle (.pkl, .pickle), allow-listed",
     "python": "custom Python model class (.py), only with --trust-code",
+    "torchscript": "PyTorch TorchScript archive (.pt, .pth), run by torch; needs --sample",
+    "torch-export": "PyTorch torch.export program (.pt2), run by torch",
 }
 
 _ADAPTERS: dict[str, _Adapter] = {
@@ -33,6 +38,8 @@ _ADAPTERS: dict[str, _Adapter] = {
     "sklearn-joblib": _Adapter("servion.runtime.sklearn", "SklearnRuntime", "sklearn"),
     "sklearn-pickle": _Adapter("servion.runtime.sklearn", "SklearnRuntime", "sklearn"),
     "python": _Adapter("servion.runtime.custom", "PythonRuntime", None),
+    "torchscript": _Adapter("servion.runtime.pytorch", "TorchScriptRuntime", "torch"),
+    "torch-export": _Adapter("servion.runtime.pytorch", "TorchExportRuntime", "torch"),
 }
 
 _EXTENSIONS = {
@@ -42,10 +49,18 @@ _EXTENSIONS = {
     ".pkl": "sklearn-pickle",
     ".pickle": "sklearn-pickle",
     ".py": "python",
+    ".pt": "torchscript",
+    ".pth": "torchscript",
+    ".pt2": "torch-export",
 }
 
 # The file a model directory must contain for each format.
-DIRECTORY_ENTRYPOINTS = {"onnx": "model.onnx", "python": "model.py"}
+DIRECTORY_ENTRYPOINTS = {
+    "onnx": "model.onnx",
+    "python": "model.py",
+    "torchscript": "model.pt",
+    "torch-export": "model.pt2",
+}
 
 PICKLE_FORMATS = frozenset({"sklearn-joblib", "sklearn-pickle"})
 
@@ -80,6 +95,23 @@ def entrypoint(path: Path, fmt: str) -> Path:
             raise ValidationFailed(f"a {fmt} model directory must contain {entry or 'one file'}")
         return path / entry
     return path
+
+
+def check_options(fmt: str, given: dict[str, str], sample: Arrays | None) -> dict[str, Any]:
+    """The runtime options (``--option KEY=VALUE``) to record for a version, checked."""
+    if fmt in TORCH_FORMATS:
+        return check_options_torch(fmt, given, sample)
+    if given:
+        raise ValidationFailed(
+            f"format {fmt} takes no --option (given: {', '.join(sorted(given))})"
+        )
+    return {}
+
+
+def check_static(fmt: str, entry: Path) -> None:
+    """Checks of a format's file that run no code and need no framework installed."""
+    if fmt in TORCH_FORMATS:
+        check_archive(fmt, entry)
 
 
 def make_runtime(

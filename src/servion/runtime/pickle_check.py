@@ -34,7 +34,7 @@ def _scan_torch_member(
     return names
 
 
-def _check_torch_zip(path: Path, allow: AllowList) -> list[str]:
+def check_torch_zip(path: Path, allow: AllowList) -> list[str]:
     """Scan every ``*.pkl`` member of a PyTorch zip statically; torch is never imported."""
     with path.open("rb") as fh:
         if fh.read(4) != b"PK\x03\x04":  # torch.load reads anything else as the legacy format
@@ -83,5 +83,5 @@ def check_pickle_file(path: Path, allow: AllowList) -> list[str]:
     if suffix in _JOBLIB_SUFFIXES:
         return _load_joblib(path, allow)[1]
     if suffix in _TORCH_SUFFIXES:
-        return _check_torch_zip(path, allow)
+        return check_torch_zip(path, allow)
     raise UnsafeArtifact(f"{path.name}: '{suffix}' is not a known pickle-based model format")
