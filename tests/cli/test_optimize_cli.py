@@ -269,7 +269,7 @@ def refusals(home: Home) -> list[tuple[tuple[str, ...], str]]:
         ),
         (
             run("tabular:v1.0.0", "--steps", "onnx", "--steps", "prune"),
-            "error: step 'prune': pruning",
+            "error: step 'prune' takes a torch-export, torchscript model",
         ),
         (run("tabular:v1.0.0", "--steps", "onnx,"), "error: --steps 'onnx,' has an empty step"),
         (run("tabular:v1.0.0", "--max-accuracy-drop", "2"), "'--max-accuracy-drop': 2.0 is not"),

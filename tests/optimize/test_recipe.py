@@ -36,7 +36,7 @@ def test_steps_are_read_in_order_from_lists_and_repeats() -> None:
     ("names", "fmt", "message"),
     [
         (["foo"], "onnx", "unknown step 'foo' (known: onnx, graph, int8-dynamic"),
-        (["prune"], "onnx", "step 'prune': pruning needs PyTorch models, which servion does"),
+        (["prune"], "onnx", "step 'prune' takes a torch-export, torchscript model, but first"),
         (["distill"], "onnx", "step 'distill': name the student: distill-mlp or distill-trees"),
         (
             ["int8-dynamic"],
@@ -47,8 +47,8 @@ def test_steps_are_read_in_order_from_lists_and_repeats() -> None:
         (
             ["onnx", "onnx"],
             "sklearn-skops",
-            "step 'onnx' takes a sklearn-joblib, sklearn-pickle, sklearn-skops model, but after"
-            " onnx the model is onnx",
+            "step 'onnx' takes a sklearn-joblib, sklearn-pickle, sklearn-skops, torch-export,"
+            " torchscript model, but after onnx the model is onnx",
         ),
         (["onnx"], "python", "step 'onnx' takes a sklearn-joblib"),
         ([], "onnx", "the recipe has no step"),

@@ -53,8 +53,9 @@ class StepFailed(Exception):
     "steps",
     multiple=True,
     metavar="STEP[,STEP...]",
-    help="Steps in order (onnx, graph, int8-dynamic, int8-static, fp16, tensorrt, distill-mlp,"
-    " distill-trees); repeatable. Default: onnx (graph for an ONNX model).",
+    help="Steps in order (onnx, graph, int8-dynamic, int8-static, fp16, prune,"
+    " prune-structured, tensorrt, distill-mlp, distill-trees); repeatable. Default: onnx"
+    " (graph for an ONNX model).",
 )
 @click.option(
     "--max-accuracy-drop",
@@ -85,6 +86,13 @@ class StepFailed(Exception):
     help="Validation rows int8-static calibrates on.",
 )
 @click.option(
+    "--sparsity",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="Share of weights prune zeroes, and of hidden units prune-structured removes.",
+)
+@click.option(
     "--measure-seconds",
     type=click.FloatRange(min=0, min_open=True),
     default=1.0,
@@ -105,6 +113,7 @@ def optimize(
     max_score_diff: float,
     min_label_agreement: float,
     calibration_rows: int,
+    sparsity: float,
     measure_seconds: float,
     as_json: bool,
 ) -> None:
@@ -125,6 +134,7 @@ def optimize(
         max_score_diff,
         min_label_agreement,
         calibration_rows,
+        sparsity,
         measure_seconds,
     )
     try:

@@ -71,6 +71,8 @@ class OptimizeRequest:
     min_label_agreement: float = 0.999
     """Faithful steps: the least share of rows whose label must stay the same."""
     calibration_rows: int = 256
+    sparsity: float = 0.5
+    """The share ``prune`` and ``prune-structured`` remove."""
     measure_s: float = 1.0
     """Time spent timing each model (shared between the batch sizes)."""
     user: str | None = None
@@ -82,6 +84,7 @@ class OptimizeRequest:
             "max_score_diff": self.max_score_diff,
             "min_label_agreement": self.min_label_agreement,
             "calibration_rows": self.calibration_rows,
+            "sparsity": self.sparsity,
         }
 
 
@@ -180,6 +183,8 @@ def _check_numbers(request: OptimizeRequest) -> None:
         raise InvalidInput(f"--max-score-diff {request.max_score_diff:g}: not below 0")
     if request.calibration_rows < 1:
         raise InvalidInput(f"--calibration-rows {request.calibration_rows}: at least 1")
+    if not 0.0 < request.sparsity < 1.0:
+        raise InvalidInput(f"--sparsity {request.sparsity:g}: a share, above 0 and below 1")
     if not request.measure_s > 0:
         raise InvalidInput(f"--measure-seconds {request.measure_s:g}: more than 0")
 
@@ -203,7 +208,14 @@ def _run(
         target.parent.mkdir()
         step(f"{current.name}: {current.summary}")
         given = StepInput(
-            path, target, fmt, source.signature, registry.settings.runtime, calibration, data.inputs
+            path,
+            target,
+            fmt,
+            source.signature,
+            registry.settings.runtime,
+            calibration,
+            data.inputs,
+            request.sparsity,
         )
         notes = _apply(current, given)
         step(f"{current.name}: checking on {data.rows} rows and timing")

@@ -24,6 +24,7 @@ from servion.errors import InvalidInput, quoted
 from servion.runtime import FORMATS, Signature
 
 SKLEARN_FORMATS = frozenset({"sklearn-joblib", "sklearn-skops", "sklearn-pickle"})
+TORCH_FORMATS = frozenset({"torchscript", "torch-export"})
 ONNX = frozenset({"onnx"})
 ANY = frozenset(FORMATS)
 ONNX_STEPS = "servion.optimize.onnx_steps"
@@ -47,6 +48,8 @@ class StepInput:
     """A sample of the validation inputs, for steps that calibrate on data."""
     rows: Mapping[str, np.ndarray]
     """Every validation input row, for steps that learn from data (distillation)."""
+    sparsity: float = 0.5
+    """The share of weights (``prune``) or hidden units (``prune-structured``) to remove."""
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,26 @@ class Step:
 
 
 def _convert(step: StepInput) -> None:
+    if step.format in TORCH_FORMATS:
+        from servion.optimize.torch_steps import torch_to_onnx
+
+        torch_to_onnx(step)
+        return
     from servion.optimize.convert import sklearn_to_onnx
 
     sklearn_to_onnx(step)
+
+
+def _prune(step: StepInput) -> tuple[str, ...]:
+    from servion.optimize.torch_steps import prune_magnitude
+
+    return prune_magnitude(step)
+
+
+def _prune_structured(step: StepInput) -> tuple[str, ...]:
+    from servion.optimize.prune import prune_structured
+
+    return prune_structured(step.source, step.target, step.sparsity)
 
 
 def _onnx_step(function: str, module: str = ONNX_STEPS) -> Callable[[StepInput], None]:
@@ -94,7 +114,7 @@ def _static_int8(step: StepInput) -> None:
 STEPS: dict[str, Step] = {
     s.name: s
     for s in (
-        Step("onnx", "convert to ONNX", SKLEARN_FORMATS, True, _convert, ("skl2onnx",)),
+        Step("onnx", "convert to ONNX", SKLEARN_FORMATS | TORCH_FORMATS, True, _convert, ()),
         Step(
             "graph",
             "optimize the ONNX graph (constant folding, operator fusion)",
@@ -120,6 +140,22 @@ STEPS: dict[str, Step] = {
             (QUANTIZE,),
         ),
         Step("fp16", "convert floats to fp16", ONNX, False, _onnx_step("to_fp16"), (ONNX_STEPS,)),
+        Step(
+            "prune",
+            "zero the smallest weights of a PyTorch program (--sparsity), then export",
+            TORCH_FORMATS,
+            False,
+            _prune,
+            ("torch",),
+        ),
+        Step(
+            "prune-structured",
+            "remove the weakest hidden units of MLP layers (--sparsity)",
+            ONNX,
+            False,
+            _prune_structured,
+            (ONNX_STEPS,),
+        ),
         Step(
             "distill-mlp",
             "train a small MLP on the model's answers (any format; a lossy step)",
@@ -149,7 +185,6 @@ STEPS: dict[str, Step] = {
 """Every step, in the order a recipe usually takes them."""
 
 PLANNED = {
-    "prune": "pruning needs PyTorch models, which servion does not register yet",
     "distill": "name the student: distill-mlp or distill-trees",
 }
 """Names reserved for steps to come; a recipe naming one is refused with this reason.
@@ -176,6 +211,17 @@ def default_recipe(fmt: str) -> list[str]:
     return ["graph"] if fmt in ONNX else ["onnx"]
 
 
+_FORMAT_NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
+    **{("onnx", fmt): ("skl2onnx",) for fmt in SKLEARN_FORMATS},
+    ("onnx", "torchscript"): ("torch",),
+    ("onnx", "torch-export"): ("torch", "onnxscript"),
+    ("prune", "torch-export"): ("onnxscript",),
+}
+"""Modules a step needs for one source format only (torch.export programs export
+through onnxscript; TorchScript archives through torch alone)."""
+_EXTRA_OF = {"torch": "torch", "onnxscript": "optimize"}
+
+
 def plan(names: Iterable[str], fmt: str) -> list[Step]:
     """The steps of a recipe, refused unless each applies to what the one before gives
     and is in this build."""
@@ -185,7 +231,8 @@ def plan(names: Iterable[str], fmt: str) -> list[Step]:
         step = _known(name)
         if current not in step.takes:
             raise InvalidInput(_misplaced(step, current, [s.name for s in steps]))
-        missing = [m for m in step.needs if importlib.util.find_spec(m) is None]
+        needs = (*step.needs, *_FORMAT_NEEDS.get((step.name, current), ()))
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
         if missing:
             raise InvalidInput(_unavailable(step, missing[0]))
         steps.append(step)
@@ -218,4 +265,5 @@ def _misplaced(step: Step, current: str, before: list[str]) -> str:
 def _unavailable(step: Step, module: str) -> str:
     if module in (ONNX_STEPS, QUANTIZE):
         return f"step {quoted(step.name)} is not in this build of servion ({module} is missing)"
-    return f"step {quoted(step.name)} needs {module}: pip install 'servion[sklearn]'"
+    extra = _EXTRA_OF.get(module, "sklearn")
+    return f"step {quoted(step.name)} needs {module}: pip install 'servion[{extra}]'"

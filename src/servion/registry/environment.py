@@ -6,7 +6,20 @@ import platform
 import sys
 from importlib import metadata
 
-PACKAGES = ("servion", "numpy", "onnx", "onnxruntime", "scikit-learn", "skops", "joblib", "scipy")
+PACKAGES = (
+    "servion",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "scikit-learn",
+    "skops",
+    "joblib",
+    "scipy",
+    "torch",
+    "xgboost",
+    "xgboost-cpu",
+    "lightgbm",
+)
 
 
 def recorded_environment() -> dict[str, object]:

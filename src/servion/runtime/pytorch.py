@@ -49,6 +49,9 @@ def _forced_weights_only() -> None:
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     # Request tensors are read-only views of the request body; the model only reads them.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    # torch's own loaders trip torch's own deprecations; they say nothing to a servion user.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated")
 
 
 def _device(requested: str) -> torch.device:
@@ -209,6 +212,11 @@ class TorchScriptRuntime(_TorchRuntime):
             declared = [by_name[name] for name in arguments]
         return declared
 
+    @property
+    def program(self) -> Any:
+        """The loaded ScriptModule, for tools that read the program (ONNX export)."""
+        return self._module
+
     def _module_schema_arguments(self) -> list[Any]:
         return list(self._module.forward.schema.arguments)[1:]
 
@@ -226,6 +234,11 @@ class TorchExportRuntime(_TorchRuntime):
     def _load_module(self) -> Any:
         self._program = torch.export.load(str(self.path))
         return self._program.module()
+
+    @property
+    def program(self) -> Any:
+        """The loaded ExportedProgram, for tools that read the program (ONNX export)."""
+        return self._program
 
     def _input_specs(self) -> list[TensorSpec]:
         user_inputs = [
