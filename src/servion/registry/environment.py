@@ -6,7 +6,20 @@ import platform
 import sys
 from importlib import metadata
 
-PACKAGES = ("servion", "numpy", "onnx", "onnxruntime", "scikit-learn", "skops", "joblib", "scipy")
+# xgboost-cpu is XGBoost's CPU-only distribution (same import name): either may be installed.
+PACKAGES = (
+    "servion",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "scikit-learn",
+    "skops",
+    "joblib",
+    "scipy",
+    "xgboost",
+    "xgboost-cpu",
+    "lightgbm",
+)
 
 
 def recorded_environment() -> dict[str, object]:
