@@ -47,4 +47,9 @@ def test_a_pickle_named_like_a_booster_is_refused(registry: ModelRegistry, tmp_p
     path.write_bytes(pickle.dumps({"learner": "not really"}))
     with pytest.raises(UnsafeArtifact, match=r"'model\.json' is a pickle"):
         registry.register(RegisterRequest("pickled", path, "v1.0.0"))
+    # A named format skips detection; the file is still refused before the probe reads it.
+    renamed = path.rename(tmp_path / "model.bin")
+    for fmt in ("xgboost", "lightgbm"):
+        with pytest.raises(UnsafeArtifact, match="is a pickle: servion never unpickles"):
+            registry.register(RegisterRequest("pickled", renamed, "v1.0.0", format=fmt))
     assert registry.list_versions() == []

@@ -93,6 +93,34 @@ def lightgbm_by_content(path: Path) -> str:
     )
 
 
+def _check_xgboost_head(head: bytes) -> None:
+    _refuse_pickle(head, "XGBoost", _RESAVE)
+    if head[:64].lstrip()[:1] != b"{":
+        raise RuntimeFailure(
+            "the file is not XGBoost JSON or UBJSON (XGBoost's deprecated binary format"
+            f" is not read): {_RESAVE}"
+        )
+
+
+def _check_lightgbm_head(head: bytes) -> None:
+    _refuse_pickle(head, "LightGBM", _SAVE_TEXT)
+    if not _LIGHTGBM_HEADER.match(head):
+        raise RuntimeFailure(
+            "the file is not a LightGBM text model (it does not start with 'tree' and"
+            f" 'version='): {_SAVE_TEXT}"
+        )
+
+
+def check_booster_file(fmt: str, path: Path) -> None:
+    """Refuse, without the library, a file that is no ``xgboost`` or ``lightgbm`` model:
+    a pickle, another format, or LightGBM trees its header does not place."""
+    if fmt == "xgboost":
+        _check_xgboost_head(_head(path))
+    else:
+        _check_lightgbm_head(_head(path))
+        _lightgbm_objective(path)
+
+
 @dataclass(frozen=True, slots=True)
 class _Task:
     """What a booster's objective makes of its scores."""
@@ -221,12 +249,7 @@ class XGBoostRuntime(_BoosterRuntime):
         except ImportError as exc:
             raise _library_missing(self.format, exc) from exc
         data = _read(self.path)
-        _refuse_pickle(bytes(data[:2]), "XGBoost", _RESAVE)
-        if bytes(data[:64]).lstrip()[:1] != b"{":
-            raise RuntimeFailure(
-                "the file is not XGBoost JSON or UBJSON (XGBoost's deprecated binary format"
-                f" is not read): {_RESAVE}"
-            )
+        _check_xgboost_head(bytes(data[:64]))
         booster = xgboost.Booster()
         try:
             # From memory, so JSON and UBJSON are told apart by content, not by extension.
@@ -318,13 +341,7 @@ class LightGBMRuntime(_BoosterRuntime):
             import lightgbm
         except ImportError as exc:
             raise _library_missing(self.format, exc) from exc
-        head = _head(self.path)
-        _refuse_pickle(head, "LightGBM", _SAVE_TEXT)
-        if not _LIGHTGBM_HEADER.match(head):
-            raise RuntimeFailure(
-                "the file is not a LightGBM text model (it does not start with 'tree' and"
-                f" 'version='): {_SAVE_TEXT}"
-            )
+        _check_lightgbm_head(_head(self.path))
         objective = _lightgbm_objective(self.path)
         try:
             booster = lightgbm.Booster(model_file=str(self.path))

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 from servion.config import RuntimeSettings
 from servion.errors import ValidationFailed
 from servion.runtime.base import Runtime
-from servion.runtime.boosters import lightgbm_by_content, xgboost_by_content
+from servion.runtime.boosters import check_booster_file, lightgbm_by_content, xgboost_by_content
 from servion.runtime.torch_options import TORCH_FORMATS, check_archive
 from servion.runtime.torch_options import check_options as check_options_torch
 from servion.types import Arrays
@@ -132,6 +132,8 @@ def check_static(fmt: str, entry: Path) -> None:
     """Checks of a format's file that run no code and need no framework installed."""
     if fmt in TORCH_FORMATS:
         check_archive(fmt, entry)
+    elif fmt in ("xgboost", "lightgbm"):
+        check_booster_file(fmt, entry)
 
 
 def make_runtime(
