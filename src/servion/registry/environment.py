@@ -6,6 +6,7 @@ import platform
 import sys
 from importlib import metadata
 
+# xgboost-cpu is XGBoost's CPU-only distribution (same import name): either may be installed.
 PACKAGES = (
     "servion",
     "numpy",
