@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 from importlib import metadata
+from typing import Any
 
 # xgboost-cpu is XGBoost's CPU-only distribution (same import name): either may be installed.
 PACKAGES = (
@@ -23,17 +24,21 @@ PACKAGES = (
 )
 
 
-def recorded_environment() -> dict[str, object]:
-    """What to store next to a model version, so a later mismatch can be explained."""
+def recorded_environment(mlflow: dict[str, Any] | None = None) -> dict[str, object]:
+    """What to store next to a model version, so a later mismatch can be explained;
+    ``mlflow`` is the MLflow run and flavor a version came from, when it did."""
     versions: dict[str, str] = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return {
+    found: dict[str, object] = {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "packages": versions,
     }
+    if mlflow is not None:
+        found["mlflow"] = mlflow
+    return found

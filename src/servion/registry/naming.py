@@ -79,3 +79,13 @@ def check_source(path: Path) -> Path:
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         raise ValidationFailed(f"{quoted(path.name)} is not a regular file or directory")
     return path.absolute()
+
+
+def check_digest(checksum: str | None) -> str | None:
+    """The expected SHA-256 (``--checksum``) as bare lowercase hex, or None when not given."""
+    if checksum is None:
+        return None
+    value = checksum.lower().removeprefix("sha256:")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValidationFailed(f"--checksum {quoted(checksum)} is not a hex SHA-256 digest")
+    return value

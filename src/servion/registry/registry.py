@@ -31,7 +31,8 @@ from servion.registry.archive import extract_archive, is_archive
 from servion.registry.environment import recorded_environment
 from servion.registry.holds import hold_for
 from servion.registry.lineage import LineageStore, forget_lineage, record_lineage
-from servion.registry.naming import Version, check_name, check_source, parse_version
+from servion.registry.mlflow import mlflow_model_in
+from servion.registry.naming import Version, check_digest, check_name, check_source, parse_version
 from servion.registry.policy import VersionPolicy
 from servion.registry.probe import probe
 from servion.registry.profiles import DriftStore, forget_version
@@ -94,10 +95,12 @@ class ModelRegistry:
         check_name(req.name)
         semver = parse_version(req.version)
         source = check_source(req.path)
-        checksum = _check_digest(req.checksum)
+        checksum = check_digest(req.checksum)
         self._refuse_duplicate(req.name, req.version)
         with self._unpacked(source) as unpacked:
-            fmt = req.format or _detect(unpacked)
+            origin = mlflow_model_in(unpacked, req.format)
+            unpacked = origin.artifact if origin else unpacked
+            fmt = origin.format if origin else (req.format or _detect(unpacked))
             if fmt == "python" and not req.trust_code:
                 raise ValidationFailed("custom Python models run arbitrary code: add --trust-code")
             options = check_options(fmt, req.runtime_options, req.sample)
@@ -124,7 +127,10 @@ class ModelRegistry:
                 self.settings.registry.probe_timeout_s,
             )
             step("recording the version")
-            return self._insert(req, semver, fmt, stored, result.signature, options, source)
+            recorded = origin.record if origin else None
+            return self._insert(
+                req, semver, fmt, stored, result.signature, options, source, recorded
+            )
         except BaseException:
             self._forget_artifact(stored.sha256)
             raise
@@ -192,6 +198,7 @@ class ModelRegistry:
         signature: Signature,
         options: dict[str, Any],
         source: Path,
+        mlflow: dict[str, Any] | None,
     ) -> ModelVersion:
         now = utcnow()
         user = req.user or _os_user()
@@ -217,7 +224,7 @@ class ModelRegistry:
                         size_bytes=stored.size_bytes,
                         artifact=stored.key,
                         signature=signature.to_dict(),
-                        environment=recorded_environment(),
+                        environment=recorded_environment(mlflow),
                         options=options,
                         large_reason=req.large_reason,
                         source_name=source.name,
@@ -379,15 +386,6 @@ def _detect(path: Path) -> str:
     from servion.runtime import detect_format
 
     return detect_format(path)
-
-
-def _check_digest(checksum: str | None) -> str | None:
-    if checksum is None:
-        return None
-    value = checksum.lower().removeprefix("sha256:")
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise ValidationFailed(f"--checksum {quoted(checksum)} is not a hex SHA-256 digest")
-    return value
 
 
 def _os_user() -> str:

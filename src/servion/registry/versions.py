@@ -40,6 +40,12 @@ class ModelVersion:
     def label(self) -> str:
         return f"{self.name}:{self.version}"
 
+    @property
+    def mlflow(self) -> dict[str, Any] | None:
+        """The MLflow run and flavor it was registered from (``environment["mlflow"]``)."""
+        found = self.environment.get("mlflow")
+        return found if isinstance(found, dict) else None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
