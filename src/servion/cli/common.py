@@ -100,3 +100,17 @@ def human_bytes(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+def mlflow_origin(record: dict[str, Any]) -> str:
+    """One line naming the MLflow run and flavor a version was registered from."""
+    from servion.errors import printable
+
+    def field(key: str) -> str:
+        value = record.get(key)
+        return printable(str(value)) if value else "-"
+
+    return (
+        f"run {field('run_id')}, flavor {field('flavor')} ({field('serialization')}),"
+        f" artifact path {field('artifact_path')}, MLflow {field('mlflow_version')}"
+    )

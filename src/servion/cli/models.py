@@ -13,6 +13,7 @@ from servion.cli.common import (
     Context,
     echo_json,
     human_bytes,
+    mlflow_origin,
     open_registry,
     refusals_exit_2,
     table,
@@ -90,6 +91,8 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     env = mv.environment
     pkgs = ", ".join(f"{k} {v}" for k, v in env.get("packages", {}).items())
     click.echo(f"  environment    Python {env.get('python')}; {pkgs}")
+    if mv.mlflow is not None:
+        click.echo(f"  mlflow         {mlflow_origin(mv.mlflow)}")
     if lineage is not None:
         _show_lineage(lineage)
     rows = [("input", s.name, s.datatype, list(s.shape)) for s in mv.signature.inputs]

@@ -10,7 +10,14 @@ import numpy as np
 import orjson
 
 from servion.audit import Auditor
-from servion.cli.common import Context, echo_json, human_bytes, open_registry, refusals_exit_2
+from servion.cli.common import (
+    Context,
+    echo_json,
+    human_bytes,
+    mlflow_origin,
+    open_registry,
+    refusals_exit_2,
+)
 from servion.cli.progress import steps
 from servion.errors import ValidationFailed
 from servion.registry import ModelRegistry, RegisterRequest
@@ -126,7 +133,10 @@ def register(
     reference: Path | None,
     as_json: bool,
 ) -> None:
-    """Validate, store and record a model file or directory as NAME at --version."""
+    """Validate, store and record a model file or directory as NAME at --version.
+
+    A folder with an MLmodel file is an MLflow model: the flavor servion serves is
+    taken from it, and the MLflow run it came from is recorded."""
     if reference is not None and importlib.util.find_spec("scipy") is None:
         raise ValidationFailed("--reference needs scipy: pip install 'servion[drift]'")
     registry: ModelRegistry = open_registry(ctx.settings)
@@ -172,6 +182,8 @@ def register(
     click.echo(
         f"registered {mv.label} ({mv.format}, {human_bytes(mv.size_bytes)}, sha256 {mv.sha256})"
     )
+    if mv.mlflow is not None:
+        click.echo(f"  from MLflow: {mlflow_origin(mv.mlflow)}")
     for spec in mv.signature.inputs:
         click.echo(f"  input  {spec.name}: {spec.datatype} {list(spec.shape)}")
     for spec in mv.signature.outputs:
