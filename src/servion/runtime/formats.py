@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from servion.config import RuntimeSettings
 from servion.errors import ValidationFailed
 from servion.runtime.base import Runtime
+from servion.runtime.boosters import check_booster_file, lightgbm_by_content, xgboost_by_content
 from servion.runtime.torch_options import TORCH_FORMATS, check_archive
 from servion.runtime.torch_options import check_options as check_options_torch
 from servion.types import Arrays
@@ -30,6 +32,8 @@ FORMATS: dict[str, str] = {
     "python": "custom Python model class (.py), only with --trust-code",
     "torchscript": "PyTorch TorchScript archive (.pt, .pth), run by torch; needs --sample",
     "torch-export": "PyTorch torch.export program (.pt2), run by torch",
+    "xgboost": "XGBoost booster in JSON or UBJSON (.json, .ubj), never a pickle",
+    "lightgbm": "LightGBM booster in its text model format (.txt, .lgb), never a pickle",
 }
 
 _ADAPTERS: dict[str, _Adapter] = {
@@ -40,6 +44,8 @@ _ADAPTERS: dict[str, _Adapter] = {
     "python": _Adapter("servion.runtime.custom", "PythonRuntime", None),
     "torchscript": _Adapter("servion.runtime.pytorch", "TorchScriptRuntime", "torch"),
     "torch-export": _Adapter("servion.runtime.pytorch", "TorchExportRuntime", "torch"),
+    "xgboost": _Adapter("servion.runtime.boosters", "XGBoostRuntime", "xgboost"),
+    "lightgbm": _Adapter("servion.runtime.boosters", "LightGBMRuntime", "lightgbm"),
 }
 
 _EXTENSIONS = {
@@ -52,6 +58,17 @@ _EXTENSIONS = {
     ".pt": "torchscript",
     ".pth": "torchscript",
     ".pt2": "torch-export",
+    ".ubj": "xgboost",
+    ".lgb": "lightgbm",
+}
+
+# Extensions other files share (or XGBoost's deprecated binary format used): the
+# file's first bytes decide, and a file that is no model of the format is refused.
+_SNIFFED: dict[str, Callable[[Path], str]] = {
+    ".json": xgboost_by_content,
+    ".xgb": xgboost_by_content,
+    ".bst": xgboost_by_content,
+    ".txt": lightgbm_by_content,
 }
 
 # The file a model directory must contain for each format.
@@ -67,7 +84,7 @@ PICKLE_FORMATS = frozenset({"sklearn-joblib", "sklearn-pickle"})
 
 def is_model_file(path: Path) -> bool:
     """True when the file's extension names a model format."""
-    return path.suffix.lower() in _EXTENSIONS
+    return path.suffix.lower() in _EXTENSIONS or path.suffix.lower() in _SNIFFED
 
 
 def detect_format(path: Path) -> str:
@@ -78,9 +95,12 @@ def detect_format(path: Path) -> str:
                 return fmt
         entries = " or ".join(sorted(set(DIRECTORY_ENTRYPOINTS.values())))
         raise ValidationFailed(f"a model directory must contain {entries} (or pass --format)")
+    sniff = _SNIFFED.get(path.suffix.lower())
+    if sniff is not None:
+        return sniff(path)
     found = _EXTENSIONS.get(path.suffix.lower())
     if found is None:
-        known = ", ".join(sorted(_EXTENSIONS))
+        known = ", ".join(sorted([*_EXTENSIONS, *_SNIFFED]))
         raise ValidationFailed(
             f"unknown model format for extension '{path.suffix}' (known: {known}; or pass --format)"
         )
@@ -112,6 +132,8 @@ def check_static(fmt: str, entry: Path) -> None:
     """Checks of a format's file that run no code and need no framework installed."""
     if fmt in TORCH_FORMATS:
         check_archive(fmt, entry)
+    elif fmt in ("xgboost", "lightgbm"):
+        check_booster_file(fmt, entry)
 
 
 def make_runtime(
