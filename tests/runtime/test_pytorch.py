@@ -186,6 +186,8 @@ def test_a_program_that_updates_its_buffers_runs_through_module(tmp_path: Path) 
     import torch
 
     class Counting(torch.nn.Module):
+        calls: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("calls", torch.zeros(1))
