@@ -3,7 +3,8 @@
 Trains three small models on scikit-learn's handwritten digits (8x8, upsampled to
 28x28): an MLP 784-512-256-10, a CNN (two 3x3 convolutions of 16 and 32 channels with
 pooling, then 1568-128-10) and the same CNN twice as wide (32 and 64 channels). Exports
-each with torch.onnx.export, runs every step of ``servion.optimize`` on it, and measures
+each with torch.onnx.export, runs every ONNX step of ``servion.optimize`` on it (structured
+pruning at 50 % and 75 % of the hidden units, where the model has MLP layers), and measures
 each variant the way a servion worker runs it: servion's ONNX runtime, one intra-op
 thread, in-process. Latency is sampled in rounds that alternate the variants,
 so a burst of load elsewhere on the machine falls on all of them alike.
@@ -30,6 +31,7 @@ import numpy as np
 
 from servion.config import RuntimeSettings
 from servion.optimize.onnx_steps import optimize_graph, to_fp16
+from servion.optimize.prune import find_layers, prune_structured
 from servion.optimize.quantize import quantize_dynamic_int8, quantize_static_int8
 from servion.runtime import make_runtime
 
@@ -136,6 +138,13 @@ def variants(model: str, fp32: Path, calibration: np.ndarray) -> list[Variant]:
         ),
         "fp16": to_fp16,
     }
+    import onnx
+
+    if find_layers(onnx.load(str(fp32)).graph):  # hidden layers that can lose units
+        for share in (0.5, 0.75):
+            steps[f"structured {share:.0%}"] = lambda s, t, share=share: prune_structured(
+                s, t, share
+            )
     found = [Variant(model, "fp32", fp32)]
     for name, step in steps.items():
         target = fp32.with_name(f"{model}-{name.replace(' ', '-')}.onnx")

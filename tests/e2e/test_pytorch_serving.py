@@ -14,7 +14,7 @@ import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
 
-from conftest import RunningServer, cli, start_server
+from conftest import RunningServer, cli, server_home, start_server
 
 pytest.importorskip("torch")
 
@@ -145,3 +145,9 @@ def test_the_cli_refuses_torch_save_files_and_bad_options(
     assert done.returncode == 2 and "precision 'fp8'" in done.stderr
     listed = cli(home, "models", "list", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
+def test_models_show_names_the_runtime_options(server: RunningServer) -> None:
+    shown = cli(server_home(server), "models", "show", "exported:v1.0.0")
+    assert shown.returncode == 0, shown.stderr
+    assert "runtime        device=auto, precision=fp32, warmup=1,8" in shown.stdout

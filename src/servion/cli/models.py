@@ -84,6 +84,9 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo(f"  sha256         {mv.sha256}")
     click.echo(f"  registered     {when(mv.registered_at)} UTC by {mv.registered_by}")
     click.echo(f"  source         {mv.source_name}")
+    runtime = _runtime_options(mv.options)
+    if runtime:
+        click.echo(f"  runtime        {runtime}")
     if mv.large_reason:
         click.echo(f"  large because  {mv.large_reason}")
     if mv.held:
@@ -98,6 +101,17 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     rows = [("input", s.name, s.datatype, list(s.shape)) for s in mv.signature.inputs]
     rows += [("output", s.name, s.datatype, list(s.shape)) for s in mv.signature.outputs]
     click.echo(table(("ROLE", "TENSOR", "DATATYPE", "SHAPE"), rows))
+
+
+def _runtime_options(options: dict[str, Any]) -> str:
+    """The options given at registration (``--option``, ``--trust-code``), as KEY=VALUE."""
+    shown = []
+    for key in ("device", "precision", "warmup", "trust_code"):
+        value = options.get(key)
+        if value is not None:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            shown.append(f"{key}={text}")
+    return ", ".join(shown)
 
 
 def _show_lineage(lineage: Lineage) -> None:

@@ -7,7 +7,6 @@ import sys
 from importlib import metadata
 from typing import Any
 
-# xgboost-cpu is XGBoost's CPU-only distribution (same import name): either may be installed.
 PACKAGES = (
     "servion",
     "numpy",

@@ -25,6 +25,7 @@ from torch.utils import _pytree as pytree
 from servion.datatypes import datatype_of
 from servion.errors import InvalidInput, RuntimeFailure, quoted
 from servion.runtime.base import Runtime, Signature, TensorSpec, sample_inputs
+from servion.runtime.torch_fast import SLOW, FastCall
 from servion.runtime.torch_options import NEEDS_SAMPLE, check_archive
 from servion.types import Arrays
 
@@ -145,17 +146,22 @@ class _TorchRuntime(Runtime):
     def _forward(self, inputs: Arrays) -> Arrays:
         args = [self._tensor(np.asarray(inputs[name])) for name in self._input_names]
         with torch.inference_mode():
-            result = self._module(*args)
-        leaves = pytree.tree_leaves(result)
-        if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
-            kinds = sorted({type(t).__name__ for t in leaves})
-            raise RuntimeFailure(f"forward() returned {', '.join(kinds) or 'nothing'}, not tensors")
+            names, leaves = self._run(args)
         out: Arrays = {}
-        for name, tensor in zip(output_names(result), leaves, strict=True):
+        for name, tensor in zip(names, leaves, strict=True):
             if tensor.dtype in (torch.bfloat16, self._cast):  # numpy has no bfloat16
                 tensor = tensor.float()
             out[name] = tensor.detach().cpu().numpy()
         return out
+
+    def _run(self, args: list[torch.Tensor]) -> tuple[list[str], list[Any]]:
+        """The output names and tensors of one call of the program."""
+        result = self._module(*args)
+        leaves = pytree.tree_leaves(result)
+        if not leaves or not all(isinstance(t, torch.Tensor) for t in leaves):
+            kinds = sorted({type(t).__name__ for t in leaves})
+            raise RuntimeFailure(f"forward() returned {', '.join(kinds) or 'nothing'}, not tensors")
+        return output_names(result), leaves
 
     def predict(self, inputs: Arrays, outputs: Sequence[str] | None = None) -> Arrays:
         try:
@@ -232,8 +238,23 @@ class TorchExportRuntime(_TorchRuntime):
     platform = "pytorch_export"
 
     def _load_module(self) -> Any:
-        self._program = torch.export.load(str(self.path))
-        return self._program.module()
+        program = torch.export.load(str(self.path))
+        if self.device.type != "cpu":
+            # Device arguments inside the graph (torch.arange(..., device=x.device)) were
+            # fixed when it was exported; this pass rewrites them with the weights.
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, self.device)
+        self._program = program
+        self._fast: FastCall | None = None
+        return program.module()
+
+    def _run(self, args: list[torch.Tensor]) -> tuple[list[str], list[Any]]:
+        if self._fast is None:
+            self._fast = FastCall.plan(self._program, self._module) or SLOW
+        if self._fast is SLOW:
+            return super()._run(args)
+        return self._fast.names, self._fast(args)
 
     @property
     def program(self) -> Any:
