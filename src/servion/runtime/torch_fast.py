@@ -91,6 +91,9 @@ def _ranges(program: Any) -> list[tuple[int, int, str, int, int | None]]:
             if isinstance(size, torch.SymInt):
                 bounds = program.range_constraints.get(size.node.expr)
                 low = _bound(getattr(bounds, "lower", None)) or 0
+                # A lowest size of 2 is export's 0/1 specialization, not the model's: torch's
+                # own guards let 0 and 1 through, and so does servion.
+                low = low if low > 2 else 0
                 found.append((index, dim, name, low, _bound(getattr(bounds, "upper", None))))
     return found
 
