@@ -125,7 +125,8 @@ def test_counts_from_every_worker_add_up_and_survive_kill_9(server: RunningServe
 
     def complete() -> bool:
         seen.append(scrape(server.url))
-        return counted(seen[-1]) == expected
+        # Both workers' snapshots in the scrape: all 40 connections may go to one worker.
+        return counted(seen[-1]) == expected and value(seen[-1], "servion_models_loaded") == 2
 
     wait_until(complete, 20, "every count in one scrape")
     s = seen[-1]  # a later scrape may come from the other worker, before its next flush
