@@ -37,6 +37,7 @@ def test_help_and_server_commands_import_nothing_heavy() -> None:
         ("--help",),
         ("status", "--help"),
         ("optimize", "--help"),
+        ("batch", "run", "--help"),
         ("history", "x", "--url", "http://127.0.0.1:9"),
         ("rollback", "x", "--url", "http://127.0.0.1:9"),
         ("status", "--url", "http://127.0.0.1:9"),

@@ -21,6 +21,7 @@ from servion._version import __version__
 COMMANDS = {
     "ab": ("servion.cli.rollout", "ab", "A/B comparisons between an endpoint's arms."),
     "audit": ("servion.cli.audit", "audit", "Search and follow the audit trail."),
+    "batch": ("servion.cli.batch", "batch", "Batch prediction over files, resumable."),
     "bench": ("servion.cli.bench", "bench", "Load a server and check latency SLOs."),
     "deploy": ("servion.cli.deploy", "deploy", "Apply a deployment spec as a new revision."),
     "drift": ("servion.cli.drift", "drift", "Drift references, thresholds and reports."),
