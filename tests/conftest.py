@@ -84,6 +84,30 @@ def torch_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return make_torch_models(tmp_path_factory.mktemp("torch"))
 
 
+@dataclass
+class BatchHome:
+    """A registry shared by the batch job tests: the tabular model as ONNX (``tabular``)
+    and as a scikit-learn joblib file (``tabsk``, finite numbers only), and a folder for
+    the files its jobs read."""
+
+    home: Path
+    files: Path
+    tabular: TabularModels
+
+
+@pytest.fixture(scope="session")
+def batch_home(tmp_path_factory: pytest.TempPathFactory, tabular: TabularModels) -> BatchHome:
+    root = tmp_path_factory.mktemp("batch")
+    registry = ModelRegistry(Settings.load(home=root / "home"))
+    try:
+        registry.register(RegisterRequest("tabular", tabular.onnx, "v1.0.0"))
+        registry.register(RegisterRequest("tabsk", tabular.joblib, "v1.0.0"))
+    finally:
+        registry.close()
+    (root / "files").mkdir()
+    return BatchHome(root / "home", root / "files", tabular)
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings.load(home=tmp_path / "home")
