@@ -18,6 +18,7 @@ from batch_files import job, job_store, names, run, summary_of, write_parquet
 
 from conftest import BatchHome, cli, wait_until
 from servion.jobs import JobStore
+from servion.jobs.pool import DEPTH
 
 SLOW = ("--batch-size", "1")
 """One row per model call: runs slow enough to be caught halfway."""
@@ -107,11 +108,12 @@ def test_a_killed_job_resumes_to_the_same_bytes(batch_home: BatchHome) -> None:
     assert finished.returncode == 0, finished.stderr
     assert (summary["state"], summary["runs"], summary["rows_out"]) == ("succeeded", 2, 64_000)
     _, partitions = job(batch_home.home, job_id)
-    # Only the partitions left unfinished ran again: at most one per worker twice.
+    # Only the partitions left unfinished ran again; those handed to a worker when it was
+    # killed (the one it ran and the one queued next) count a second attempt.
     assert {p.index: p.finished_at for p in partitions if p.index in finished_before} == (
         finished_before
     )
-    assert sum(p.attempts > 1 for p in partitions) <= 2
+    assert sum(p.attempts > 1 for p in partitions) <= 2 * DEPTH
 
     files = sorted(p.name for p in whole.glob("part-*.parquet"))
     assert files == sorted(p.name for p in resumed.glob("part-*.parquet")) and len(files) == 32

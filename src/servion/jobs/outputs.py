@@ -94,11 +94,16 @@ class PartWriter:
         self._writer: Any = None
         target = str(self.temporary)
         if fmt == "parquet":
-            # Dictionaries pay for labels and ids; a column of scores rarely repeats a
-            # value, and hashing each one cost as much as the rest of the job.
-            dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+            # Dictionaries and min/max statistics pay for labels and ids; a column of
+            # scores rarely repeats a value nor is filtered on, and hashing each value
+            # cost as much as the rest of the job.
+            exact = [f.name for f in schema if not pa.types.is_floating(f.type)]
             self._writer = pq.ParquetWriter(
-                target, schema, compression=COMPRESSION, use_dictionary=dictionary
+                target,
+                schema,
+                compression=COMPRESSION,
+                use_dictionary=exact,
+                write_statistics=exact,
             )
         elif fmt == "csv":
             self._writer = pa_csv.CSVWriter(target, schema)

@@ -1,14 +1,20 @@
 """Planning a job before any work: the input files in order, each checked against the
 model's signature, counted, and cut into partitions of at most ``partition_rows`` rows
 that never span two files. Anything wrong is refused here, before a job exists.
+
+Parquet is read from the start of a row group, never from a row within one: partitions
+of a Parquet file start at row group boundaries (small row groups go together, a large
+one is cut in equal pieces), and a worker reads the pieces of a row group one after the
+other with one reader, instead of reading its first rows again for every piece.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +46,8 @@ class PartitionPlan:
     rows: int
     byte_start: int | None = None
     byte_end: int | None = None
+    skip_rows: int = 0
+    """Rows read and dropped to start it afresh (its row group's rows before it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +115,15 @@ def plan_job(
         fmt = INPUT_FORMATS[path.suffix.lower()]
         on_step(f"reading {path.name}" if fmt == "parquet" else f"counting the rows of {path.name}")
         try:
-            source, starts, kind = _plan_file(path, fmt, signature, options)
+            source, cuts, kind = _plan_file(path, fmt, signature, options)
         except OSError as exc:
             raise InvalidInput(f"cannot read {quoted(str(path))}: {exc.strerror or exc}") from None
         except (pa.ArrowException, ValueError) as exc:
             raise InvalidInput(f"cannot read {quoted(str(path))}: {printable(str(exc))}") from None
         id_type = id_type if id_type is not None else kind
         sources.append(source)
-        partitions.extend(_cut(source, number, starts, len(partitions), options.partition_rows))
+        first = len(partitions)
+        partitions += [replace(c, index=first + k, input=number) for k, c in enumerate(cuts)]
     schema = id_schema_text(options.id_column, id_type) if options.id_column else None
     plan = JobPlan(tuple(sources), outputs, options.id_column, schema)
     return Planned(plan, tuple(partitions))
@@ -130,12 +139,15 @@ class _Layout:
     rows: int | None = None
     header: tuple[str, ...] | None = None
     offset: int = 0
+    groups: tuple[int, ...] = ()
+    """A Parquet file's row group sizes."""
+    json_id: str | None = None
 
 
 def _plan_file(
     path: Path, fmt: str, signature: Signature, options: JobOptions
-) -> tuple[InputSource, tuple[int, ...] | None, Any]:
-    """The file as planned, where its partitions start (text files) and its id type."""
+) -> tuple[InputSource, list[PartitionPlan], Any]:
+    """The file as planned, its partitions (numbered from 0) and its id type."""
     stat = path.stat()
     label = quoted(str(path))
     layout = _LAYOUTS[fmt](path, label, options.id_column)
@@ -144,22 +156,25 @@ def _plan_file(
         feeds = plan_feeds(layout.names, signature, options.columns, options.id_column, label)
     if layout.schema is not None:
         check_types(layout.schema, feeds, label)
-    starts = None
-    rows = layout.rows
-    if rows is None:
-        scan = scan_rows(path, layout.offset, options.partition_rows, blank_ws=fmt == "jsonl")
-        rows, starts = scan.rows, (*scan.starts, scan.end)
+    size = options.partition_rows
+    if layout.rows is None:
+        scan = scan_rows(path, layout.offset, size, blank_ws=fmt == "jsonl")
+        rows, cuts = scan.rows, _text_cuts(scan.rows, (*scan.starts, scan.end), size)
+    else:
+        rows, cuts = layout.rows, _parquet_cuts(layout.groups, size)
     source = InputSource(
-        str(path), fmt, stat.st_size, stat.st_mtime_ns, rows, feeds, layout.header, layout.offset
-    )
-    return source, starts, layout.id_type
+        str(path), fmt, stat.st_size, stat.st_mtime_ns, rows, feeds, layout.header,
+        layout.offset, layout.json_id,
+    )  # fmt: skip
+    return source, cuts, layout.id_type
 
 
 def _parquet(path: Path, label: str, id_column: str | None) -> _Layout:
     meta = pq.ParquetFile(path)
     schema = meta.schema_arrow
     id_type = schema.field(id_column).type if id_column in schema.names else None
-    return _Layout(schema.names, schema, id_type, rows=meta.metadata.num_rows)
+    groups = tuple(meta.metadata.row_group(g).num_rows for g in range(meta.num_row_groups))
+    return _Layout(schema.names, schema, id_type, rows=meta.metadata.num_rows, groups=groups)
 
 
 def _csv(path: Path, label: str, id_column: str | None) -> _Layout:
@@ -181,7 +196,7 @@ def _jsonl(path: Path, label: str, id_column: str | None) -> _Layout:
     if not isinstance(first, dict):
         raise InvalidInput(f"{label}: a JSON Lines row must be an object")
     id_type = _json_type(first.get(id_column)) if id_column else None
-    return _Layout(list(first), None, id_type)
+    return _Layout(list(first), None, id_type, json_id=str(id_type) if id_type else None)
 
 
 _LAYOUTS: dict[str, Callable[[Path, str, str | None], _Layout]] = {
@@ -201,14 +216,33 @@ def _json_type(value: Any) -> Any:
     return pa.string()
 
 
-def _cut(
-    source: InputSource, number: int, starts: tuple[int, ...] | None, first: int, size: int
-) -> list[PartitionPlan]:
-    out = []
-    for k, start in enumerate(range(0, source.rows, size)):
-        rows = min(size, source.rows - start)
-        if starts is None:
-            out.append(PartitionPlan(first + k, number, start, rows))
+def _text_cuts(rows: int, starts: tuple[int, ...], size: int) -> list[PartitionPlan]:
+    """Every ``size`` rows, at the byte offsets the scan found."""
+    return [
+        PartitionPlan(k, 0, start, min(size, rows - start), starts[k], starts[k + 1])
+        for k, start in enumerate(range(0, rows, size))
+    ]
+
+
+def _parquet_cuts(groups: tuple[int, ...], size: int) -> list[PartitionPlan]:
+    """Whole row groups while they fit in ``size`` rows together; a larger row group in
+    equal pieces of at most ``size`` rows."""
+    cuts: list[PartitionPlan] = []
+    start = pending = 0
+    for rows in groups:
+        if pending and pending + rows > size:
+            cuts.append(PartitionPlan(len(cuts), 0, start - pending, pending))
+            pending = 0
+        if rows <= size:
+            pending += rows
         else:
-            out.append(PartitionPlan(first + k, number, start, rows, starts[k], starts[k + 1]))
-    return out
+            pieces = -(-rows // size)
+            bounds = [rows * p // pieces for p in range(pieces + 1)]
+            cuts += [
+                PartitionPlan(len(cuts) + p, 0, start + lo, hi - lo, skip_rows=lo)
+                for p, (lo, hi) in enumerate(itertools.pairwise(bounds))
+            ]
+        start += rows
+    if pending:
+        cuts.append(PartitionPlan(len(cuts), 0, start - pending, pending))
+    return cuts

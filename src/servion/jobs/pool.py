@@ -3,8 +3,10 @@ no threads or open database connections copied from the runner), each with its o
 task queue so the runner always knows which partition a worker holds, one shared
 queue of results, a stop event and a row counter for progress.
 
-A worker that dies (killed, out of memory) is reported as the failure of the partition
-it held and replaced, so a crash costs one attempt of one partition.
+Each worker holds up to ``DEPTH`` partitions: the one it runs and the next, so that it
+never waits on the runner (which records every partition in the database) between two.
+A worker that dies (killed, out of memory) is reported as the failure of the partitions
+it held, and replaced.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from servion.jobs import worker
 from servion.jobs.spec import Task
 from servion.jobs.worker import WorkerSetup
 
-STOP_WAIT_S = 60.0
-"""How long stopping waits for the partitions in flight to notice before killing them."""
+STOP_WAIT_S = 30.0
+"""How long closing waits for a worker to end before killing it."""
+DEPTH = 2
+"""Partitions a worker holds at once: the one it runs, and the next one queued."""
 
 
 @dataclass
@@ -40,7 +44,8 @@ class _Slot:
     tasks: Any
     ready: bool = False
     failed: bool = False
-    task: int | None = None
+    held: list[int] = field(default_factory=list)
+    """Partitions handed to it and not reported on yet, oldest (the one running) first."""
 
 
 class WorkerPool:
@@ -80,16 +85,13 @@ class WorkerPool:
         self._slots[wid] = _Slot(process, tasks)
 
     def idle(self) -> list[int]:
-        """Workers loaded and holding no partition."""
-        return [w for w, s in self._slots.items() if s.ready and s.task is None]
-
-    def busy(self) -> dict[int, int]:
-        """Partition held by each worker that holds one."""
-        return {w: s.task for w, s in self._slots.items() if s.task is not None}
+        """Workers loaded and with room for a partition, the emptiest first."""
+        free = [(len(s.held), w) for w, s in self._slots.items() if s.ready and len(s.held) < DEPTH]
+        return [w for _, w in sorted(free)]
 
     def assign(self, wid: int, task: Task) -> None:
         slot = self._slots[wid]
-        slot.task = task.index
+        slot.held.append(task.index)
         slot.tasks.put(task)
 
     def poll(self, timeout: float) -> list[Event]:
@@ -109,8 +111,8 @@ class WorkerPool:
                 slot.ready = True
             elif event.kind == "init_failed":
                 slot.failed = True
-            elif event.kind in ("done", "failed", "stopped"):
-                slot.task = None
+            elif event.kind in ("done", "failed", "stopped") and event.index in slot.held:
+                slot.held.remove(event.index)
         return events + self._deaths()
 
     def _deaths(self) -> list[Event]:
@@ -126,9 +128,8 @@ class WorkerPool:
                 reason = f"the worker process exited with code {code} while loading the model"
                 events.append(Event("init_failed", wid, None, reason))
                 continue
-            if slot.task is not None:
-                reason = f"the worker process exited with code {code}"
-                events.append(Event("died", wid, slot.task, reason))
+            reason = f"the worker process exited with code {code}"
+            events += [Event("died", wid, index, reason) for index in slot.held]
             if not self.stop.is_set():
                 self._start(wid)
         return events

@@ -89,8 +89,10 @@ class BatchPredictor:
         parts = self._convert(batch, feeds, ordinals, refused)
         if not parts:
             return Predicted(np.empty(0, np.int64), {}, sorted(refused, key=_ordinal))
-        ordinals = np.concatenate([o for o, _ in parts])
-        arrays = {f.name: np.concatenate([a[f.name] for _, a in parts]) for f in feeds}
+        ordinals, arrays = parts[0]
+        if len(parts) > 1:  # rows were set aside: put the others together again
+            ordinals = np.concatenate([o for o, _ in parts])
+            arrays = {f.name: np.concatenate([a[f.name] for _, a in parts]) for f in feeds}
         if self.finite_only:
             ordinals, arrays = self._finite(ordinals, arrays, refused)
         results = []
@@ -103,6 +105,8 @@ class BatchPredictor:
         refused.sort(key=_ordinal)
         if not results:
             return Predicted(np.empty(0, np.int64), {}, refused)
+        if len(results) == 1:
+            return Predicted(results[0][0], results[0][1], refused)
         outputs = {n: np.concatenate([r[n] for _, r in results]) for n in self.outputs}
         return Predicted(np.concatenate([o for o, _ in results]), outputs, refused)
 

@@ -28,6 +28,7 @@ class PartitionRecord:
     rows: int
     byte_start: int | None
     byte_end: int | None
+    skip_rows: int
     state: str
     """``pending``, ``running``, ``succeeded`` or ``failed`` (its last attempt failed)."""
     attempts: int
@@ -195,7 +196,7 @@ def job_from_row(row: Any) -> Job:
 def partition_from_row(row: Any) -> PartitionRecord:
     return PartitionRecord(
         int(row.idx), int(row.input), int(row.start_row), int(row.rows), row.byte_start,
-        row.byte_end, row.state, int(row.attempts), row.rows_out, row.failed_rows, row.sha256,
-        row.dead_letter_sha256, row.error, row.worker_pid, row.rss_start_bytes,
-        row.peak_rss_bytes, row.seconds, row.started_at, row.finished_at,
+        row.byte_end, int(row.skip_rows), row.state, int(row.attempts), row.rows_out,
+        row.failed_rows, row.sha256, row.dead_letter_sha256, row.error, row.worker_pid,
+        row.rss_start_bytes, row.peak_rss_bytes, row.seconds, row.started_at, row.finished_at,
     )  # fmt: skip

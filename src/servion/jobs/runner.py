@@ -42,6 +42,8 @@ class _Run:
     failed_rows: int
     budget: int
     running: dict[int, int] = field(default_factory=dict)
+    last: dict[int, int] = field(default_factory=dict)
+    """The partition each worker was given last."""
     retry_at: dict[int, float] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
     stop: _Stop | None = None
@@ -80,11 +82,12 @@ class JobRunner:
         )
         self._records = records
         self._before = run.rows_done
-        if run.pending:
-            workers = min(job.options.workers, len(run.pending))
-            with WorkerPool(workers, self._setup()) as pool:
-                self._loop(pool, run, workers)
-        return self._finish(run)
+        if not run.pending:
+            return self._finish(run)
+        workers = min(job.options.workers, len(run.pending))
+        with WorkerPool(workers, self._setup()) as pool:
+            self._loop(pool, run, workers)
+            return self._finish(run)  # before the workers are waited for: the job is done
 
     def _setup(self) -> WorkerSetup:
         job = self.job
@@ -141,22 +144,66 @@ class JobRunner:
 
     def _dispatch(self, pool: WorkerPool, run: _Run) -> None:
         now = time.monotonic()
-        for wid in pool.idle():
-            ready = [i for i in run.pending if run.retry_at.get(i, 0.0) <= now]
-            if not ready:
-                return
-            index = ready[0]
-            run.pending.remove(index)
-            run.running[index] = wid
-            record = self._records[index]
-            self.store.started(self.job.id, index)
-            pool.assign(
-                wid,
-                Task(
-                    index, record.input, record.start_row, record.rows,
-                    record.byte_start, record.byte_end,
-                ),
-            )  # fmt: skip
+        handed = True
+        while handed:  # a partition to each worker with room, then the next to each
+            handed = False
+            for wid in pool.idle():
+                ready = [i for i in run.pending if run.retry_at.get(i, 0.0) <= now]
+                index = self._pick(wid, ready, run)
+                if index is not None:
+                    self._hand(pool, run, wid, index)
+                    handed = True
+
+    def _hand(self, pool: WorkerPool, run: _Run, wid: int, index: int) -> None:
+        run.pending.remove(index)
+        run.running[index] = wid
+        run.last[wid] = index
+        record = self._records[index]
+        self.store.started(self.job.id, index)
+        task = Task(
+            index, record.input, record.start_row, record.rows, record.byte_start, record.byte_end
+        )
+        pool.assign(wid, task)
+
+    def _pick(self, wid: int, ready: list[int], run: _Run) -> int | None:
+        """The partition after the worker's last one (its reader is already there); else the
+        first of a stretch of pending partitions that no worker is about to continue into;
+        else half of the longest stretch, when that reads less than it takes off the other
+        worker's hands."""
+        if not ready:
+            return None
+        after = run.last.get(wid, -2) + 1
+        if after in ready and self._follows(after):
+            return after
+        reserved = {i + 1 for i in run.running}
+        stretches: list[list[int]] = []
+        for index in ready:
+            if stretches and index == stretches[-1][-1] + 1 and self._follows(index):
+                stretches[-1].append(index)
+            else:
+                stretches.append([index])
+        for stretch in stretches:
+            if stretch[0] not in reserved:
+                return stretch[0]
+        return self._split(max(stretches, key=len))
+
+    def _split(self, stretch: list[int]) -> int | None:
+        """Where a second worker takes over a stretch another one is reading: at a row
+        group's start nearest its middle (nothing to read again), else at its middle if
+        the rows read and dropped to get there are fewer than the rows taken over."""
+        half = len(stretch) // 2
+        starts = [k for k in range(1, len(stretch)) if self._records[stretch[k]].skip_rows == 0]
+        if starts:
+            return stretch[min(starts, key=lambda k: abs(k - half))]
+        if half == 0:
+            return None
+        taken = sum(self._records[i].rows for i in stretch[half:])
+        return stretch[half] if self._records[stretch[half]].skip_rows <= taken else None
+
+    def _follows(self, index: int) -> bool:
+        """Whether a partition continues the one before it in the same file."""
+        before = self._records.get(index - 1)
+        return before is not None and before.input == self._records[index].input
 
     def _handle(self, event: Event, run: _Run) -> None:
         if event.kind == "init_failed" and run.stop is None:

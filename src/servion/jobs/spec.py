@@ -124,6 +124,9 @@ class InputSource:
     """A CSV file's column names: every partition but the first starts mid-file."""
     data_offset: int = 0
     """Where a text file's first data row starts (after a CSV header)."""
+    json_id: str | None = None
+    """A JSON Lines file's id type as its first row holds it (``int64``, ``double``,
+    ``bool``, ``string``): JSON is parsed so, then cast to the job's id type."""
 
     @property
     def used_columns(self) -> list[str]:
@@ -154,6 +157,7 @@ class InputSource:
             feeds,
             tuple(header) if header is not None else None,
             int(data.get("data_offset", 0)),
+            data.get("json_id"),
         )
 
 

@@ -85,6 +85,7 @@ class JobStore:
                             "job_id": job_id, "idx": p.index, "input": p.input,
                             "start_row": p.start_row, "rows": p.rows,
                             "byte_start": p.byte_start, "byte_end": p.byte_end,
+                            "skip_rows": p.skip_rows,
                             "state": "pending",
                         }
                         for p in planned.partitions

@@ -59,6 +59,9 @@ batch_partitions = sa.Table(
     # partitions leave them empty (row groups locate their rows).
     sa.Column("byte_start", sa.BigInteger, nullable=True),
     sa.Column("byte_end", sa.BigInteger, nullable=True),
+    # A Parquet partition inside a row group: the rows before it there, read and dropped
+    # when it does not follow its predecessor in the same reader.
+    sa.Column("skip_rows", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("rows_out", sa.BigInteger, nullable=True),

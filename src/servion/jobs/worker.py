@@ -28,7 +28,7 @@ from servion.config import Settings
 from servion.errors import RuntimeFailure, printable, quoted
 from servion.jobs.outputs import PartWriter, output_schema, output_table, write_dead_letter
 from servion.jobs.predict import REFUSED, BatchPredictor, Predicted, Stopped
-from servion.jobs.readers import PartitionReader
+from servion.jobs.readers import ParquetCursor, PartitionReader
 from servion.jobs.spec import (
     InputSource,
     JobPlan,
@@ -87,6 +87,11 @@ def main(
             results.put(("failed", wid, task.index, _reason(exc)))
         else:
             results.put(("done", wid, task.index, result))
+    # Its files are closed and its reports flushed: tearing the interpreter down (every
+    # module, the model, pyarrow's pools) would take longer than a partition of work.
+    results.close()
+    results.join_thread()
+    os._exit(0)
 
 
 def _next(tasks: Any) -> Task | None:
@@ -119,6 +124,7 @@ class Partitions:
         self.stop = stop
         self.progress = progress
         self._parent_checked = time.monotonic()
+        self._cursor: ParquetCursor | None = None
         registry = ModelRegistry(setup.settings)
         try:
             mv = registry.get(setup.model, setup.version)
@@ -163,6 +169,8 @@ class Partitions:
             writer.write_table(table)
 
     def run(self, task: Task) -> TaskResult:
+        if self._stopping():
+            raise Stopped
         started = time.perf_counter()
         rss_start = _reset_peak()
         plan = self.setup.plan
@@ -171,8 +179,9 @@ class Partitions:
         columns = source.used_columns + ([id_column] if id_column else [])
         reader = PartitionReader(
             source, task.start_row, task.rows, task.byte_start, task.byte_end,
-            columns, self.setup.batch_size, id_column, self.id_type,
+            columns, self.setup.batch_size, id_column, self._cursor,
         )  # fmt: skip
+        self._cursor = None  # kept again only if this partition ends where it should
         fmt = self.setup.format
         writer = PartWriter(self.directory / part_name(task.index, fmt), fmt, self.schema)
         dead: list[dict[str, Any]] = []
@@ -189,6 +198,7 @@ class Partitions:
                     " changed, or a value spans lines"
                 )
             sha256 = writer.commit()
+            self._cursor = reader.cursor
         except BaseException:
             writer.abort()
             raise
