@@ -86,22 +86,19 @@ class BatchPredictor:
             refused += [Refused(int(o), f"no value in column {named[o]}") for o in ordinals[mask]]
             ordinals = ordinals[~mask]
             batch = batch.filter(pa.array(~mask))
-        parts = self._convert(batch, feeds, ordinals, refused)
-        if not parts:
-            return Predicted(np.empty(0, np.int64), {}, sorted(refused, key=_ordinal))
-        ordinals, arrays = parts[0]
-        if len(parts) > 1:  # rows were set aside: put the others together again
-            ordinals = np.concatenate([o for o, _ in parts])
-            arrays = {f.name: np.concatenate([a[f.name] for _, a in parts]) for f in feeds}
-        if self.finite_only:
-            ordinals, arrays = self._finite(ordinals, arrays, refused)
-        results = []
-        for start in range(0, len(ordinals), self.batch_size):
-            if self.stopping():
-                raise Stopped
-            chunk = {k: v[start : start + self.batch_size] for k, v in arrays.items()}
-            picked = ordinals[start : start + self.batch_size]
-            results += self._predict(picked, chunk, refused)
+        results: list[tuple[np.ndarray, Arrays]] = []
+        for rows, cast in self._convert(batch, feeds, ordinals, refused):
+            # Stacked a batch at a time, right before the model reads it: a block's
+            # worth of stacked rows would have left the cache by then.
+            for start in range(0, len(rows), self.batch_size):
+                if self.stopping():
+                    raise Stopped
+                piece = {n: b.slice(start, self.batch_size) for n, b in cast.items()}
+                arrays = {f.name: _stack(piece[f.name], f) for f in feeds}
+                picked = rows[start : start + self.batch_size]
+                if self.finite_only:
+                    picked, arrays = self._finite(picked, arrays, refused)
+                results += self._predict(picked, arrays, refused)
         refused.sort(key=_ordinal)
         if not results:
             return Predicted(np.empty(0, np.int64), {}, refused)
@@ -116,11 +113,12 @@ class BatchPredictor:
         feeds: Sequence[InputFeed],
         ordinals: np.ndarray,
         refused: list[Refused],
-    ) -> list[tuple[np.ndarray, Arrays]]:
+    ) -> list[tuple[np.ndarray, dict[str, pa.RecordBatch]]]:
+        """Each feed's columns cast to its input's type, in runs of rows that convert."""
         if batch.num_rows == 0:
             return []
         try:
-            return [(ordinals, {f.name: _tensor(batch, f) for f in feeds})]
+            return [(ordinals, {f.name: _cast_feed(batch, f) for f in feeds})]
         except REFUSED as exc:
             if batch.num_rows == 1:
                 refused.append(Refused(int(ordinals[0]), _message(exc)))
@@ -208,21 +206,23 @@ def _missing(
     return None if mask is None else (mask, named)
 
 
-def _tensor(batch: pa.RecordBatch, feed: InputFeed) -> np.ndarray:
-    """One input from its columns: cast to the input's type (a number that does not parse
-    raises), stacked row-major and shaped as the input."""
+def _cast_feed(batch: pa.RecordBatch, feed: InputFeed) -> pa.RecordBatch:
+    """A feed's columns cast to its input's type; a value that does not parse raises."""
     target = ARROW_OF[feed.datatype]
     columns = [_cast(batch.column(c), target, c) for c in feed.columns]
-    rows = batch.num_rows
+    return pa.RecordBatch.from_arrays(columns, [str(i) for i in range(len(columns))])
+
+
+def _stack(columns: pa.RecordBatch, feed: InputFeed) -> np.ndarray:
+    """One input from its cast columns: stacked row-major and shaped as the input."""
     if len(feed.shape) <= 1:
-        return _numpy(columns[0], feed.datatype)
+        return _numpy(columns.column(0), feed.datatype)
     if feed.datatype in ("BOOL", "BYTES"):
-        stacked = np.column_stack([_numpy(c, feed.datatype) for c in columns])
+        stacked = np.column_stack([_numpy(c, feed.datatype) for c in columns.columns])
     else:
-        names = [str(i) for i in range(len(columns))]
-        stacked = np.asarray(pa.RecordBatch.from_arrays(columns, names).to_tensor())
-    inner = tuple(d if d >= 0 else len(columns) for d in feed.shape[1:])
-    return stacked.reshape(rows, *inner)
+        stacked = np.asarray(columns.to_tensor())
+    inner = tuple(d if d >= 0 else columns.num_columns for d in feed.shape[1:])
+    return stacked.reshape(columns.num_rows, *inner)
 
 
 def _cast(values: pa.Array, target: pa.DataType, column: str) -> pa.Array:
