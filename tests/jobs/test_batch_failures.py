@@ -1,13 +1,20 @@
 """Bad rows and bad input: rows a model cannot take go to dead-letter files and the rest
-are predicted; past --max-failed-rows the job fails naming its partitions; input refused
-before any work exits 2 with no job created."""
+are predicted; past --max-failed-rows the job fails naming its partitions; a partition that
+fails for another reason is retried, then fails the job by name; input refused before any
+work exits 2 with no job created."""
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from batch_files import (
     csv_rows,
     dead_letters,
+    job,
     jobs,
     names,
     read_parts,
@@ -108,3 +115,46 @@ def test_refused_input_exits_2_and_creates_no_job(batch_home: BatchHome) -> None
     done = run(batch_home, "tabular", "--input", str(good), "--output", str(taken))
     assert done.returncode == 2 and "is not empty" in done.stderr
     assert len(jobs(batch_home.home)) == before
+
+
+def test_a_failing_partition_is_retried_then_fails_the_job_by_name(
+    batch_home: BatchHome,
+) -> None:
+    x = batch_home.tabular.x[:200].astype(object)
+    x[3, 0] = None  # row 3 has no value: with no budget, the job fails after partition 0
+    table = pa.table({c: pa.array(x[:, j], pa.float32()) for j, c in enumerate(names())})
+    source = batch_home.files / "broken.parquet"
+    pq.write_table(table, source, row_group_size=50, compression="none", use_dictionary=False)
+    out = batch_home.files / "broken-out"
+    first = run(
+        batch_home, "tabular", "--input", str(source), "--output", str(out),
+        "--workers", "1", "--partition-rows", "50", "--max-failed-rows", "0", "--json",
+    )  # fmt: skip
+    job_id = summary_of(first)["job"]
+    assert first.returncode == 1 and "part-00000.parquet: 1 (no value in column 'X[0]')" in (
+        first.stderr
+    )
+    # The last row group (never begun: a worker holds two partitions at most) is damaged
+    # behind the job's back, the file's size and time kept: reading it fails (and reading
+    # up to it: a worker reads a few MiB ahead, across row groups), is retried, and fails
+    # the job, naming the partition.
+    stat = source.stat()
+    group = pq.ParquetFile(source).metadata.row_group(3)
+    start = group.column(0).data_page_offset
+    end = group.column(31).data_page_offset + group.column(31).total_compressed_size
+    data = bytearray(source.read_bytes())
+    data[start:end] = b"\xff" * (end - start)
+    source.write_bytes(bytes(data))
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    resumed = run(batch_home, "--resume", job_id, "--max-failed-rows", "5", "--retries", "1")
+
+    assert resumed.returncode == 1
+    named = re.search(
+        rf"error: {job_id} failed: part-(\d+).parquet failed after 2 attempts:", resumed.stderr
+    )
+    assert named is not None, resumed.stderr
+    _, partitions = job(batch_home.home, job_id)
+    failed = partitions[int(named.group(1))]
+    assert failed.index >= 1 and failed.state == "failed" and failed.attempts >= 2
+    assert "deserialize" in (failed.error or "") and partitions[0].state == "succeeded"

@@ -5,8 +5,8 @@ queue of results, a stop event and a row counter for progress.
 
 Each worker holds up to ``DEPTH`` partitions: the one it runs and the next, so that it
 never waits on the runner (which records every partition in the database) between two.
-A worker that dies (killed, out of memory) is reported as the failure of the partitions
-it held, and replaced.
+A worker that dies (killed, out of memory) is reported as the failure of the partition
+it ran (those queued behind it go back unharmed), and replaced.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ DEPTH = 2
 
 @dataclass
 class Event:
-    """Something a worker did: ``ready``, ``init_failed``, ``done``, ``failed``,
-    ``stopped`` or ``died`` (the process exited while holding ``index``)."""
+    """Something a worker did: ``ready``, ``init_failed``, ``started``, ``done``,
+    ``failed``, ``stopped`` or ``died`` (the process exited while running ``index``)."""
 
     kind: str
     worker: int
@@ -45,7 +45,9 @@ class _Slot:
     ready: bool = False
     failed: bool = False
     held: list[int] = field(default_factory=list)
-    """Partitions handed to it and not reported on yet, oldest (the one running) first."""
+    """Partitions handed to it and not reported on yet, oldest first."""
+    running: int | None = None
+    """The one of them it said it started."""
 
 
 class WorkerPool:
@@ -111,8 +113,11 @@ class WorkerPool:
                 slot.ready = True
             elif event.kind == "init_failed":
                 slot.failed = True
+            elif event.kind == "started":
+                slot.running = event.index
             elif event.kind in ("done", "failed", "stopped") and event.index in slot.held:
                 slot.held.remove(event.index)
+                slot.running = None if slot.running == event.index else slot.running
         return events + self._deaths()
 
     def _deaths(self) -> list[Event]:
@@ -128,8 +133,12 @@ class WorkerPool:
                 reason = f"the worker process exited with code {code} while loading the model"
                 events.append(Event("init_failed", wid, None, reason))
                 continue
+            # The partition it ran failed; those queued behind it were never started.
             reason = f"the worker process exited with code {code}"
-            events += [Event("died", wid, index, reason) for index in slot.held]
+            events += [
+                Event("died" if index == slot.running else "stopped", wid, index, reason)
+                for index in slot.held
+            ]
             if not self.stop.is_set():
                 self._start(wid)
         return events

@@ -30,7 +30,8 @@ class PartitionRecord:
     byte_end: int | None
     skip_rows: int
     state: str
-    """``pending``, ``running``, ``succeeded`` or ``failed`` (its last attempt failed)."""
+    """``pending``, ``running`` (a worker began it), ``succeeded`` or ``failed`` (its last
+    attempt failed)."""
     attempts: int
     rows_out: int | None
     failed_rows: int | None

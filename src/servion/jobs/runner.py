@@ -159,7 +159,6 @@ class JobRunner:
         run.running[index] = wid
         run.last[wid] = index
         record = self._records[index]
-        self.store.started(self.job.id, index)
         task = Task(
             index, record.input, record.start_row, record.rows, record.byte_start, record.byte_end
         )
@@ -212,6 +211,9 @@ class JobRunner:
         index = event.index
         if index is None or run.running.get(index) != event.worker:
             return  # not a partition this run holds there (already counted, or a late word)
+        if event.kind == "started":
+            self.store.started(self.job.id, index)  # an attempt is a partition begun
+            return
         del run.running[index]
         if event.kind == "done":
             self._done(event.payload, run)

@@ -68,8 +68,9 @@ def main(
     """A worker's life: load, then run tasks until a ``None`` (or an orphaned wait).
 
     It reports on ``results`` as (kind, worker, partition, payload): ``ready``,
-    ``init_failed`` (the reason), ``done`` (a ``TaskResult``), ``failed`` (the reason) and
-    ``stopped``."""
+    ``init_failed`` (the reason), ``started``, then ``done`` (a ``TaskResult``), ``failed``
+    (the reason) or ``stopped``; a partition it was handed after the job began stopping is
+    ``stopped`` without being started."""
     # Ctrl-C reaches the whole process group: the runner decides how the job stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -79,6 +80,10 @@ def main(
         return
     results.put(("ready", wid, None, None))
     while (task := _next(tasks)) is not None:
+        if partitions.stopping():
+            results.put(("stopped", wid, task.index, None))
+            continue
+        results.put(("started", wid, task.index, None))
         try:
             result = partitions.run(task)
         except Stopped:
@@ -140,11 +145,12 @@ class Partitions:
         self.id_type = plan.id_type()
         self.schema = output_schema(plan.outputs, plan.id_column, self.id_type)
         outputs = list(dict.fromkeys(c.output for c in plan.outputs))
-        self.predictor = BatchPredictor(self.runtime, outputs, setup.batch_size, self._stopping)
+        self.predictor = BatchPredictor(self.runtime, outputs, setup.batch_size, self.stopping)
         self.directory = Path(setup.output_dir)
         self._warm()
 
-    def _stopping(self) -> bool:
+    def stopping(self) -> bool:
+        """Whether the job is stopping, or the runner is gone."""
         if self.stop.is_set():
             return True
         now = time.monotonic()
@@ -169,8 +175,6 @@ class Partitions:
             writer.write_table(table)
 
     def run(self, task: Task) -> TaskResult:
-        if self._stopping():
-            raise Stopped
         started = time.perf_counter()
         rss_start = _reset_peak()
         plan = self.setup.plan
@@ -187,7 +191,7 @@ class Partitions:
         dead: list[dict[str, Any]] = []
         try:
             for batch, rows in reader:
-                if self._stopping():
+                if self.stopping():
                     raise Stopped
                 self._batch(batch, rows, source, writer, dead)
                 with self.progress.get_lock():
