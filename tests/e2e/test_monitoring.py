@@ -350,12 +350,16 @@ def test_top_shows_each_target_with_its_rate(watched: Watched) -> None:
     rows: list[dict[str, str]] = []
 
     def judged() -> bool:
-        """One table, taken once tabular v1.0.0 has a judged drift window."""
+        """One table, taken once tabular v1.0.0 has a judged drift window, in a second the
+        traffic reached tabular (a loaded machine can stall the sender for a second)."""
         url = watched.server.url
         done = cli(Path("unused"), "top", "--once", "--interval", "1", "--url", url)
         assert done.returncode == 0, done.stderr
         rows[:] = table_rows(done.stdout)
-        return versions_of(rows, "tabular").get("v1.1.0", {}).get("DRIFT", "-") != "-"
+        moving = [r for r in rows if r["TARGET"] == "tabular" and r["REQ/S"] not in ("-", "0.0")]
+        return bool(moving) and (
+            versions_of(rows, "tabular").get("v1.1.0", {}).get("DRIFT", "-") != "-"
+        )
 
     wait_until(judged, 30, "a drift window of tabular v1.1.0 in servion top")
     targets = {r["TARGET"]: r for r in rows if r["TARGET"]}
