@@ -115,34 +115,21 @@ def test_the_cli_refuses_torch_save_files_and_bad_options(
     tmp_path: Path, torch_models: Any
 ) -> None:
     home = tmp_path / "home"
-    done = cli(home, "register", "weights", str(torch_models.state_dict), "--version", "v1.0.0")
-    assert done.returncode == 2 and "is a state dict" in done.stderr
-    done = cli(home, "register", "weights", str(torch_models.whole_pickle), "--version", "v1.0.0")
-    assert done.returncode == 2 and "untrusted globals" in done.stderr
-    done = cli(home, "register", "scripted", str(torch_models.script), "--version", "v1.0.0")
-    assert done.returncode == 2 and "pass --sample FILE" in done.stderr
-    done = cli(
-        home,
-        "register",
-        "exported",
-        str(torch_models.exported),
-        "--version",
-        "v1.0.0",
-        "--option",
-        "device",
-    )
-    assert done.returncode == 2 and "--option 'device' is not KEY=VALUE" in done.stderr
-    done = cli(
-        home,
-        "register",
-        "exported",
-        str(torch_models.exported),
-        "--version",
-        "v1.0.0",
-        "--option",
-        "precision=fp8",
-    )
-    assert done.returncode == 2 and "precision 'fp8'" in done.stderr
+    refused = [
+        ("weights", torch_models.state_dict, (), "is a state dict"),
+        ("weights", torch_models.whole_pickle, (), "untrusted globals"),
+        ("scripted", torch_models.script, (), "pass --sample FILE"),
+        (
+            "exported",
+            torch_models.exported,
+            ("--option", "device"),
+            "--option 'device' is not KEY=VALUE",
+        ),
+        ("exported", torch_models.exported, ("--option", "precision=fp8"), "precision 'fp8'"),
+    ]
+    for name, path, extra, message in refused:
+        done = cli(home, "register", name, str(path), "--version", "v1.0.0", *extra)
+        assert done.returncode == 2 and message in done.stderr, (name, done.stderr)
     listed = cli(home, "models", "list", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
 

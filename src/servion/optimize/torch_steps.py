@@ -80,31 +80,26 @@ def _export(program: Any, step: StepInput) -> None:
     args = tuple(torch.from_numpy(a) for a in sample_inputs(signature, 2).values())
     inputs = [t.name for t in signature.inputs]
     outputs = [t.name for t in signature.outputs]
+    # torch.export programs take the dynamo exporter (dimensions come from the program);
+    # TorchScript takes its own exporter, told which dimensions are free.
+    exporter: dict[str, Any] = (
+        {"dynamo": True, "external_data": False}
+        if isinstance(program, torch.export.ExportedProgram)
+        else {"dynamo": False, "dynamic_axes": _dynamic_axes(signature)}
+    )
     try:
         with _quiet():
-            if isinstance(program, torch.export.ExportedProgram):
-                torch.onnx.export(
-                    program,
-                    args,
-                    str(step.target),
-                    dynamo=True,
-                    external_data=False,
-                    opset_version=OPSET,
-                    input_names=inputs,
-                    output_names=outputs,
-                )
-            else:
+            if not exporter["dynamo"]:
                 _refuse_dict_outputs(program)
-                torch.onnx.export(
-                    program,
-                    args,
-                    str(step.target),
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=inputs,
-                    output_names=outputs,
-                    dynamic_axes=_dynamic_axes(signature),
-                )
+            torch.onnx.export(
+                program,
+                args,
+                str(step.target),
+                opset_version=OPSET,
+                input_names=inputs,
+                output_names=outputs,
+                **exporter,
+            )
     except InvalidInput:
         raise
     except ImportError as exc:
