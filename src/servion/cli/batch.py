@@ -34,11 +34,13 @@ if TYPE_CHECKING:  # pyarrow, the registry and the runtimes load only once a com
     from servion.registry import ModelRegistry, ModelVersion
 
 FORMATS = ("parquet", "csv", "jsonl")
+ENGINES = ("local", "ray")
 DEFAULTS: dict[str, Any] = {
     "partition_rows": 100_000,
     "batch_size": 4096,
     "max_failed_rows": "0.01",
     "retries": 2,
+    "engine": "local",
 }
 
 
@@ -80,6 +82,8 @@ def batch() -> None:
     help="Rows that may fail before the job does: a count, or a share below 1 [0.01].",
 )
 @click.option("--retries", type=click.IntRange(min=0), help="Retries of a failed partition [2].")
+@click.option("--engine", type=click.Choice(ENGINES), help="Worker processes here, or Ray [local].")
+@click.option("--ray-address", metavar="HOST:PORT", help="A Ray cluster to join [a local one].")
 @click.option("--resume", metavar="JOB", help="Finish an interrupted, failed or cancelled job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_obj
@@ -97,6 +101,8 @@ def run(
     batch_size: int | None,
     max_failed_rows: str | None,
     retries: int | None,
+    engine: str | None,
+    ray_address: str | None,
     resume: str | None,
     as_json: bool,
 ) -> None:
@@ -105,7 +111,7 @@ def run(
     options = {
         "fmt": fmt, "workers": workers, "partition_rows": partition_rows, "columns": columns,
         "id_column": id_column, "batch_size": batch_size, "max_failed_rows": max_failed_rows,
-        "retries": retries,
+        "retries": retries, "engine": engine, "ray_address": ray_address,
     }  # fmt: skip
     if importlib.util.find_spec("pyarrow") is None:
         raise InvalidInput("batch jobs need pyarrow: pip install 'servion[batch]'")
@@ -123,6 +129,7 @@ def run(
         else:
             chosen = _options(options)
             target = _plan(registry, ref, given, output, fmt or "parquet", chosen)
+        chosen = _engine(chosen)
         if not isinstance(target, _NewJob) and target.state == "succeeded":
             final = target  # nothing left to do: say so, as a finished run would
         else:
@@ -151,7 +158,25 @@ def _options(given: dict[str, Any]) -> JobOptions:
         int(values["retries"]),
         listed_columns(values["columns"]),
         values["id_column"],
+        values["engine"],
+        values["ray_address"],
     )
+
+
+def _engine(options: JobOptions) -> JobOptions:
+    """Ray joined (or started) before the job is created or resumed: an address that does
+    not answer is refused with nothing done."""
+    if options.engine != "ray":
+        if options.ray_address is not None:
+            raise InvalidInput("--ray-address needs --engine ray")
+        return options
+    from dataclasses import replace
+
+    from servion.jobs.ray_engine import connect
+
+    workers, where = connect(options.ray_address, options.workers)
+    click.echo(where, err=True)
+    return replace(options, workers=workers)
 
 
 def _plan(
@@ -203,7 +228,7 @@ def _refuse_endpoint(registry: ModelRegistry, name: str) -> None:
 def _audited_run(ctx: Context, store: JobStore, target: _NewJob | Job, options: JobOptions) -> Job:
     from servion.audit import Auditor, os_user
     from servion.cli.batch_view import progress
-    from servion.jobs import JobRunner, JobSummary
+    from servion.jobs import JobSummary, runner_for
 
     if isinstance(target, _NewJob):
         name, version, job = target.model.name, target.model.version, None
@@ -219,10 +244,15 @@ def _audited_run(ctx: Context, store: JobStore, target: _NewJob | Job, options: 
             else:
                 job = own_output(target)
             op.resources_affected = [f"job:{job.id}", f"output:{job.output_dir}"]
-            op.set(resources={"job": job.id, "resumed": job.runs > 0, "workers": options.workers})
+            op.set(
+                resources={
+                    "job": job.id, "resumed": job.runs > 0, "workers": options.workers,
+                    "engine": options.engine,
+                }
+            )  # fmt: skip
             job = store.claim(job, options)
             with progress(job) as report:
-                final = JobRunner(store, job, ctx.settings, report).run()
+                final = runner_for(store, job, ctx.settings, report).run()
             summary = JobSummary.of(final, store.partitions(final.id), None, "")
             op.performance_metrics = {
                 "rows_in": summary.rows_in,

@@ -62,7 +62,8 @@ def resumable(
 
 
 def resumed_options(job: Job, options: dict[str, Any]) -> JobOptions:
-    """The job's options, but for those a resume may change: they decide nothing written."""
+    """The job's options, but for those a resume may change: they decide nothing written
+    (the engine among them: both write the same bytes)."""
     from dataclasses import replace
 
     from servion.jobs import Budget
@@ -71,11 +72,17 @@ def resumed_options(job: Job, options: dict[str, Any]) -> JobOptions:
     if budget is not None:
         Budget.parse(budget)
     stored = job.options
+    engine = options["engine"] or stored.engine
+    address = options["ray_address"]
+    if address is None and engine == stored.engine:
+        address = stored.ray_address  # the cluster it ran on, unless the engine changes
     return replace(
         stored,
         workers=options["workers"] or stored.workers,
         retries=stored.retries if options["retries"] is None else options["retries"],
         max_failed_rows=budget or stored.max_failed_rows,
+        engine=engine,
+        ray_address=address,
     )
 
 

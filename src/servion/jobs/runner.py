@@ -28,13 +28,15 @@ POLL_S = 0.1
 
 
 @dataclass
-class _Stop:
+class Stop:
+    """Why a run ends early: ``cancelled``, ``interrupted``, or ``failed`` and why."""
+
     state: str
     error: str | None = None
 
 
 @dataclass
-class _Run:
+class RunState:
     """The mutable state of one run."""
 
     pending: list[int]
@@ -46,7 +48,7 @@ class _Run:
     """The partition each worker was given last."""
     retry_at: dict[int, float] = field(default_factory=dict)
     tries: dict[int, int] = field(default_factory=dict)
-    stop: _Stop | None = None
+    stop: Stop | None = None
 
 
 class JobRunner:
@@ -74,7 +76,7 @@ class JobRunner:
         records = {p.index: p for p in self.store.partitions(job.id)}
         self._forget_missing(records)
         done = [p for p in records.values() if p.state == "succeeded"]
-        run = _Run(
+        run = RunState(
             sorted(i for i, p in records.items() if p.state != "succeeded"),
             sum(p.rows for p in done),
             sum(p.failed_rows or 0 for p in done),
@@ -84,7 +86,10 @@ class JobRunner:
         self._before = run.rows_done
         if not run.pending:
             return self._finish(run)
-        workers = min(job.options.workers, len(run.pending))
+        return self._execute(run, min(job.options.workers, len(run.pending)))
+
+    def _execute(self, run: RunState, workers: int) -> Job:
+        """Runs the pending partitions on ``workers`` workers, and records the outcome."""
         with WorkerPool(workers, self._setup()) as pool:
             self._loop(pool, run, workers)
             return self._finish(run)  # before the workers are waited for: the job is done
@@ -113,7 +118,7 @@ class JobRunner:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _loop(self, pool: WorkerPool, run: _Run, workers: int) -> None:
+    def _loop(self, pool: WorkerPool, run: RunState, workers: int) -> None:
         last_beat = time.monotonic()
         halted = False
         while True:
@@ -125,7 +130,7 @@ class JobRunner:
                     cancel = self.store.beat(self.job.id, now - last_beat, workers)
                     last_beat = now
                     if cancel and run.stop is None:
-                        run.stop = _Stop("cancelled")
+                        run.stop = Stop("cancelled")
                 if run.stop is None:
                     self._dispatch(pool, run)
                     if not run.pending and not run.running:
@@ -135,14 +140,14 @@ class JobRunner:
                     halted = True
                 elif not run.running:
                     break
-                self._report(pool, run)
+                self._report(pool.rows(), run)
             except KeyboardInterrupt:
                 if run.stop is not None and run.stop.state == "interrupted":
                     raise  # a second Ctrl-C: the pool kills its workers on the way out
-                run.stop = _Stop("interrupted")
+                run.stop = Stop("interrupted")
         self.store.beat(self.job.id, time.monotonic() - last_beat, workers)
 
-    def _dispatch(self, pool: WorkerPool, run: _Run) -> None:
+    def _dispatch(self, pool: WorkerPool, run: RunState) -> None:
         now = time.monotonic()
         handed = True
         while handed:  # a partition to each worker with room, then the next to each
@@ -154,7 +159,7 @@ class JobRunner:
                     self._hand(pool, run, wid, index)
                     handed = True
 
-    def _hand(self, pool: WorkerPool, run: _Run, wid: int, index: int) -> None:
+    def _hand(self, pool: WorkerPool, run: RunState, wid: int, index: int) -> None:
         run.pending.remove(index)
         run.running[index] = wid
         run.last[wid] = index
@@ -164,7 +169,7 @@ class JobRunner:
         )
         pool.assign(wid, task)
 
-    def _pick(self, wid: int, ready: list[int], run: _Run) -> int | None:
+    def _pick(self, wid: int, ready: list[int], run: RunState) -> int | None:
         """The partition after the worker's last one (its reader is already there); else the
         first of a stretch of pending partitions that no worker is about to continue into;
         else half of the longest stretch, when that reads less than it takes off the other
@@ -204,9 +209,9 @@ class JobRunner:
         before = self._records.get(index - 1)
         return before is not None and before.input == self._records[index].input
 
-    def _handle(self, event: Event, run: _Run) -> None:
+    def _handle(self, event: Event, run: RunState) -> None:
         if event.kind == "init_failed" and run.stop is None:
-            run.stop = _Stop("failed", f"a worker could not load {self.job.label}: {event.payload}")
+            run.stop = Stop("failed", f"a worker could not load {self.job.label}: {event.payload}")
             return
         index = event.index
         if index is None or run.running.get(index) != event.worker:
@@ -224,28 +229,28 @@ class JobRunner:
         else:
             self._failed(index, str(event.payload), run)
 
-    def _done(self, result: TaskResult, run: _Run) -> None:
+    def _done(self, result: TaskResult, run: RunState) -> None:
         self.store.done(self.job.id, result)
         run.rows_done += result.rows_in
         run.failed_rows += result.failed_rows
         if run.failed_rows > run.budget and run.stop is None:
-            run.stop = _Stop("failed", self._over_budget(run))
+            run.stop = Stop("failed", self._over_budget(run))
 
-    def _failed(self, index: int, error: str, run: _Run) -> None:
+    def _failed(self, index: int, error: str, run: RunState) -> None:
         self.store.attempt_failed(self.job.id, index, error)
         tries = run.tries[index] = run.tries.get(index, 0) + 1
         if tries > self.job.options.retries:
             if run.stop is None:
                 attempts = "attempt" if tries == 1 else "attempts"
                 text = f"{part_name(index, self.job.format)} failed after {tries} {attempts}"
-                run.stop = _Stop("failed", f"{text}: {error}")
+                run.stop = Stop("failed", f"{text}: {error}")
             return
         delay = min(MAX_BACKOFF_S, BACKOFF_S * 2 ** (tries - 1))
         run.retry_at[index] = time.monotonic() + delay
         run.pending.append(index)
         run.pending.sort()
 
-    def _over_budget(self, run: _Run) -> str:
+    def _over_budget(self, run: RunState) -> str:
         budget = self.job.options.budget
         given = budget.text
         if budget.share is not None:
@@ -260,9 +265,9 @@ class JobRunner:
             f" ({run.budget:,}: {given}): {named}{more}"
         )
 
-    def _report(self, pool: WorkerPool, run: _Run) -> None:
+    def _report(self, live: int, run: RunState) -> None:
+        """Where the job stands, ``live`` rows having gone through the model in this run."""
         elapsed = time.monotonic() - self._started
-        live = pool.rows()
         rows = min(self.job.rows_total, self._before + live)
         rate = live / elapsed if elapsed > 0 else 0.0
         left = self.job.rows_total - rows
@@ -276,7 +281,7 @@ class JobRunner:
 
     # -- the outcome -------------------------------------------------------------------------
 
-    def _finish(self, run: _Run) -> Job:
+    def _finish(self, run: RunState) -> Job:
         partitions = self.store.partitions(self.job.id)
         complete = all(p.state == "succeeded" for p in partitions)
         stop = run.stop
@@ -288,3 +293,18 @@ class JobRunner:
         if stop.state == "interrupted":
             raise KeyboardInterrupt
         return job
+
+
+def runner_for(
+    store: JobStore,
+    job: Job,
+    settings: Settings,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> JobRunner:
+    """The runner of the job's engine: worker processes here, or Ray (connected to first,
+    see ``servion.jobs.ray_engine.connect``)."""
+    if job.options.engine == "ray":
+        from servion.jobs.ray_engine import RayRunner
+
+        return RayRunner(store, job, settings, on_progress)
+    return JobRunner(store, job, settings, on_progress)

@@ -14,6 +14,8 @@ from typing import Any
 from servion.errors import InvalidInput, quoted
 
 OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
+ENGINES = ("local", "ray")
+"""What runs a job's partitions: worker processes on this machine, or Ray Data actors."""
 """What a job writes: one file per partition in this format."""
 
 INPUT_FORMATS = {
@@ -66,8 +68,8 @@ class Budget:
 
 @dataclass(frozen=True, slots=True)
 class JobOptions:
-    """How a job runs. Only ``workers``, ``retries`` and ``max_failed_rows`` may change
-    when it is resumed: the others decide what is written."""
+    """How a job runs. Only ``workers``, ``retries``, ``max_failed_rows``, ``engine`` and
+    ``ray_address`` may change when it is resumed: the others decide what is written."""
 
     workers: int
     partition_rows: int
@@ -76,6 +78,10 @@ class JobOptions:
     retries: int
     columns: tuple[str, ...] | None = None
     id_column: str | None = None
+    engine: str = "local"
+    """``local`` (worker processes here) or ``ray`` (Ray Data actors)."""
+    ray_address: str | None = None
+    """The Ray cluster to run on; None starts a Ray instance on this machine."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -93,6 +99,8 @@ class JobOptions:
             int(data["retries"]),
             tuple(columns) if columns is not None else None,
             data.get("id_column"),
+            str(data.get("engine", "local")),
+            data.get("ray_address"),
         )
 
     @property

@@ -15,6 +15,7 @@ import os
 import queue
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +74,15 @@ def main(
     ``stopped`` without being started."""
     # Ctrl-C reaches the whole process group: the runner decides how the job stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def count(rows: int) -> None:
+        with progress.get_lock():
+            progress.value += rows
+
     try:
-        partitions = Partitions(setup, stop, progress)
+        partitions = Partitions(setup, stop, count)
     except BaseException as exc:
-        results.put(("init_failed", wid, None, _reason(exc)))
+        results.put(("init_failed", wid, None, reason(exc)))
         return
     results.put(("ready", wid, None, None))
     while (task := _next(tasks)) is not None:
@@ -89,7 +95,7 @@ def main(
         except Stopped:
             results.put(("stopped", wid, task.index, None))
         except Exception as exc:
-            results.put(("failed", wid, task.index, _reason(exc)))
+            results.put(("failed", wid, task.index, reason(exc)))
         else:
             results.put(("done", wid, task.index, result))
     # Its files are closed and its reports flushed: tearing the interpreter down (every
@@ -114,20 +120,22 @@ def _parent_alive() -> bool:
     return parent is None or parent.is_alive()
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """An exception as one printable line: its type and message."""
     text = getattr(exc, "message", None) or str(exc)
     return printable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, 500)
 
 
 class Partitions:
-    """The loaded model and what running a partition needs."""
+    """The loaded model and what running a partition needs: ``stop.is_set()`` says the job
+    is stopping, ``count(rows)`` hears of rows predicted (for progress)."""
 
-    def __init__(self, setup: WorkerSetup, stop: Any, progress: Any) -> None:
+    def __init__(self, setup: WorkerSetup, stop: Any, count: Callable[[int], None]) -> None:
         from servion.registry import ModelRegistry
 
         self.setup = setup
         self.stop = stop
-        self.progress = progress
+        self.count = count
         self._parent_checked = time.monotonic()
         self._cursor: ParquetCursor | None = None
         registry = ModelRegistry(setup.settings)
@@ -194,8 +202,7 @@ class Partitions:
                 if self.stopping():
                     raise Stopped
                 self._batch(batch, rows, source, writer, dead)
-                with self.progress.get_lock():
-                    self.progress.value += batch.num_rows
+                self.count(batch.num_rows)
             if reader.read != task.rows:
                 raise RuntimeFailure(
                     f"read {reader.read} rows where the plan counted {task.rows}: the file"
