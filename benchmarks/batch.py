@@ -18,21 +18,31 @@ converted to ONNX, as the tests' ``tabular`` fixture makes it), and measures:
 
 The bar: job rows/s at least 0.8 x raw.
 
-    PYTHONPATH=src python benchmarks/batch.py [--rows 5000000] [--keep DIR] [--json out.json]
+With ``--ray``, each round also runs the same job with ``--engine ray`` on a Ray head
+this script starts on loopback (``ray start --head``, as many CPUs as cores), so that
+the cluster's own start-up is not the job's; the job's actors start, load the model and
+run within the job's time. Its bar: Ray job rows/s at least 0.6 x the local job's.
+
+    PYTHONPATH=src python benchmarks/batch.py [--rows 5000000] [--ray] [--keep DIR]
+        [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +50,7 @@ from typing import Any
 import numpy as np
 
 BAR = 0.8
+RAY_BAR = 0.6
 BATCH = 4096
 GROUP = 1 << 20
 N_FEATURES = 32
@@ -81,15 +92,16 @@ def _servion(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
-def run_job(home: Path, data: Path, out: Path) -> dict[str, Any]:
+def run_job(home: Path, data: Path, out: Path, *extra: str) -> dict[str, Any]:
     """One ``servion batch run`` with its defaults; its summary, the command's wall time,
     and from the stored partitions: the start-up (job running to the first partition
     handed out), the partitions' own span, and the end (last partition to job finished)."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     done = _servion(
-        home, "batch", "run", "tabular", "--input", str(data), "--output", str(out), "--json"
-    )
+        home, "batch", "run", "tabular", "--input", str(data), "--output", str(out), "--json",
+        *extra,
+    )  # fmt: skip
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"servion batch run failed ({done.returncode}): {done.stderr}")
@@ -154,6 +166,42 @@ def run_raw(model: Path, data: Path, processes: int) -> dict[str, Any]:
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "processes": processes}
 
 
+@contextlib.contextmanager
+def ray_head(root: Path) -> Iterator[str]:
+    """A Ray head on 127.0.0.1 for the run (its token in this process's environment)."""
+    import secrets
+
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    head = subprocess.Popen(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+         f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={os.cpu_count()}",
+         "--include-dashboard=false", f"--temp-dir={temp}"],
+        stdout=(root / "ray-head.log").open("w"), stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the Ray head did not start: see ray-head.log") from None
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait(30)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def _report(result: dict[str, Any]) -> None:
     print(f"rows {result['rows']:,} ({result['file_bytes'] / 1e6:.0f} MB), {result['cores']} cores")
     print(
@@ -167,6 +215,17 @@ def _report(result: dict[str, Any]) -> None:
             f" {job['wall_s']:.2f} s); raw {raw['rows_per_s']:,.0f} rows/s"
             f" in {raw['seconds']:.2f} s"
         )
+    for n, job in enumerate(result["ray_jobs"], 1):
+        print(
+            f"run {n}: ray job {job['rows_per_s']:,.0f} rows/s in {job['duration_s']:.2f} s"
+            f" (start-up {job['startup_s']:.2f} s, partitions {job['partitions_s']:.2f} s at"
+            f" {job['steady_rows_per_s']:,.0f} rows/s; command {job['wall_s']:.2f} s)"
+        )
+    if result["ray_jobs"]:
+        verdict = "meets" if result["ray_ratio"] >= RAY_BAR else "misses"
+        print(
+            f"median ray job / local job = {result['ray_ratio']:.2f}: {verdict} the {RAY_BAR}x bar"
+        )
     verdict = "meets" if result["ratio"] >= BAR else "misses"
     print(f"median job / raw = {result['ratio']:.2f}: {verdict} the {BAR}x bar")
     print(f"median partitions span / raw = {result['ratio_steady']:.2f}")
@@ -179,6 +238,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="Job and raw, alternately.")
     parser.add_argument("--keep", type=Path, default=None, help="Work here and keep it.")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--ray", action="store_true", help="Also the job on Ray.")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="servion-batch-bench-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -191,12 +251,18 @@ def main() -> None:
             done = _servion(home, "register", "tabular", str(model), "--version", "v1.0.0")
             if done.returncode != 0:
                 raise SystemExit(done.stderr)
-        load = os.getloadavg()
-        jobs, raws = [], []
-        for _ in range(args.repeat):
-            jobs.append(run_job(home, data, root / "out"))
-            raws.append(run_raw(model, data, jobs[-1]["workers"]))
+        with contextlib.ExitStack() as stack:
+            address = stack.enter_context(ray_head(root)) if args.ray else None
+            load = os.getloadavg()
+            jobs, raws, ray_jobs = [], [], []
+            for _ in range(args.repeat):
+                jobs.append(run_job(home, data, root / "out"))
+                raws.append(run_raw(model, data, jobs[-1]["workers"]))
+                if address is not None:
+                    ray = ("--engine", "ray", "--ray-address", address)
+                    ray_jobs.append(run_job(home, data, root / "out", *ray))
         raw_rate = statistics.median(r["rows_per_s"] for r in raws)
+        local_rate = statistics.median(j["rows_per_s"] for j in jobs)
         result = {
             "rows": args.rows,
             "file_bytes": data.stat().st_size,
@@ -205,7 +271,13 @@ def main() -> None:
             "load_after": os.getloadavg(),
             "jobs": jobs,
             "raws": raws,
-            "ratio": statistics.median(j["rows_per_s"] for j in jobs) / raw_rate,
+            "ratio": local_rate / raw_rate,
+            "ray_jobs": ray_jobs,
+            "ray_ratio": (
+                statistics.median(j["rows_per_s"] for j in ray_jobs) / local_rate
+                if ray_jobs
+                else None
+            ),
             "ratio_steady": statistics.median(j["steady_rows_per_s"] for j in jobs) / raw_rate,
             "ratio_wall": statistics.median(args.rows / j["wall_s"] for j in jobs) / raw_rate,
         }
