@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -37,6 +38,8 @@ MISSING = "--engine ray needs Ray Data: pip install 'servion[ray]'"
 REACH_TIMEOUT_S = 5.0
 """How long the Ray head's port may take to answer before the address is refused (Ray's
 own connect retries for minutes)."""
+STRETCHES = 3
+"""Runs of partitions per actor in a round: enough for the last ones to even out."""
 SIGNAL_S = 0.25
 """How often an actor reports its rows and looks for the order to stop."""
 
@@ -169,16 +172,18 @@ class PartitionActor:
         self.signal.add.remote(self.rows, [] if begun is None else [begun])
         self.rows, self.sent = 0, time.monotonic()
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"index": [], "kind": [], "begun": [], "payload": []}
-        for text in batch["task"]:
-            task = Task(**json.loads(str(text)))
-            kind, begun, payload = self._run(task)
-            out["index"].append(task.index)
-            out["kind"].append(kind)
-            out["begun"].append(begun)
-            out["payload"].append(payload)
-        return out
+    def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, list[Any]]]:
+        """Each run of partitions in the batch, a report per partition as it ends."""
+        for text in batch["tasks"]:
+            for fields in json.loads(str(text)):
+                task = Task(**fields)
+                kind, begun, payload = self._run(task)
+                yield {
+                    "index": [task.index],
+                    "kind": [kind],
+                    "begun": [begun],
+                    "payload": [payload],
+                }
 
     def _run(self, task: Task) -> tuple[str, bool, str]:
         if self.error is not None:
@@ -229,6 +234,30 @@ class RayRunner(JobRunner):
             self._beat(run, workers, None)
         return []
 
+    def _stretches(self, ready: list[int], workers: int) -> list[list[int]]:
+        """The partitions as runs of consecutive ones in one file, each run given to one
+        actor, which reads on where its last partition ended (a Parquet partition that
+        starts inside a row group would otherwise read that group's rows before it again).
+        The longest runs are cut until each actor has about ``STRETCHES`` of them, at the
+        row group start nearest the middle, else at the middle; longest first, so that no
+        actor is left with a long one at the end."""
+        stretches: list[list[int]] = []
+        for index in sorted(ready):
+            if stretches and index == stretches[-1][-1] + 1 and self._follows(index):
+                stretches[-1].append(index)
+            else:
+                stretches.append([index])
+        while len(stretches) < STRETCHES * workers:
+            longest = max(stretches, key=len)
+            if len(longest) < 2:
+                break
+            half = len(longest) // 2
+            starts = [k for k in range(1, len(longest)) if self._records[longest[k]].skip_rows == 0]
+            cut = min(starts, key=lambda k: abs(k - half)) if starts else half
+            at = stretches.index(longest)
+            stretches[at : at + 1] = [longest[:cut], longest[cut:]]
+        return sorted(stretches, key=lambda s: -sum(self._records[i].rows for i in s))
+
     def _beat(self, run: RunState, workers: int, signal: Any) -> None:
         now = time.monotonic()
         if now - self._last_beat < BEAT_S:
@@ -248,24 +277,31 @@ class RayRunner(JobRunner):
         import ray
         from ray.data import ActorPoolStrategy
 
-        tasks = []
-        for index in ready:
-            run.pending.remove(index)
-            run.running[index] = 0
-            record = self._records[index]
-            task = Task(
-                index, record.input, record.start_row, record.rows, record.byte_start,
-                record.byte_end,
-            )  # fmt: skip
-            tasks.append({"task": json.dumps(asdict(task))})
+        items = []
+        for stretch in self._stretches(ready, workers):
+            tasks = []
+            for index in stretch:
+                run.pending.remove(index)
+                run.running[index] = 0
+                record = self._records[index]
+                task = Task(
+                    index, record.input, record.start_row, record.rows, record.byte_start,
+                    record.byte_end,
+                )  # fmt: skip
+                tasks.append(asdict(task))
+            items.append({"tasks": json.dumps(tasks)})
         with warnings.catch_warnings():
             # Ray Data documents max_restarts=0 as the way to turn actor restarts off, and
             # also flags every extra remote argument as deprecated.
             warnings.simplefilter("ignore", DeprecationWarning)
-            dataset = ray.data.from_items(tasks, override_num_blocks=len(tasks)).map_batches(
+            dataset = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
                 PartitionActor,
                 fn_constructor_args=(self._setup(), signal),
-                compute=ActorPoolStrategy(size=min(workers, len(tasks))),
+                # One stretch at a time: an actor with a second one queued could hold it
+                # while another actor idles.
+                compute=ActorPoolStrategy(
+                    size=min(workers, len(items)), max_tasks_in_flight_per_actor=1
+                ),
                 batch_size=1,
                 batch_format="numpy",
                 num_cpus=1,
