@@ -1,8 +1,8 @@
 """``servion batch run --engine ray`` on a Ray instance the test starts on loopback (Ray's
-own ``ray start --head``, two CPUs, its own temp folder and token): the same job writes
-the same bytes on either engine; a partition that fails is retried in a later round and
-then fails the job by name; the job resumes on the local engine once its input is whole
-again; and addresses that cannot work are refused before any job exists."""
+own ``ray start --head``, two CPUs, its own temp folder and token): a job cancelled on Ray
+and resumed there writes the same bytes as the local engine; a partition that fails is
+retried in a later round and then fails the job by name; a job moves between engines
+when resumed; and addresses that cannot work are refused before any job exists."""
 
 from __future__ import annotations
 
@@ -23,9 +23,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from batch_files import csv_rows, job, jobs, names, summary_of, write_csv, write_parquet
+from batch_files import (
+    csv_rows,
+    job,
+    job_store,
+    jobs,
+    names,
+    summary_of,
+    write_csv,
+    write_parquet,
+)
 
 from conftest import N_FEATURES, BatchHome, cli, free_port, wait_until
+from servion.jobs import JobStore
 
 pytest.importorskip("ray.data")
 
@@ -89,41 +99,68 @@ def _same_files(one: Path, other: Path) -> list[str]:
     return names_
 
 
-def test_a_ray_job_writes_what_the_local_engine_writes(
+def test_a_ray_job_cancelled_and_resumed_writes_what_the_local_engine_writes(
     batch_home: BatchHome, ray_head: tuple[str, dict[str, str]]
 ) -> None:
     address, env = ray_head
-    x = batch_home.tabular.x
     inputs = batch_home.files / "ray-in"
     inputs.mkdir()
-    write_parquet(inputs / "a.parquet", x[:400], names(), ids=range(400), row_group_size=100)
-    rows = csv_rows(x[400:600], range(400, 600))
+    x = np.random.default_rng(11).standard_normal((100_000, N_FEATURES)).astype(np.float32)
+    write_parquet(inputs / "a.parquet", x, names(), ids=range(100_000), row_group_size=5000)
+    rows = csv_rows(batch_home.tabular.x[:200], range(100_000, 100_200))
     rows[7][3] = "not a number"  # a bad row: to the dead-letter file, on either engine
     write_csv(inputs / "b.csv", rows, ["id", *(f"f{j}" for j in range(N_FEATURES))])
-    common = ("tabular", "--input", str(inputs), "--id-column", "id", "--partition-rows", "100")
-    local_out, ray_out = batch_home.files / "ray-local-out", batch_home.files / "ray-out"
-
-    local = _run(batch_home, env, *common, "--output", str(local_out), "--workers", "2")
-    on_ray = _run(
-        batch_home, env, *common, "--output", str(ray_out), "--engine", "ray",
-        "--ray-address", address, "--workers", "3",
+    common = (
+        "tabular", "--input", str(inputs), "--id-column", "id", "--partition-rows", "5000",
+        "--batch-size", "1",  # one row per model call: slow enough to be cancelled halfway
     )  # fmt: skip
-
+    local_out, ray_out = batch_home.files / "ray-local-out", batch_home.files / "ray-out"
+    local = _run(batch_home, env, *common, "--output", str(local_out), "--workers", "2")
     assert local.returncode == 0, local.stderr
-    assert on_ray.returncode == 0, on_ray.stderr
+
+    with job_store(batch_home.home) as store:
+        before = len(store.recent(1000))
+        on_ray = subprocess.Popen(
+            [sys.executable, "-m", "servion.cli.main", "--home", str(batch_home.home),
+             "batch", "run", *common, "--output", str(ray_out), "--engine", "ray",
+             "--ray-address", address, "--workers", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL, env={**os.environ, **env},
+        )  # fmt: skip
+        wait_until(lambda: len(store.recent(1000)) > before, 60, "the job to be created")
+        job_id = store.recent(1)[0].id
+        wait_until(lambda: _begun(store, job_id), 120, "a partition to begin")
+    cancelled = cli(batch_home.home, "batch", "cancel", job_id, env=env)
+    _, stderr = on_ray.communicate(timeout=60)
+
+    assert cancelled.returncode == 0 and f"cancelled {job_id}" in cancelled.stdout
+    assert on_ray.returncode == 1 and "was cancelled" in stderr, stderr
+    stored, partitions = job(batch_home.home, job_id)
+    assert stored.state == "cancelled" and "pending" in {p.state for p in partitions}
+    assert {p.state for p in partitions} <= {"succeeded", "pending"}
+    assert not [p for p in ray_out.iterdir() if p.name.startswith(".part-")]  # no half files
+
+    resumed = _run(batch_home, env, "--resume", job_id, "--workers", "3")
+    assert resumed.returncode == 0, resumed.stderr
     # Three workers asked, two CPUs in the cluster: two actors, and it says so.
-    assert f"the Ray cluster at {address}: 2 actors (of 3 asked" in on_ray.stderr
-    summary = summary_of(on_ray)
-    assert (summary["rows_in"], summary["rows_out"], summary["failed_rows"]) == (600, 599, 1)
-    assert summary["partitions_total"] == 6
+    assert f"the Ray cluster at {address}: 2 actors (of 3 asked" in resumed.stderr
+    summary = summary_of(resumed)
+    assert (summary["rows_in"], summary["rows_out"], summary["failed_rows"]) == (
+        100_200, 100_199, 1,
+    )  # fmt: skip
+    assert (summary["partitions_total"], summary["runs"]) == (21, 2)
     written = _same_files(local_out, ray_out)
-    assert "dead-letter/part-00004.jsonl" in written and len(written) == 6 + 2
+    assert "dead-letter/part-00020.jsonl" in written and len(written) == 21 + 2
     manifests = [json.loads((d / "manifest.json").read_text()) for d in (local_out, ray_out)]
     assert manifests[0]["partitions"] == manifests[1]["partitions"]
-    stored, partitions = job(batch_home.home, summary["job"])
+    stored, partitions = job(batch_home.home, job_id)
     assert (stored.options.engine, stored.options.ray_address) == ("ray", address)
-    assert all(p.attempts == 1 and p.state == "succeeded" for p in partitions)
-    assert len({p.worker_pid for p in partitions}) == 2  # the two actors' processes
+    assert all(p.state == "succeeded" and p.attempts <= 2 for p in partitions)
+    assert len({p.worker_pid for p in partitions}) >= 2  # actors of each run
+
+
+def _begun(store: JobStore, job_id: str) -> bool:
+    return any(p.attempts for p in store.partitions(job_id))
 
 
 def test_a_job_moves_between_engines_and_ray_retries_a_failing_partition(

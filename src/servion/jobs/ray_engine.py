@@ -41,6 +41,9 @@ own connect retries for minutes)."""
 STRETCHES = 3
 """Runs of partitions per actor in a round: enough for the last ones to even out."""
 SIGNAL_S = 0.25
+Report = dict[str, Any]
+"""A partition's end: ``index``, ``kind`` (done, failed, stopped or init_failed),
+``begun`` and ``payload`` (the ``TaskResult`` as JSON, or why it failed)."""
 """How often an actor reports its rows and looks for the order to stop."""
 
 
@@ -107,12 +110,15 @@ def _quiet() -> None:
 
 
 class _Signal:
-    """The actors' and the runner's go-between for one run (a Ray actor)."""
+    """The actors' and the runner's go-between for one run (a Ray actor): rows predicted,
+    partitions begun and ended, and the order to stop. A partition's report comes through
+    here as soon as it ends (a Dataset's output waits for whole blocks)."""
 
     def __init__(self) -> None:
         self.stopping = False
         self.rows = 0
         self.begun: list[int] = []
+        self.reports: list[Report] = []
 
     def stop(self) -> None:
         self.stopping = True
@@ -120,14 +126,16 @@ class _Signal:
     def stopped(self) -> bool:
         return self.stopping
 
-    def add(self, rows: int, begun: list[int]) -> None:
+    def add(self, rows: int, begun: list[int], reports: list[Report]) -> None:
         self.rows += rows
         self.begun += begun
+        self.reports += reports
 
-    def take(self) -> tuple[int, list[int]]:
-        """Rows so far, and the partitions begun since the last call."""
-        begun, self.begun = self.begun, []
-        return self.rows, begun
+    def take(self) -> tuple[int, list[int], list[Report]]:
+        """Rows so far, and the partitions begun and ended since the last call."""
+        begun, reports = self.begun, self.reports
+        self.begun, self.reports = [], []
+        return self.rows, begun, reports
 
 
 class _RemoteStop:
@@ -168,38 +176,39 @@ class PartitionActor:
         if time.monotonic() - self.sent >= SIGNAL_S:
             self._send()
 
-    def _send(self, begun: int | None = None) -> None:
-        self.signal.add.remote(self.rows, [] if begun is None else [begun])
+    def _send(self, begun: int | None = None, report: Report | None = None) -> None:
+        self.signal.add.remote(
+            self.rows, [] if begun is None else [begun], [] if report is None else [report]
+        )
         self.rows, self.sent = 0, time.monotonic()
 
     def __call__(self, batch: dict[str, Any]) -> Iterator[dict[str, list[Any]]]:
-        """Each run of partitions in the batch, a report per partition as it ends."""
+        """Each run of partitions in the batch, a report per partition as it ends (to the
+        signal actor at once, and as the Dataset's output)."""
         for text in batch["tasks"]:
             for fields in json.loads(str(text)):
-                task = Task(**fields)
-                kind, begun, payload = self._run(task)
-                yield {
-                    "index": [task.index],
-                    "kind": [kind],
-                    "begun": [begun],
-                    "payload": [payload],
-                }
+                report = self._run(Task(**fields))
+                self._send(report=report)
+                yield {key: [value] for key, value in report.items()}
 
-    def _run(self, task: Task) -> tuple[str, bool, str]:
+    def _run(self, task: Task) -> Report:
+        index = task.index
         if self.error is not None:
-            return "init_failed", False, self.error
+            return _report(index, "init_failed", False, self.error)
         if self.partitions.stopping():
-            return "stopped", False, ""
-        self._send(task.index)
+            return _report(index, "stopped", False, "")
+        self._send(index)
         try:
             result = self.partitions.run(task)
         except Stopped:
-            return "stopped", True, ""
+            return _report(index, "stopped", True, "")
         except Exception as exc:
-            return "failed", True, reason(exc)
-        finally:
-            self._send()
-        return "done", True, json.dumps(asdict(result))
+            return _report(index, "failed", True, reason(exc))
+        return _report(index, "done", True, json.dumps(asdict(result)))
+
+
+def _report(index: int, kind: str, begun: bool, payload: str) -> Report:
+    return {"index": index, "kind": kind, "begun": begun, "payload": payload}
 
 
 class RayRunner(JobRunner):
@@ -329,21 +338,23 @@ class RayRunner(JobRunner):
                     kind, payload = events.get(timeout=POLL_S)
                 except queue.Empty:
                     kind, payload = "", None
+                if kind in ("end", "error") or time.monotonic() - asked >= SIGNAL_S:
+                    asked = time.monotonic()
+                    rows, begun, reports = ray.get(signal.take.remote())
+                    for index in begun:
+                        self._begin(index, run)
+                    for report in reports:
+                        self._row(report, run, signal)
                 if kind == "end":
                     return
                 if kind == "row":
-                    self._row(payload, run, signal)
+                    self._row(payload, run, signal)  # already heard of, unless a report was lost
                 elif kind == "error":
                     for index in list(run.running):
                         del run.running[index]
                         self._begun.discard(index)
                         self._failed(index, f"Ray: {payload}", run)
                 self._beat(run, workers, signal)
-                if time.monotonic() - asked >= SIGNAL_S:
-                    asked = time.monotonic()
-                    rows, begun = ray.get(signal.take.remote())
-                    for index in begun:
-                        self._begin(index, run)
                 self._report(rows, run)
             except KeyboardInterrupt:
                 if run.stop is not None and run.stop.state == "interrupted":
