@@ -148,7 +148,7 @@ def test_a_ray_job_cancelled_and_resumed_writes_what_the_local_engine_writes(
     assert (summary["rows_in"], summary["rows_out"], summary["failed_rows"]) == (
         100_200, 100_199, 1,
     )  # fmt: skip
-    assert (summary["partitions_total"], summary["runs"]) == (21, 2)
+    assert (summary["partitions_total"], summary["runs"], summary["engine"]) == (21, 2, "ray")
     written = _same_files(local_out, ray_out)
     assert "dead-letter/part-00020.jsonl" in written and len(written) == 21 + 2
     manifests = [json.loads((d / "manifest.json").read_text()) for d in (local_out, ray_out)]

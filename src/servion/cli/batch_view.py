@@ -100,7 +100,7 @@ def summary_rows(summary: JobSummary) -> list[tuple[str, str]]:
             + (f" over {summary.runs} runs" if summary.runs > 1 else ""),
         ),
         ("throughput", f"{summary.rows_per_s:,.0f} rows/s"),
-        ("workers", str(summary.workers)),
+        ("workers", str(summary.workers) + (" Ray actors" if summary.engine == "ray" else "")),
     ]
     if summary.peak_rss_bytes is not None:
         rows.append(("worker peak RSS", human_bytes(summary.peak_rss_bytes)))

@@ -50,6 +50,8 @@ class JobSummary:
     duration_s: float
     rows_per_s: float
     workers: int
+    engine: str
+    """``local`` or ``ray``: what ran the job's last run."""
     runs: int
     peak_rss_bytes: int | None
     cost: float | None
@@ -75,7 +77,8 @@ class JobSummary:
             job.id, job.shown_state, job.label, job.rows_total, rows_in,
             sum(p.rows_out or 0 for p in done), sum(p.failed_rows or 0 for p in done),
             len(done), job.partitions_total, duration,
-            rows_in / duration if duration > 0 else 0.0, job.workers, job.runs,
+            rows_in / duration if duration > 0 else 0.0, job.workers, job.options.engine,
+            job.runs,
             max(peaks) if peaks else None,
             None if price is None else price * job.worker_seconds / 3600, currency,
             job.output_dir, str(manifest) if job.state == "succeeded" else None, job.error,
