@@ -99,14 +99,15 @@ def _reachable(address: str) -> None:
 
 def _quiet() -> None:
     """Ray Data's progress bars and per-run log lines would interleave with the job's own
-    progress."""
+    progress; a round that fails (an actor lost) is the runner's to report, in a line, not
+    Ray Data's, in a traceback."""
     from ray.data import DataContext
 
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 class _Signal:
