@@ -16,7 +16,8 @@ converted to ONNX, as the tests' ``tabular`` fixture makes it), and measures:
   every batch; nothing written. Its rows/s is rows over the time from all processes ready
   to the last one done.
 
-The bar: job rows/s at least 0.8 x raw.
+The bar: job rows/s at least 0.8 x raw. Each round also times one raw in-process loop (one
+process, onnxruntime's default threads), what a script over the file would do alone.
 
 With ``--ray``, each round also runs the same job with ``--engine ray`` on a Ray head
 this script starts on loopback (``ray start --head``, as many CPUs as cores), so that
@@ -123,13 +124,15 @@ def _seconds(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-def _raw_worker(model: str, data: str, groups: list[int], ready: Any, go: Any, out: Any) -> None:
+def _raw_worker(
+    model: str, data: str, groups: list[int], ready: Any, go: Any, out: Any, threads: int
+) -> None:
     import onnxruntime as ort
     import pyarrow.parquet as pq
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = threads
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     file = pq.ParquetFile(data, buffer_size=64 << 10, pre_buffer=False)
     session.run(None, {"X": np.zeros((1, N_FEATURES), np.float32)})
@@ -142,7 +145,9 @@ def _raw_worker(model: str, data: str, groups: list[int], ready: Any, go: Any, o
     out.put(rows)
 
 
-def run_raw(model: Path, data: Path, processes: int) -> dict[str, Any]:
+def run_raw(model: Path, data: Path, processes: int, threads: int = 1) -> dict[str, Any]:
+    """``processes`` raw processes, each with ``threads`` onnxruntime threads (0: its
+    default, one per core)."""
     import pyarrow.parquet as pq
 
     groups = list(range(pq.ParquetFile(data).metadata.num_row_groups))
@@ -150,7 +155,9 @@ def run_raw(model: Path, data: Path, processes: int) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     ready, go, out = context.Semaphore(0), context.Event(), context.Queue()
     workers = [
-        context.Process(target=_raw_worker, args=(str(model), str(data), s, ready, go, out))
+        context.Process(
+            target=_raw_worker, args=(str(model), str(data), s, ready, go, out, threads)
+        )
         for s in shares
     ]
     for w in workers:
@@ -229,6 +236,9 @@ def _report(result: dict[str, Any]) -> None:
     verdict = "meets" if result["ratio"] >= BAR else "misses"
     print(f"median job / raw = {result['ratio']:.2f}: {verdict} the {BAR}x bar")
     print(f"median partitions span / raw = {result['ratio_steady']:.2f}")
+    rates = ", ".join(f"{r['rows_per_s']:,.0f}" for r in result["singles"])
+    print(f"one raw in-process loop (onnxruntime's default threads): {rates} rows/s;")
+    print(f"  median job / that = {result['ratio_single']:.2f}")
     print(f"median command wall / raw = {result['ratio_wall']:.2f}")
 
 
@@ -254,10 +264,11 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             address = stack.enter_context(ray_head(root)) if args.ray else None
             load = os.getloadavg()
-            jobs, raws, ray_jobs = [], [], []
+            jobs, raws, ray_jobs, singles = [], [], [], []
             for _ in range(args.repeat):
                 jobs.append(run_job(home, data, root / "out"))
                 raws.append(run_raw(model, data, jobs[-1]["workers"]))
+                singles.append(run_raw(model, data, 1, 0))
                 if address is not None:
                     ray = ("--engine", "ray", "--ray-address", address)
                     ray_jobs.append(run_job(home, data, root / "out", *ray))
@@ -271,6 +282,8 @@ def main() -> None:
             "load_after": os.getloadavg(),
             "jobs": jobs,
             "raws": raws,
+            "singles": singles,
+            "ratio_single": local_rate / statistics.median(r["rows_per_s"] for r in singles),
             "ratio": local_rate / raw_rate,
             "ray_jobs": ray_jobs,
             "ray_ratio": (
