@@ -12,6 +12,7 @@ import numpy as np
 from batch_files import (
     csv_rows,
     expected,
+    jobs,
     names,
     read_parts,
     run,
@@ -24,6 +25,8 @@ from batch_files import (
 from conftest import N_FEATURES, BatchHome, cli
 from servion.audit import read_events
 from servion.config import Settings
+from servion.deploy import Deployments, parse_spec
+from servion.registry import ModelRegistry, RegisterRequest
 
 
 def test_three_formats_in_one_job_keep_order_across_workers(batch_home: BatchHome) -> None:
@@ -106,3 +109,45 @@ def test_json_lines_output(batch_home: BatchHome) -> None:
     got = table.column("probabilities[1]").to_numpy().astype(np.float32)
     np.testing.assert_array_equal(got, probabilities[:, 1])
     assert sorted(p.name for p in out.glob("part-*")) == [f"part-0000{i}.jsonl" for i in range(4)]
+
+
+def test_an_endpoint_runs_the_one_version_it_answers_with(batch_home: BatchHome) -> None:
+    registry = ModelRegistry(Settings.load(home=batch_home.home))
+    try:
+        registry.register(RegisterRequest("tabular-b", batch_home.tabular.onnx, "v1.0.0"))
+        deployments = Deployments(registry)
+        one = {"endpoint": "batch-one", "models": [{"model": "tabular", "version": "v1.0.0"}]}
+        deployments.deploy(parse_spec(json.dumps(one)), "test")
+        split = {
+            "endpoint": "batch-split",
+            "models": [
+                {"model": "tabular", "version": "v1.0.0", "weight": 90},
+                {"model": "tabular-b", "version": "v1.0.0", "weight": 10},
+            ],
+        }
+        deployments.deploy(parse_spec(json.dumps(split)), "test")
+    finally:
+        registry.close()
+    x = batch_home.tabular.x[:50]
+    source = write_parquet(batch_home.files / "endpoint.parquet", x, names())
+    before = len(jobs(batch_home.home))
+
+    done = run(batch_home, "batch-one", "--input", str(source), "--output",
+               str(batch_home.files / "endpoint-out"), "--json")  # fmt: skip
+    refused = run(batch_home, "batch-split", "--input", str(source), "--output",
+                  str(batch_home.files / "split-out"))  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "endpoint batch-one answers with tabular:v1.0.0: running it" in done.stderr
+    summary = summary_of(done)
+    assert (summary["model"], summary["rows_out"]) == ("tabular:v1.0.0", 50)
+    label, _ = expected(batch_home, x)
+    table = read_parts(batch_home.files / "endpoint-out")
+    assert np.array_equal(table.column("label").to_numpy(), label)
+    assert refused.returncode == 2
+    assert (
+        "endpoint 'batch-split' splits its traffic between tabular:v1.0.0 (90 %),"
+        " tabular-b:v1.0.0 (10 %): a batch job runs one model version: name it"
+    ) in refused.stderr
+    assert not (batch_home.files / "split-out").exists()
+    assert len(jobs(batch_home.home)) == before + 1

@@ -26,8 +26,9 @@ from servion.cli.batch_resume import (
     resumable,
     resumed_options,
 )
+from servion.cli.batch_target import target_version
 from servion.cli.common import Context, echo_json, open_registry, refusals_exit_2
-from servion.errors import InvalidInput, ModelNotFound, quoted
+from servion.errors import InvalidInput, quoted
 
 if TYPE_CHECKING:  # pyarrow, the registry and the runtimes load only once a command runs
     from servion.jobs import Job, JobOptions, JobStore, Planned
@@ -106,8 +107,9 @@ def run(
     resume: str | None,
     as_json: bool,
 ) -> None:
-    """Predict every row of --input with NAME[:VERSION] (its latest version without one)
-    into --output, one file per partition; or finish a job with --resume JOB."""
+    """Predict every row of --input with NAME[:VERSION] (its latest version without one; an
+    endpoint's name: the one version it answers with) into --output, one file per
+    partition; or finish a job with --resume JOB."""
     options = {
         "fmt": fmt, "workers": workers, "partition_rows": partition_rows, "columns": columns,
         "id_column": id_column, "batch_size": batch_size, "max_failed_rows": max_failed_rows,
@@ -188,7 +190,7 @@ def _plan(
     from servion.registry import parse_ref
 
     name, version = parse_ref(ref)
-    mv = _model(registry, name, version)
+    mv = target_version(registry, name, version)
     out = output.expanduser().absolute()
     if out.exists() and any(out.iterdir()):
         raise InvalidInput(f"the output folder {quoted(str(out))} is not empty: give a new one")
@@ -199,30 +201,6 @@ def _plan(
     with steps(f"planning a batch job of {mv.label}") as step:
         planned = plan_job(files, mv.signature, options, on_step=step)
     return _NewJob(mv, planned, out, given, fmt)
-
-
-def _model(registry: ModelRegistry, name: str, version: str | None) -> ModelVersion:
-    try:
-        return registry.get(name, version)
-    except ModelNotFound:
-        if version is None:
-            _refuse_endpoint(registry, name)
-        raise
-
-
-def _refuse_endpoint(registry: ModelRegistry, name: str) -> None:
-    """An endpoint may split its traffic between versions: a batch job runs one, named."""
-    from servion.deploy import Deployments, EndpointNotFound
-
-    try:
-        revision = Deployments(registry).current(name)
-    except EndpointNotFound:
-        return
-    arms = ", ".join(f"{a.model}:{a.version}" for a in revision.spec.models)
-    raise InvalidInput(
-        f"{quoted(name)} is an endpoint, not a model: a batch job runs one model version,"
-        f" and the endpoint serves {arms}: name one"
-    )
 
 
 def _audited_run(ctx: Context, store: JobStore, target: _NewJob | Job, options: JobOptions) -> Job:
