@@ -23,16 +23,9 @@ from servion.protocol import (
     parse_header_length,
 )
 from servion.routing import EndpointRouter, request_context
-from servion.server import openapi
+from servion.server import answers, openapi
 from servion.server.admin import AdminApi, NoAdminRoute
-from servion.server.answers import (
-    Answer,
-    Done,
-    encoded,
-    error_response,
-    internal_error,
-    not_allowed,
-)
+from servion.server.answers import Answer, Done, encoded, error_response, internal_error
 from servion.server.control import Control
 from servion.server.cost_export import Pricing
 from servion.server.counting import counted
@@ -247,7 +240,7 @@ class ServionApp:
                 raise _NoRoute from None
         if head == "metrics" and len(parts) == 1 and self.metrics is not None:
             if req.method != "GET":
-                return not_allowed(req, "GET")
+                return answers.not_allowed(req, "GET")
             snapshot = self.metrics.snapshot()
             return self.guard(scrape(snapshot, self.metrics_folder, self.pricing), req)
         raise _NoRoute
@@ -275,11 +268,11 @@ class ServionApp:
                 return self.tracing.rest(req, name, version, self._counted)
             return self._counted(req, name, version, None)
         if action == "infer":
-            return not_allowed(req, "POST")
+            return answers.not_allowed(req, "POST")
         if action not in ("", "ready", "stats", "config"):
             raise _NoRoute
         if req.method != "GET":
-            return not_allowed(req, "GET")
+            return answers.not_allowed(req, "GET")
         if action == "":
             return json_response(200, describe.metadata(self.manager, name, version))
         if action == "ready":
