@@ -110,6 +110,9 @@ class ServerSettings(BaseSettings):
     drain_delay_s: float = Field(default=5.0, ge=0, le=600)
     """On SIGTERM, readiness turns false at once while the listener keeps accepting and
     serving for this long, so load balancers stop sending before connections close."""
+    scale_to_zero_after_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
+    """Unload a model version that answered nothing for this long; its next request loads
+    it again and waits (versions behind endpoints stay loaded). None: never."""
     keep_alive_s: float = Field(default=5.0, gt=0)
     """Idle keep-alive connections are closed after this many seconds."""
     inference_auth: bool = False

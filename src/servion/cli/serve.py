@@ -106,6 +106,14 @@ def server_options(func: Any) -> Any:
             help="On SIGTERM: seconds to keep serving, not ready, before closing (default 5).",
         ),
         click.option(
+            "--scale-to-zero-after",
+            "scale_to_zero_after_s",
+            type=click.FloatRange(min=0, min_open=True, max=30 * 86_400),
+            default=None,
+            metavar="SECONDS",
+            help="Unload a model idle this long; its next request loads it (default never).",
+        ),
+        click.option(
             "--log-level",
             type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
             default=None,

@@ -152,3 +152,9 @@ def ok(
         (b"inference-header-content-length", str(json_length).encode()),
     ]
     return 200, payload, headers
+
+
+def not_allowed(req: Request, allowed: str) -> Response:
+    """405 with the method the route takes (RFC 9110 asks for ``Allow``)."""
+    message = encode_error(f"{quoted(req.path)} takes {allowed}, not {req.method}")
+    return 405, message, [*JSON_HEADERS, (b"allow", allowed.encode())]

@@ -23,7 +23,7 @@ from servion.protocol import (
     parse_header_length,
 )
 from servion.routing import EndpointRouter, request_context
-from servion.server import openapi
+from servion.server import answers, openapi
 from servion.server.admin import AdminApi, NoAdminRoute
 from servion.server.answers import Answer, Done, encoded, error_response, internal_error
 from servion.server.control import Control
@@ -45,6 +45,7 @@ from servion.server.http import (
 from servion.server.metrics_files import MetricsFolder, current_cost, scrape
 from servion.server.request_log import RequestIds
 from servion.server.v1 import NoV1Route, V1Api
+from servion.server.waking import woken
 from servion.serving import (
     DataPlane,
     ModelManager,
@@ -140,8 +141,8 @@ class ServionApp:
                 control.every_second.append(
                     lambda: asyncio.to_thread(metrics_folder.write, metrics.snapshot())
                 )
-        self.admin = AdminApi(control, manager, self.plane, self.deploys, self._guard, self._cost)
-        self.v1 = V1Api(manager, self.plane, limits, self._guard, tracing)
+        self.admin = AdminApi(control, manager, self.plane, self.deploys, self.guard, self._cost)
+        self.v1 = V1Api(manager, self.plane, limits, self.guard, tracing)
         self.front_ends: list[FrontEnd] = []
         """Other protocols served from this worker (gRPC), started after the models load."""
 
@@ -239,16 +240,16 @@ class ServionApp:
                 raise _NoRoute from None
         if head == "metrics" and len(parts) == 1 and self.metrics is not None:
             if req.method != "GET":
-                return _not_allowed(req, "GET")
+                return answers.not_allowed(req, "GET")
             snapshot = self.metrics.snapshot()
-            return self._guard(scrape(snapshot, self.metrics_folder, self.pricing), req)
+            return self.guard(scrape(snapshot, self.metrics_folder, self.pricing), req)
         raise _NoRoute
 
     async def _cost(self) -> dict[str, Any]:
         own = None if self.metrics is None else self.metrics.snapshot()
         return await current_cost(self.pricing, own, self.metrics_folder)
 
-    async def _guard(self, work: Awaitable[Response], req: Request) -> Response:
+    async def guard(self, work: Awaitable[Response], req: Request) -> Response:
         try:
             return await work
         except ServionError as exc:
@@ -267,18 +268,18 @@ class ServionApp:
                 return self.tracing.rest(req, name, version, self._counted)
             return self._counted(req, name, version, None)
         if action == "infer":
-            return _not_allowed(req, "POST")
+            return answers.not_allowed(req, "POST")
         if action not in ("", "ready", "stats", "config"):
             raise _NoRoute
         if req.method != "GET":
-            return _not_allowed(req, "GET")
+            return answers.not_allowed(req, "GET")
         if action == "":
             return json_response(200, describe.metadata(self.manager, name, version))
         if action == "ready":
             describe.ready(self.manager, name, version)  # 404 / 503 when it is not
             return json_response(200, {"name": name, "ready": True})
         if action == "stats":
-            return self._guard(self._stats(name, version), req)
+            return self.guard(self._stats(name, version), req)
         if action == "config":
             return json_response(200, describe.config(self.manager, name, version))
         raise _NoRoute
@@ -309,18 +310,23 @@ class ServionApp:
         current_request_id.set(req.request_id)
         router = self._endpoint(name, version)
         if router is None:
-            model = self.manager.resolve(name, version)  # 404 / 503 before decoding
-            request = self._decode(req)
+            try:
+                model = self.manager.resolve(name, version)  # 404 / 503 before decoding
+            except ServionError:
+                if self.manager.sleep is None or self.manager.sleep.find(name, version) is None:
+                    raise
+                return self.guard(woken(self, req, name, version, done, trace), req)
+            request = self.decode(req)
             answer = self.plane.infer_model(model, request)
-            return encoded(answer, request, req, self._guard, done, trace)
+            return encoded(answer, request, req, self.guard, done, trace)
         # Headers are read only for endpoints: a model's hot path reads none.
-        request = self._decode(req)
+        request = self.decode(req)
         ctx = request_context(req.header)
         ctx.request_id = req.request_id.decode("ascii") or None
         if version is not None:  # /v2/models/{endpoint}/versions/{v}: that arm
             ctx.pin = version.encode()
         answer = self.plane.infer_endpoint(router, request, ctx)
-        return encoded(answer, request, req, self._guard, done, trace)
+        return encoded(answer, request, req, self.guard, done, trace)
 
     def _endpoint(self, name: str, version: str | None) -> EndpointRouter | None:
         """The endpoint a request to ``name`` goes to: ``version`` pins one of its arms,
@@ -330,7 +336,7 @@ class ServionApp:
             return router
         return None
 
-    def _decode(self, req: Request) -> InferRequest:
+    def decode(self, req: Request) -> InferRequest:
         """The request body as an InferRequest (JSON, or JSON then binary tensors)."""
         header_length = parse_header_length(_text(req.header(b"inference-header-content-length")))
         return decode_infer_request(req.body, header_length, self.limits)
@@ -362,16 +368,16 @@ class ServionApp:
         if route == ("GET", "openapi.json"):  # a description, readable like the metadata
             return 200, openapi.served(), JSON_HEADERS
         if route == ("GET", "models", "stats"):
-            return self._guard(self._stats(None, None), req)
+            return self.guard(self._stats(None, None), req)
         if route == ("POST", "repository", "index"):
             return json_response(200, self.control.index(req.body_within(64 * 1024)))
         if len(rest) == 4 and rest[:2] == ["repository", "models"] and req.method == "POST":
             if rest[3] == "load":
                 user = self.control.authorize(req.header(b"authorization"), "deployer")
-                return self._guard(self._load(rest[2], user), req)
+                return self.guard(self._load(rest[2], user), req)
             if rest[3] == "unload":
                 user = self.control.authorize(req.header(b"authorization"), "deployer")
-                return self._guard(self._unload(rest[2], user), req)
+                return self.guard(self._unload(rest[2], user), req)
         if rest and rest[0] == "admin":
             try:
                 return self.admin.handle(req, rest[1:])
@@ -382,12 +388,6 @@ class ServionApp:
 
 def _status(response: Response) -> int:
     return response[0]
-
-
-def _not_allowed(req: Request, allowed: str) -> Response:
-    """405 with the method the route takes (RFC 9110 asks for ``Allow``)."""
-    message = encode_error(f"{quoted(req.path)} takes {allowed}, not {req.method}")
-    return 405, message, [*JSON_HEADERS, (b"allow", allowed.encode())]
 
 
 def _text(value: bytes | None) -> str | None:

@@ -26,6 +26,7 @@ from servion.routing import request_context
 from servion.server.app import ServionApp
 from servion.server.request_log import RequestIds
 from servion.serving import current_request_id, current_trace, describe
+from servion.serving.sleep import obtain
 
 if TYPE_CHECKING:
     from servion.server.tracing import RequestTrace
@@ -270,7 +271,7 @@ class GrpcFrontEnd:
         name, version = request.model_name, request.model_version or None
         router = self.manager.endpoints.get(name) if version is None else None
         if router is None:
-            model = self.manager.resolve(name, version)  # NOT_FOUND / UNAVAILABLE first
+            model = await obtain(self.manager, name, version)  # NOT_FOUND / UNAVAILABLE first
             decoded = decode_model_infer(request, self.app.limits)
             answer = self.plane.infer_model(model, decoded)
         else:

@@ -179,11 +179,26 @@ def _models(snapshots: list[dict[str, Any]], live: list[dict[str, Any]]) -> Iter
 
 
 def _unloads(snapshots: list[dict[str, Any]]) -> Iterable[Metric]:
-    unloads, unload_s = Sums(), Sums()
+    unloads, unload_s, wakes, wake_s = Sums(), Sums(), Sums(), Sums()
     for snap in snapshots:
         for model, version, count, seconds in snap.get("unloads", []):
             unloads.add((model, version), count)
             unload_s.add((model, version), seconds)
+        for model, version, count, seconds in snap.get("wakes", []):
+            wakes.add((model, version), count)
+            wake_s.add((model, version), seconds)
+    yield counter(
+        "servion_model_wakes",
+        "Times a version scaled to zero was loaded again by a request.",
+        ["model", "version"],
+        wakes,
+    )
+    yield counter(
+        "servion_model_wake_seconds",
+        "Time requests waited for those loads (over servion_model_wakes_total: the mean).",
+        ["model", "version"],
+        wake_s,
+    )
     yield counter(
         "servion_model_unloads",
         "Times a version's runtime was unloaded.",

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from servion.datatypes import NUMPY_OF
-from servion.errors import InvalidInput, ModelNotFound
+from servion.errors import InvalidInput, ModelNotFound, ServionError
 from servion.protocol import (
     InferInput,
     InferRequest,
@@ -34,6 +34,7 @@ from servion.serving import (
     current_trace,
     describe,
 )
+from servion.serving.sleep import obtain
 
 if TYPE_CHECKING:
     from servion.server.tracing import RequestTrace, Tracing
@@ -86,7 +87,12 @@ class V1Api:
     def _infer(self, req: Request, name: str) -> InferResponse | Awaitable[InferResponse]:
         router = self.manager.endpoints.get(name)
         if router is None:
-            model = self.manager.resolve(name, None)
+            try:
+                model = self.manager.resolve(name, None)
+            except ServionError:
+                if self.manager.sleep is None or self.manager.sleep.find(name, None) is None:
+                    raise
+                return self._woken(req, name)
             return self.plane.infer_model(model, v1_request(model, req.body, self.limits))
         # An endpoint's instances are read against its first arm's input.
         first = describe.configured(self.manager, name, None)
@@ -94,6 +100,12 @@ class V1Api:
         ctx = request_context(req.header)
         ctx.request_id = req.request_id.decode("ascii") or None
         return self.plane.infer_endpoint(router, request, ctx)
+
+    async def _woken(self, req: Request, name: str) -> InferResponse:
+        """A prediction from a model scaled to zero, once it is loaded again."""
+        model = await obtain(self.manager, name, None)
+        answer = self.plane.infer_model(model, v1_request(model, req.body, self.limits))
+        return answer if isinstance(answer, InferResponse) else await answer
 
     def _traced(self, req: Request, name: str, tracing: Tracing) -> Awaitable[Response]:
         """The prediction with a request span (a child of the caller's ``traceparent``)."""

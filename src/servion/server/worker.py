@@ -27,6 +27,7 @@ from servion.server.supervisor import bind, is_loopback
 from servion.serving import ModelManager
 from servion.serving.drift import DriftMonitor
 from servion.serving.metrics import WorkerMetrics
+from servion.serving.sleep import Sleep
 
 if TYPE_CHECKING:
     from servion.server.tracing import Tracing
@@ -54,6 +55,9 @@ def build_app(
         max_json_depth=settings.server.max_json_depth,
     )
     control.inference_auth = settings.server.inference_auth
+    if settings.server.scale_to_zero_after_s is not None:
+        manager.sleep = Sleep(manager, settings.server.scale_to_zero_after_s)
+        control.every_second.append(manager.sleep.sweep)
     metrics = None
     if settings.server.metrics:
         metrics = WorkerMetrics(manager, control.worker_id, settings.cost.window_s)

@@ -8,12 +8,17 @@ from typing import Any
 from servion.routing import EndpointRouter
 from servion.serving.loaded import LoadedModel
 from servion.serving.manager import ModelManager
+from servion.serving.sleep import Asleep
 
 
 def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
     """The Open Inference Protocol's model metadata, for a model version or an endpoint."""
     router = manager.endpoints.get(name) if version is None else None
     if router is None:
+        asleep = _asleep(manager, name, version)
+        if asleep is not None:
+            versions = sorted({*manager.served.get(name, []), *_sleeping(manager, name)})
+            return {**asleep.metadata, "versions": versions}
         model = manager.resolve(name, version)
         return model.metadata(manager.served[model.name])
     models = _models(manager, router)
@@ -29,6 +34,9 @@ def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str,
 
 def config(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
     """Triton's model configuration subset, for a model version or an endpoint's first arm."""
+    asleep = _asleep(manager, name, version) if name not in manager.endpoints else None
+    if asleep is not None:
+        return {**asleep.config, "name": name}
     return {**model_config(configured(manager, name, version)), "name": name}
 
 
@@ -44,9 +52,23 @@ def ready(manager: ModelManager, name: str, version: str | None) -> None:
     """Nothing when ``name`` answers now; the reason it does not, raised, otherwise."""
     router = manager.endpoints.get(name) if version is None else None
     if router is None:
-        manager.resolve(name, version)
+        if _asleep(manager, name, version) is None:  # asleep, it answers (after its load)
+            manager.resolve(name, version)
     else:
         _models(manager, router)
+
+
+def _asleep(manager: ModelManager, name: str, version: str | None) -> Asleep | None:
+    """The version scaled to zero that a request for ``name[:version]`` would wake."""
+    sleep = manager.sleep
+    if sleep is None or (version is None and name in manager.latest):
+        return None
+    key = sleep.find(name, version)
+    return sleep.asleep[key] if key is not None else None
+
+
+def _sleeping(manager: ModelManager, name: str) -> list[str]:
+    return manager.sleep.versions(name) if manager.sleep is not None else []
 
 
 def model_config(model: LoadedModel) -> dict[str, Any]:

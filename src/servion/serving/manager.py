@@ -15,7 +15,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from servion.batching import BatchingConfig
 from servion.drift.quality import QualityCheck
@@ -25,10 +25,10 @@ from servion.routing import EndpointPolicy, EndpointRouter
 from servion.runtime import Runtime
 from servion.serving.loaded import LoadedModel, RuntimeHandle
 from servion.serving.process import resident_bytes
+from servion.serving.selection import Key, selected
+from servion.serving.sleep import ASLEEP, Sleep
 
 log = logging.getLogger("servion.serving")
-
-Key = tuple[str, str]
 
 PlanSource = Callable[[], list[tuple[EndpointPolicy, EndpointPolicy | None]]]
 """Each deployed endpoint's current policy and the one before it (kept loaded for rollback)."""
@@ -92,7 +92,12 @@ class ModelManager:
         self.on_endpoints: list[Callable[[dict[str, EndpointRouter]], None]] = []
         """Told of the endpoints' routers after each swap (the payload logger's channels)."""
         self._all_loaded = False
-        self._lock = asyncio.Lock()
+        self.lock = asyncio.Lock()
+        """Held while the set of loaded versions changes."""
+        self.pinned: set[Key] = set()
+        """Versions endpoints serve (or served a revision ago): never scaled to zero."""
+        self.sleep: Sleep | None = None
+        """Scale to zero, when the server has it on (see ``servion.serving.sleep``)."""
         self._quality: dict[Key, tuple[str, QualityCheck | None]] = {}
         """Each version's data quality check and the settings and profile stamp it was
         built from (profiles are large: one is read again only when it changed)."""
@@ -135,29 +140,36 @@ class ModelManager:
 
     async def reconcile(self) -> None:
         """Load what the registry says should be served; unload the rest."""
-        async with self._lock:
+        async with self.lock:
             generation = await asyncio.to_thread(self.registry.database.generation)
             versions = await asyncio.to_thread(self.registry.list_versions)
             policies = await asyncio.to_thread(self.registry.policies)
             configs = await asyncio.to_thread(self._configs)
             plans = await asyncio.to_thread(self.plans)
-            wanted = self._wanted(versions, policies)
+            wanted = selected(versions, policies)
             required = set(wanted)
             by_key = {(mv.name, mv.version): mv for mv in versions}
             # Versions behind an endpoint are served whatever their policy, and so
             # are those of the revision before, so that a rollback loads nothing.
             # Shadows and the fallback load too, but an endpoint serves without them.
+            pinned: set[Key] = set()
             for current, previous in plans:
                 for role, ref in current.model_refs():
                     mv = by_key.get((ref.model, ref.version))
                     if mv is not None:
                         wanted[(mv.name, mv.version)] = mv
+                        pinned.add((mv.name, mv.version))
                         if role in SERVES:
                             required.add((mv.name, mv.version))
                 for arm in previous.arms if previous else ():
                     mv = by_key.get((arm.ref.model, arm.ref.version))
                     if mv is not None:
                         wanted[(mv.name, mv.version)] = mv
+                        pinned.add((mv.name, mv.version))
+            self.pinned = pinned
+            asleep = self.sleep.asleep if self.sleep is not None else {}
+            if self.sleep is not None:
+                self.sleep.forget(set(wanted) - self.pinned)
             models = {
                 k: m
                 if m.config == configs.get(k[0], self.batching)
@@ -167,7 +179,7 @@ class ModelManager:
             }
             self.states = self._states(versions, policies, wanted, models, loading=True)
             for key, mv in wanted.items():
-                if key not in models:
+                if key not in models and key not in asleep:
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
@@ -180,29 +192,12 @@ class ModelManager:
                 view.quality = checks.get((view.name, view.version))
             self._swap(models, routers)
             # Readiness waits for what is served, not for the rollback standby.
-            self._all_loaded = all(k in models for k in required)
+            self._all_loaded = all(k in models or k in asleep for k in required)
             # Loaded models live until the next change: keep them out of the
             # collector's full passes, which would stall requests for milliseconds.
             gc.freeze()
             self.states = self._states(versions, policies, wanted, models, loading=False)
             self.generation = generation
-
-    @staticmethod
-    def _wanted(
-        versions: list[ModelVersion], policies: dict[str, tuple[VersionPolicy, bool]]
-    ) -> dict[Key, ModelVersion]:
-        by_name: dict[str, list[ModelVersion]] = {}
-        for mv in versions:  # already ordered oldest to newest
-            by_name.setdefault(mv.name, []).append(mv)
-        wanted: dict[Key, ModelVersion] = {}
-        for name, mvs in by_name.items():
-            policy, loaded = policies.get(name, (VersionPolicy("latest"), True))
-            if not loaded:
-                continue
-            held = {mv.version for mv in mvs if mv.held}
-            chosen = set(policy.select([mv.version for mv in mvs], held))
-            wanted.update({(name, mv.version): mv for mv in mvs if mv.version in chosen})
-        return wanted
 
     def _states(
         self,
@@ -218,6 +213,8 @@ class ModelManager:
             policy, loaded = policies.get(mv.name, (VersionPolicy("latest"), True))
             if key in models:
                 states.append(ModelState(mv.name, mv.version, "READY", "", True))
+            elif self.sleep is not None and key in self.sleep.asleep:
+                states.append(ModelState(mv.name, mv.version, "READY", ASLEEP, True))
             elif key in wanted and loading:
                 states.append(ModelState(mv.name, mv.version, "LOADING", "loading", True))
             elif key in wanted:
@@ -303,6 +300,28 @@ class ModelManager:
         )
         return LoadedModel(mv, handle, config)
 
+    async def load_version(self, mv: ModelVersion) -> LoadedModel | None:
+        """Load one version with its batching and quality check (a woken one)."""
+        config = (await asyncio.to_thread(self._configs)).get(mv.name, self.batching)
+        loaded = await self._load(mv, config)
+        if loaded is not None:
+            key = (mv.name, mv.version)
+            checks = await asyncio.to_thread(self._quality_checks, {*self.models, key})
+            loaded.quality = checks.get(key)
+        return loaded
+
+    def replace(self, models: dict[Key, LoadedModel]) -> None:
+        """Serve ``models`` (the endpoints unchanged); call holding ``lock``."""
+        self._swap(models, self.endpoints)
+        self.states = [
+            replace(s, state="READY", reason=ASLEEP)
+            if self.sleep is not None and (s.name, s.version) in self.sleep.asleep
+            else replace(s, state="READY", reason="")
+            if (s.name, s.version) in models
+            else s
+            for s in self.states
+        ]
+
     def _unloaded(self, name: str, version: str, unload_s: float) -> None:
         for hook in self.on_unloaded:
             hook(name, version, unload_s)
@@ -338,6 +357,9 @@ class ModelManager:
         for model in sorted(models.values(), key=lambda m: m.meta.semver):
             latest[model.name] = model
             served.setdefault(model.name, []).append(model.version)
+        for (name, _), asleep in self.sleep.asleep.items() if self.sleep is not None else ():
+            if name in latest and latest[name].meta.semver < asleep.meta.semver:
+                del latest[name]  # a request for the name's latest wakes the newer one
         kept_views = {id(m) for m in models.values()}
         kept_views |= {id(m) for r in endpoints.values() for m in r.models.values()}
         old_views = [*self.models.values()]

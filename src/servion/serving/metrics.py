@@ -154,6 +154,7 @@ class WorkerMetrics:
                 continue
             seen.add(id(model.stats))
             models[key] = _add(models.get(key), model.stats.metrics())
+        sleep = self.manager.sleep
         loaded = [
             {
                 "model": m.name,
@@ -174,6 +175,7 @@ class WorkerMetrics:
             ],
             "loaded": loaded,
             "unloads": [[*k, *v] for k, v in sorted(self.unloads.items())],
+            "wakes": [[*k, *v] for k, v in sorted(sleep.wakes.items())] if sleep else [],
             "requests": [[*k, v] for k, v in sorted(self.requests.total.items())],
             "latency": [[*k, list(v)] for k, v in sorted(self.requests.latency.items())],
             "inflight": self.requests.inflight,
