@@ -1,7 +1,8 @@
 """Scale to zero (``servion serve --scale-to-zero-after S``) on a real server: a model left
 idle is unloaded while an endpoint's version stays loaded; asleep, it still says it is
 ready and what it takes; a burst of REST and gRPC requests wakes it with one load, every
-request answered as the model answers, the wake counted; and a bad setting is refused."""
+request answered as the model answers, the wake counted; the memory a model held is given
+back when it sleeps; and a bad setting is refused."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import onnx
+import psutil
 import pytest
 import tritonclient.grpc as tg
+from onnx import TensorProto, helper, numpy_helper
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import RunningServer, TabularModels, cli, register, start_server, wait_until
@@ -122,6 +126,39 @@ def _metric(server: RunningServer, name: str) -> float:
         for sample in family.samples
         if sample.name == name and sample.labels.get("model") == "sleepy"
     )
+
+
+def test_scaling_to_zero_gives_the_memory_back(tmp_path: Path) -> None:
+    """A 32 MiB model: the worker's resident memory falls by most of it once it sleeps."""
+    weights = np.random.default_rng(0).standard_normal((2048, 4096)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "wide",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2048])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4096])],
+        [numpy_helper.from_array(weights, "W")],
+    )  # fmt: skip
+    path = tmp_path / "wide.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    home = tmp_path / "home"
+    registry = ModelRegistry(Settings.load(home=home))
+    register(registry, "wide", path)
+    registry.close()
+    server = start_server(home, tmp_path, "--workers", "1", "--scale-to-zero-after", "1")
+    try:
+        children = psutil.Process(server.proc.pid).children()
+        (worker,) = [c for c in children if "servion.server.worker" in " ".join(c.cmdline())]
+        body = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 2048],
+                            "data": [0.5] * 2048}]}  # fmt: skip
+        wait_until(lambda: _index(server)["wide"]["reason"] == ASLEEP, 60, "wide to sleep")
+        reply = httpx.post(f"{server.url}/v2/models/wide/infer", json=body)
+        assert reply.status_code == 200, reply.text
+        loaded = worker.memory_info().rss
+        wait_until(lambda: _index(server)["wide"]["reason"] == ASLEEP, 60, "wide to sleep again")
+        wait_until(
+            lambda: worker.memory_info().rss < loaded - 24 * 2**20, 30, "the memory given back"
+        )
+    finally:
+        server.stop()
 
 
 def test_a_bad_idle_time_is_refused(tmp_path: Path) -> None:
