@@ -113,6 +113,10 @@ class ServerSettings(BaseSettings):
     scale_to_zero_after_s: float | None = Field(default=None, gt=0, le=30 * 86_400)
     """Unload a model version that answered nothing for this long; its next request loads
     it again and waits (versions behind endpoints stay loaded). None: never."""
+    model_memory_bytes: int | None = Field(default=None, ge=1 << 20)
+    """The model cache: versions load on their first request, and the least recently used
+    are unloaded before loading one would pass this many resident bytes. None: every
+    version loads at start."""
     keep_alive_s: float = Field(default=5.0, gt=0)
     """Idle keep-alive connections are closed after this many seconds."""
     inference_auth: bool = False

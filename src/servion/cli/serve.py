@@ -24,6 +24,28 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -
     return value
 
 
+class ByteSize(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3 on
+    """A size: bytes, or a number with KB, MB, GB (powers of 1000) or KiB, MiB, GiB."""
+
+    name = "size"
+    UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}  # fmt: skip
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        text = str(value).strip().upper().replace(" ", "")
+        number = text.rstrip("KMGTIB")
+        unit = text[len(number) :]
+        try:
+            size = float(number) * self.UNITS[unit]
+        except (KeyError, ValueError):
+            size = math.nan
+        if not math.isfinite(size):
+            self.fail(f"{value!r} is not a size: give bytes, or 512MiB, 4GB...", param, ctx)
+        if size < 2**20:
+            self.fail(f"{value!r} is less than 1 MiB", param, ctx)
+        return int(size)
+
+
 def server_options(func: Any) -> Any:
     options = [
         click.option("--host", default=None, help="Address to listen on (default 127.0.0.1)."),
@@ -112,6 +134,14 @@ def server_options(func: Any) -> Any:
             default=None,
             metavar="SECONDS",
             help="Unload a model idle this long; its next request loads it (default never).",
+        ),
+        click.option(
+            "--model-memory",
+            "model_memory_bytes",
+            type=ByteSize(),
+            default=None,
+            metavar="SIZE",
+            help="Model cache: load on first request, keep at most SIZE (512MiB, 4GB).",
         ),
         click.option(
             "--log-level",

@@ -48,6 +48,14 @@ _ADAPTERS: dict[str, _Adapter] = {
     "lightgbm": _Adapter("servion.runtime.boosters", "LightGBMRuntime", "lightgbm"),
 }
 
+
+def platform_of(fmt: str) -> str:
+    """The platform a format's runtime reports (its module imported, nothing loaded)."""
+    adapter = _ADAPTERS[fmt]
+    runtime = getattr(importlib.import_module(adapter.module), adapter.cls)
+    return str(runtime.platform)
+
+
 _EXTENSIONS = {
     ".onnx": "onnx",
     ".skops": "sklearn-skops",

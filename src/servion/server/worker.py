@@ -55,8 +55,9 @@ def build_app(
         max_json_depth=settings.server.max_json_depth,
     )
     control.inference_auth = settings.server.inference_auth
-    if settings.server.scale_to_zero_after_s is not None:
-        manager.sleep = Sleep(manager, settings.server.scale_to_zero_after_s)
+    idle_s, budget = settings.server.scale_to_zero_after_s, settings.server.model_memory_bytes
+    if idle_s is not None or budget is not None:
+        manager.sleep = Sleep(manager, idle_s, budget)
         control.every_second.append(manager.sleep.sweep)
     metrics = None
     if settings.server.metrics:

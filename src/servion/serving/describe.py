@@ -3,12 +3,16 @@ protocol-neutral: REST writes these as JSON, gRPC as its messages."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from servion.routing import EndpointRouter
+from servion.runtime.formats import platform_of
 from servion.serving.loaded import LoadedModel
 from servion.serving.manager import ModelManager
 from servion.serving.sleep import Asleep
+
+if TYPE_CHECKING:
+    from servion.registry import ModelVersion
 
 
 def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str, Any]:
@@ -18,7 +22,8 @@ def metadata(manager: ModelManager, name: str, version: str | None) -> dict[str,
         asleep = _asleep(manager, name, version)
         if asleep is not None:
             versions = sorted({*manager.served.get(name, []), *_sleeping(manager, name)})
-            return {**asleep.metadata, "versions": versions}
+            said = asleep.metadata or _unloaded_metadata(asleep.meta)
+            return {**said, "versions": versions}
         model = manager.resolve(name, version)
         return model.metadata(manager.served[model.name])
     models = _models(manager, router)
@@ -36,7 +41,7 @@ def config(manager: ModelManager, name: str, version: str | None) -> dict[str, A
     """Triton's model configuration subset, for a model version or an endpoint's first arm."""
     asleep = _asleep(manager, name, version) if name not in manager.endpoints else None
     if asleep is not None:
-        return {**asleep.config, "name": name}
+        return {**(asleep.config or _unloaded_config(manager, asleep.meta)), "name": name}
     return {**model_config(configured(manager, name, version)), "name": name}
 
 
@@ -65,6 +70,32 @@ def _asleep(manager: ModelManager, name: str, version: str | None) -> Asleep | N
         return None
     key = sleep.find(name, version)
     return sleep.asleep[key] if key is not None else None
+
+
+def _unloaded_metadata(meta: ModelVersion) -> dict[str, Any]:
+    """What a version never loaded here says of itself: its registered signature."""
+    return {
+        "name": meta.name,
+        "platform": platform_of(meta.format),
+        "inputs": [s.to_dict() for s in meta.signature.inputs],
+        "outputs": [s.to_dict() for s in meta.signature.outputs],
+    }
+
+
+def _unloaded_config(manager: ModelManager, meta: ModelVersion) -> dict[str, Any]:
+    batching = manager.batching_of(meta.name)
+    batched = meta.signature.batched
+    return {
+        "name": meta.name,
+        "version": meta.version,
+        "platform": platform_of(meta.format),
+        "format": meta.format,
+        "max_batch_size": batching.max_batch_size if batched else 0,
+        "dynamic_batching": batching.to_dict() if batched else None,
+        "input": [s.to_dict() for s in meta.signature.inputs],
+        "output": [s.to_dict() for s in meta.signature.outputs],
+        "sha256": meta.sha256,
+    }
 
 
 def _sleeping(manager: ModelManager, name: str) -> list[str]:

@@ -277,3 +277,11 @@ def outputs_of(
             raise model_failure(model.meta.label, problem)
         outputs.append(InferOutput.of(name, array))
     return outputs
+
+
+def timed_warmup(runtime: Runtime) -> int:
+    """Warm the runtime up, then time one more warm-up: what one execution costs."""
+    runtime.warmup()
+    started = time.perf_counter_ns()
+    runtime.warmup()
+    return time.perf_counter_ns() - started

@@ -22,11 +22,10 @@ from servion.drift.quality import QualityCheck
 from servion.errors import ModelNotFound, ModelNotReady, ServionError
 from servion.registry import ModelRegistry, ModelVersion, VersionPolicy
 from servion.routing import EndpointPolicy, EndpointRouter
-from servion.runtime import Runtime
-from servion.serving.loaded import LoadedModel, RuntimeHandle
-from servion.serving.process import resident_bytes
+from servion.serving.loaded import LoadedModel, RuntimeHandle, timed_warmup
+from servion.serving.process import resident_bytes, trim_heap
 from servion.serving.selection import Key, selected
-from servion.serving.sleep import ASLEEP, Sleep
+from servion.serving.sleep import Sleep
 
 log = logging.getLogger("servion.serving")
 
@@ -35,14 +34,6 @@ PlanSource = Callable[[], list[tuple[EndpointPolicy, EndpointPolicy | None]]]
 
 SERVES = ("arm", "stage", "step")
 """Parts of an endpoint that answer requests: their versions gate readiness."""
-
-
-def _timed_warmup(runtime: Runtime) -> int:
-    """Warm the runtime up, then time one more warm-up: what one execution costs."""
-    runtime.warmup()
-    started = time.perf_counter_ns()
-    runtime.warmup()
-    return time.perf_counter_ns() - started
 
 
 def _no_endpoints() -> list[tuple[EndpointPolicy, EndpointPolicy | None]]:
@@ -180,6 +171,9 @@ class ModelManager:
             self.states = self._states(versions, policies, wanted, models, loading=True)
             for key, mv in wanted.items():
                 if key not in models and key not in asleep:
+                    if self.sleep is not None and self.sleep.budget and key not in pinned:
+                        self.sleep.park(mv)  # the cache loads it on its first request
+                        continue
                     loaded = await self._load(mv, configs.get(mv.name, self.batching))
                     if loaded is not None:
                         models[key] = loaded
@@ -214,7 +208,8 @@ class ModelManager:
             if key in models:
                 states.append(ModelState(mv.name, mv.version, "READY", "", True))
             elif self.sleep is not None and key in self.sleep.asleep:
-                states.append(ModelState(mv.name, mv.version, "READY", ASLEEP, True))
+                reason = self.sleep.asleep[key].reason
+                states.append(ModelState(mv.name, mv.version, "READY", reason, True))
             elif key in wanted and loading:
                 states.append(ModelState(mv.name, mv.version, "LOADING", "loading", True))
             elif key in wanted:
@@ -263,12 +258,14 @@ class ModelManager:
     async def _load(self, mv: ModelVersion, config: BatchingConfig) -> LoadedModel | None:
         key = (mv.name, mv.version)
         try:
+            if self.sleep is not None and self.sleep.budget:  # the cache counts what it adds
+                await asyncio.to_thread(trim_heap)
             rss_before = resident_bytes()
             started = time.perf_counter()
             runtime = await asyncio.to_thread(self.registry.open_runtime, mv)
             loaded = time.perf_counter()
             rss_after = resident_bytes()
-            execution_ns = await asyncio.to_thread(_timed_warmup, runtime)
+            execution_ns = await asyncio.to_thread(timed_warmup, runtime)
             warmed = time.perf_counter()
         except ServionError as exc:
             # Reasons reach HTTP clients (index, load): no paths of this machine.
@@ -313,14 +310,19 @@ class ModelManager:
     def replace(self, models: dict[Key, LoadedModel]) -> None:
         """Serve ``models`` (the endpoints unchanged); call holding ``lock``."""
         self._swap(models, self.endpoints)
+        asleep = self.sleep.asleep if self.sleep is not None else {}
         self.states = [
-            replace(s, state="READY", reason=ASLEEP)
-            if self.sleep is not None and (s.name, s.version) in self.sleep.asleep
+            replace(s, state="READY", reason=asleep[(s.name, s.version)].reason)
+            if (s.name, s.version) in asleep
             else replace(s, state="READY", reason="")
             if (s.name, s.version) in models
             else s
             for s in self.states
         ]
+
+    def batching_of(self, name: str) -> BatchingConfig:
+        """A model's batching settings in effect (its own over the server's)."""
+        return self._configs().get(name, self.batching)
 
     def _unloaded(self, name: str, version: str, unload_s: float) -> None:
         for hook in self.on_unloaded:

@@ -1,6 +1,9 @@
-"""Scale to zero (``servion serve --scale-to-zero-after S``): a model version that answered
-nothing for S seconds is unloaded, and the next request for it loads it again and waits
-for it, bounded, without failing because of it. Requests that wait together share one load.
+"""Scale to zero and the model cache. With ``servion serve --scale-to-zero-after S`` a model
+version that answered nothing for S seconds is unloaded; with ``--model-memory SIZE``
+versions load on their first request and, when loading one would pass SIZE, the least
+recently used are unloaded first, each counted at the memory it measured at load. Either
+way the next request for a version not loaded loads it and waits for it, bounded, without
+failing because of it. Requests that wait together share one load.
 
 Versions an endpoint serves (and the revision before, kept for rollback) stay loaded: an
 endpoint's arms switch and roll back without a load. A version asleep still says what it
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from servion.errors import ModelNotReady, ServionError
+from servion.serving.process import trim_heap
 
 if TYPE_CHECKING:
     from servion.registry import ModelVersion
@@ -27,24 +31,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("servion.serving")
 
 ASLEEP = "scaled to zero: loads on its next request"
+EVICTED = "evicted from the model cache: loads on its next request"
+PARKED = "not loaded yet: loads on its first request"
 
 
 @dataclass(frozen=True, slots=True)
 class Asleep:
-    """A version unloaded for idleness, and what it said of itself while loaded."""
+    """A version not loaded here, and what it said of itself when it was (None: never)."""
 
     meta: ModelVersion
-    metadata: dict[str, Any]
-    config: dict[str, Any]
+    metadata: dict[str, Any] | None
+    config: dict[str, Any] | None
     since: float
+    reason: str
+    footprint: int = 0
+    """Resident bytes the worker grew by when it last loaded it (0: never loaded)."""
 
 
 class Sleep:
     """The versions one worker put to sleep, and their waking."""
 
-    def __init__(self, manager: ModelManager, after_s: float, wait_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        after_s: float | None,
+        budget: int | None = None,
+        wait_s: float = 120.0,
+    ) -> None:
         self.manager = manager
         self.after_s = after_s
+        self.budget = budget
+        """Resident bytes the loaded versions may take together (None: no cache)."""
         self.wait_s = wait_s
         """The longest a request waits for a load before it is answered 503."""
         self.asleep: dict[Key, Asleep] = {}
@@ -73,6 +90,8 @@ class Sleep:
     async def sweep(self) -> None:
         """Unload each version that answered nothing for ``after_s`` (endpoints' aside)."""
         manager = self.manager
+        if self.after_s is None:
+            return
         now = time.time()
         idle = [key for key, model in manager.models.items() if self._idle(key, model, now)]
         if not idle:
@@ -81,22 +100,68 @@ class Sleep:
             models = dict(manager.models)
             for key in idle:
                 model = models.get(key)
-                if model is None or not self._idle(key, model, time.time()):
-                    continue  # reloaded, or asked for, meanwhile
-                del models[key]
-                versions = sorted({*manager.served.get(key[0], []), *self.versions(key[0])})
-                self.asleep[key] = Asleep(
-                    model.meta, model.metadata(versions), describe_config(model), time.time()
-                )
-                self._seen.pop(key, None)
-                log.info(
-                    "model_scaled_to_zero",
-                    extra={"model": key[0], "version": key[1], "idle_s": self.after_s},
-                )
+                if model is not None and self._idle(key, model, time.time()):
+                    self._unload(models, key, ASLEEP)  # not reloaded or asked for meanwhile
             manager.replace(models)
+        await asyncio.to_thread(trim_heap)
+
+    def _unload(self, models: dict[Key, LoadedModel], key: Key, reason: str) -> None:
+        """Take ``key`` out of ``models``, asleep from now; call holding the lock."""
+        model = models.pop(key)
+        versions = sorted({*self.manager.served.get(key[0], []), *self.versions(key[0])})
+        self.asleep[key] = Asleep(
+            model.meta, model.metadata(versions), describe_config(model), time.time(), reason,
+            model.handle.memory_bytes,
+        )  # fmt: skip
+        self._seen.pop(key, None)
+        event = "model_scaled_to_zero" if reason == ASLEEP else "model_evicted"
+        extra = {"model": key[0], "version": key[1], "memory_bytes": model.handle.memory_bytes}
+        log.info(event, extra=extra)
+
+    def park(self, mv: ModelVersion) -> None:
+        """A version the cache loads on its first request."""
+        key = (mv.name, mv.version)
+        if key not in self.asleep:
+            self.asleep[key] = Asleep(mv, None, None, time.time(), PARKED)
+
+    def last_used(self, key: Key, model: LoadedModel) -> float:
+        return max(self._seen.get(key, 0.0), model.stats.last_inference / 1000)
+
+    async def _make_room(self, need: int, keep: Key) -> None:
+        """Unload the least recently used versions (none an endpoint's, none with requests
+        queued) until ``need`` more bytes fit the budget."""
+        manager, budget = self.manager, self.budget
+        assert budget is not None
+        async with manager.lock:
+            models = dict(manager.models)
+            used = resident(models)
+            movable = [
+                k for k, m in models.items()
+                if k != keep and k not in manager.pinned and m.batcher.queued == 0
+            ]  # fmt: skip
+            movable.sort(key=lambda k: self.last_used(k, models[k]))
+            evicted = False
+            for key in movable:
+                if used + need <= budget:
+                    break
+                used -= models[key].handle.memory_bytes
+                self._unload(models, key, EVICTED)
+                evicted = True
+            if evicted:
+                manager.replace(models)
+        if evicted:
+            await asyncio.to_thread(trim_heap)
+        if used + need > budget:
+            log.warning(
+                "model_cache_over_budget",
+                extra={"model": keep[0], "version": keep[1], "used_bytes": used + need,
+                       "budget_bytes": budget},
+            )  # fmt: skip
 
     def _idle(self, key: Key, model: LoadedModel, now: float) -> bool:
         if key in self.manager.pinned:
+            return False
+        if self.after_s is None:
             return False
         seen = self._seen.setdefault(key, now)
         last = max(seen, model.stats.last_inference / 1000)
@@ -123,12 +188,14 @@ class Sleep:
         try:
             return await asyncio.wait_for(asyncio.shield(waking), self.wait_s)
         except TimeoutError:
-            raise ModelNotReady(name, version, "loading (it was scaled to zero)") from None
+            raise ModelNotReady(name, version, "loading (it was not loaded)") from None
 
     async def _load(self, key: Key) -> LoadedModel:
         manager = self.manager
         asleep = self.asleep[key]
         started = time.perf_counter()
+        if self.budget is not None:  # room first, at what it took last time (or its size)
+            await self._make_room(asleep.footprint or asleep.meta.size_bytes, key)
         loaded = await manager.load_version(asleep.meta)
         if loaded is None:
             reason = manager.failures.get(key, "failed to load")
@@ -144,6 +211,8 @@ class Sleep:
                     raise ModelNotReady(key[0], key[1], "no longer served")
                 loaded = current
         self._seen[key] = time.time()
+        if self.budget is not None:  # what it measured now counts
+            await self._make_room(0, key)
         took = time.perf_counter() - started
         slot = self.wakes.setdefault(key, [0, 0.0])
         slot[0] += 1
@@ -156,6 +225,12 @@ class Sleep:
             },
         )  # fmt: skip
         return loaded
+
+
+def resident(models: dict[Key, LoadedModel]) -> int:
+    """What the loaded runtimes measured at load, each counted once."""
+    handles = {id(m.handle): m.handle.memory_bytes for m in models.values()}
+    return sum(handles.values())
 
 
 def describe_config(model: LoadedModel) -> dict[str, Any]:
