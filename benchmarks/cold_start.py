@@ -12,6 +12,15 @@ one worker each on loopback: one with ``--scale-to-zero-after 1``, one without. 
   server without scale to zero, alternating, one at a time.
 
     PYTHONPATH=src python benchmarks/cold_start.py [--models 20] [--rounds 3] [--json out.json]
+
+With ``--density N``, instead: N copies registered, one server of one worker with
+``--model-memory`` (default 16MiB), and ``--requests`` requests one at a time, each to a
+model of a working set of ``--working-set`` (default 20) chosen at random, or, for a
+``--miss-share`` of them (default 0.02), to one of the others: hits and misses are timed
+apart, and the loads' own times read from the server's log. The bar: hits under 100 ms at
+p99 with the working set held in the budget.
+
+    PYTHONPATH=src python benchmarks/cold_start.py --density 200 [--requests 3000]
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import numpy as np
 
 N_FEATURES = 32
 BAR_MS = 200.0
+HIT_BAR_MS = 100.0
 
 
 def make_model(folder: Path) -> Path:
@@ -103,13 +113,80 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def density(args: argparse.Namespace) -> dict[str, Any]:
+    """Many models in a memory budget: a working set served from it, the rest loaded on
+    demand."""
+    import random
+
+    from servion.config import Settings
+    from servion.registry import ModelRegistry, RegisterRequest
+
+    folder = Path(tempfile.mkdtemp(prefix="servion-density-"))
+    home = folder / "home"
+    model = make_model(folder)
+    names = [f"dense-{i:03d}" for i in range(args.density)]
+    registry = ModelRegistry(Settings.load(home=home))
+    for name in names:
+        registry.register(RegisterRequest(name, model, "v1.0.0"))
+    registry.close()
+    proc, url = serve(home, folder, "--model-memory", args.model_memory)
+    chooser = random.Random(0)
+    working, others = names[: args.working_set], names[args.working_set :]
+    hits: list[float] = []
+    misses: list[float] = []
+    try:
+        with httpx.Client() as client:
+            for name in working:  # the working set loaded once
+                timed(client, url, name)
+            for _ in range(args.requests):
+                if others and chooser.random() < args.miss_share:
+                    misses.append(timed(client, url, chooser.choice(others)))
+                else:
+                    hits.append(timed(client, url, chooser.choice(working)))
+            index = client.post(f"{url}/v2/repository/index", json={}).json()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    log = "".join(p.read_text() for p in folder.glob("server-*.log"))
+    loads = [float(m) for m in re.findall(r'"model_woken".*?"load_s":([0-9.]+)', log)]
+    footprints = [int(m) for m in re.findall(r'"model_evicted".*?"memory_bytes":([0-9]+)', log)]
+    return {
+        "models": args.density,
+        "working_set": args.working_set,
+        "model_memory": args.model_memory,
+        "cores": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "loaded_at_end": sum(1 for e in index if e["reason"] == ""),
+        "evictions": len(footprints),
+        "evicted_footprint_bytes_p50": statistics.median(footprints) if footprints else None,
+        "hit_ms": {"n": len(hits), "p50": pct(hits, 0.5), "p99": pct(hits, 0.99)},
+        "miss_ms": {"n": len(misses), "p50": pct(misses, 0.5), "p99": pct(misses, 0.99)}
+        if misses
+        else None,
+        "load_ms_p50": 1000 * statistics.median(loads) if loads else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hits", type=int, default=200)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--density", type=int, default=None, help="Many models, a budget.")
+    parser.add_argument("--working-set", type=int, default=20)
+    parser.add_argument("--model-memory", default="16MiB")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--miss-share", type=float, default=0.02)
     args = parser.parse_args()
+    if args.density is not None:
+        found = density(args)
+        print(json.dumps(found, indent=2))
+        verdict = "meets" if found["hit_ms"]["p99"] < HIT_BAR_MS else "misses"
+        print(f"hits p99 {found['hit_ms']['p99']:.1f} ms: {verdict} the {HIT_BAR_MS:.0f} ms bar")
+        if args.json:
+            args.json.write_text(json.dumps(found, indent=2))
+        return
     folder = Path(tempfile.mkdtemp(prefix="servion-cold-"))
     home = folder / "home"
     model = make_model(folder)
