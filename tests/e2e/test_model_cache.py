@@ -1,7 +1,7 @@
 """The model cache (``servion serve --model-memory SIZE``) on a real server: versions load on
 their first request (saying what they take before that, from the registry); loading one
 past the budget unloads the least recently used first, each counted at the memory it
-measured when it loaded; every request is answered; a bad size is refused."""
+measured when it loaded; every request is answered; a bad size (or idle time) is refused."""
 
 from __future__ import annotations
 
@@ -75,14 +75,17 @@ def test_models_load_on_demand_and_the_least_recently_used_leave(server: Running
     assert server.log().count('"model_evicted"') >= MODELS - 3
 
 
-def test_a_bad_size_is_refused(tmp_path: Path) -> None:
-    for value, message in (
-        ("lots", "'lots' is not a size"),
-        ("12KiB", "is less than 1 MiB"),
-        ("-4GB", "is less than 1 MiB"),
-        ("nan", "is not a size"),
-        ("infGB", "is not a size"),
+def test_bad_sizes_and_idle_times_are_refused(tmp_path: Path) -> None:
+    for option, value, message in (
+        ("--model-memory", "lots", "'lots' is not a size"),
+        ("--model-memory", "12KiB", "is less than 1 MiB"),
+        ("--model-memory", "-4GB", "is less than 1 MiB"),
+        ("--model-memory", "nan", "is not a size"),
+        ("--model-memory", "infGB", "is not a size"),
+        ("--scale-to-zero-after", "0", "--scale-to-zero-after"),
+        ("--scale-to-zero-after", "-5", "--scale-to-zero-after"),
+        ("--scale-to-zero-after", "soon", "'soon' is not a valid float"),
     ):
-        done = cli(tmp_path / "home", "serve", "--model-memory", value, "--port", "0")
-        assert done.returncode == 2, (value, done.stderr)
-        assert message in done.stderr, (value, done.stderr)
+        done = cli(tmp_path / "home", "serve", option, value, "--port", "0")
+        assert done.returncode == 2, (option, value, done.stderr)
+        assert message in done.stderr, (option, value, done.stderr)
