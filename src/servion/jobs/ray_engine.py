@@ -132,7 +132,11 @@ class RayRunner(JobRunner):
             ready = [i for i in run.pending if run.retry_at.get(i, 0.0) <= now]
             if ready:
                 return ready
-            time.sleep(POLL_S)
+            try:
+                time.sleep(POLL_S)
+            except KeyboardInterrupt:  # between rounds: recorded as a stop, as within one
+                run.stop = Stop("interrupted")
+                break
             self._beat(run, workers, None)
         return []
 
