@@ -7,17 +7,17 @@ inference on the given sample (or on one generated from the signature).
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import traceback
+import contextlib
+import os
+import pickle
+import subprocess
+import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from servion.config import RuntimeSettings
-from servion.datatypes import NUMPY_OF
 from servion.errors import (
     ChecksumMismatch,
     RuntimeFailure,
@@ -25,7 +25,7 @@ from servion.errors import (
     UnsafeArtifact,
     ValidationFailed,
 )
-from servion.runtime import Signature, make_runtime, sample_inputs
+from servion.runtime import Signature
 from servion.types import Arrays
 
 # Errors the child may report, rebuilt under their own class in the parent.
@@ -41,49 +41,6 @@ class ProbeResult:
     """Name -> (numpy dtype, shape) of each output of the smoke inference."""
 
 
-def _child(
-    conn: Connection,
-    fmt: str,
-    path: Path,
-    settings: RuntimeSettings,
-    options: dict[str, Any],
-    sample: Arrays | None,
-) -> None:
-    try:
-        runtime = make_runtime(fmt, path, settings, options)
-        runtime.load()
-        signature = runtime.signature()
-        inputs = sample_inputs(signature) if sample is None else _check_sample(signature, sample)
-        outputs = runtime.predict(inputs)
-        missing = {o.name for o in signature.outputs} - set(outputs)
-        if missing:
-            raise RuntimeFailure(f"smoke inference did not return outputs {sorted(missing)}")
-        described = {k: (str(np.asarray(v).dtype), np.asarray(v).shape) for k, v in outputs.items()}
-        conn.send(("ok", signature.to_dict(), described))
-    except ServionError as exc:
-        conn.send(("refused", type(exc).__name__, exc.message))
-    except BaseException as exc:  # the model's own code may raise anything
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        conn.send(("refused", "RuntimeFailure", f"the model failed to load or run: {detail}"))
-    finally:
-        conn.close()
-
-
-def _check_sample(signature: Signature, inputs: Arrays) -> Arrays:
-    """Match the sample to the signature; JSON samples carry no datatype, so cast to it."""
-    expected = {s.name: s.datatype for s in signature.inputs}
-    if set(inputs) != set(expected):
-        raise RuntimeFailure(
-            f"the sample's inputs {sorted(inputs)} do not match the model's {sorted(expected)}"
-        )
-    try:
-        return {
-            k: np.asarray(v).astype(NUMPY_OF[expected[k]], copy=False) for k, v in inputs.items()
-        }
-    except (TypeError, ValueError) as exc:
-        raise RuntimeFailure(f"the sample does not fit the model's datatypes: {exc}") from None
-
-
 def probe(
     fmt: str,
     path: Path,
@@ -93,31 +50,32 @@ def probe(
     timeout_s: float,
 ) -> ProbeResult:
     """Load and smoke-test a model in a fresh process; raise the error the child saw."""
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_child, args=(child, fmt, path, settings, options, sample), daemon=True
-    )
-    proc.start()
-    child.close()
+    # A plain interpreter on ``-m``, not multiprocessing's spawn: that one would import the
+    # caller's main module again (the CLI, a test runner) before the probe's own.
+    reader, writer = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servion.runtime.probe_child", str(writer)],
+        stdin=subprocess.PIPE, pass_fds=(writer,),
+    )  # fmt: skip
+    os.close(writer)
+    parent = Connection(reader, writable=False)
     try:
+        assert proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it died at once: said below
+            proc.stdin.write(pickle.dumps((fmt, path, settings, options, sample)))
+            proc.stdin.close()
         if not parent.poll(timeout_s):
-            if proc.is_alive():
-                proc.kill()
-                raise RuntimeFailure(f"the model did not load and answer within {timeout_s:g} s")
-            proc.join()
-            raise RuntimeFailure(f"the model crashed the process while loading ({_exit(proc)})")
+            proc.kill()
+            raise RuntimeFailure(f"the model did not load and answer within {timeout_s:g} s")
         try:
             message = parent.recv()
         except EOFError:
-            proc.join(5)
+            _wait(proc)
             raise RuntimeFailure(
                 f"the model crashed the process while loading ({_exit(proc)})"
             ) from None
     finally:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
+        _wait(proc)
         parent.close()
     if message[0] == "ok":
         outputs = {k: (v[0], tuple(v[1])) for k, v in message[2].items()}
@@ -126,8 +84,16 @@ def probe(
     raise _REBUILT.get(kind, RuntimeFailure)(text)
 
 
-def _exit(proc: Any) -> str:
-    code = proc.exitcode
+def _wait(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _exit(proc: subprocess.Popen[bytes]) -> str:
+    code = proc.returncode
     if code is None:
         return "still running"
     return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
