@@ -417,7 +417,7 @@ def test_cascade_sends_only_unsure_rows_on(
     assert list(only.outputs) == ["label"]
     both = {"unsure:v1.0.0": 2 * (20 - unsure), "tabular:v1.0.0": 2 * unsure}
     # The other worker's counts reach this one's report within a second.
-    wait_until(lambda: report(server, endpoint)["cascade"] == both, 10, "both calls counted")
+    wait_until(lambda: report(server, endpoint)["cascade"] == both, 30, "both calls counted")
 
 
 def test_ensemble_runs_the_graph(
