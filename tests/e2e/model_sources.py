@@ -1,5 +1,11 @@
 """Small custom Python models for endpoint tests: slow, failing, flaky, unsure, doubling,
-paced."""
+paced; and ONNX matrix products whose memory is their weights' (the cache's tests)."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
 
 SLOW_MODEL = """
 import time
@@ -121,3 +127,16 @@ class Paced:
         time.sleep(PACE_S)
         return {"label": np.zeros(len(inputs["X"]), np.int64)}
 """
+
+
+def write_matmul_onnx(path: Path, weights: np.ndarray) -> Path:
+    """An ONNX graph ``Y = X @ W`` with ``weights`` as W (float32, [inputs, outputs])."""
+    rows, cols = weights.shape
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "matmul",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", rows])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", cols])],
+        [numpy_helper.from_array(weights, "W")],
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from model_sources import write_matmul_onnx
 
 from conftest import RunningServer, cli, register, start_server
 from servion.config import Settings
@@ -31,14 +30,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     registry = ModelRegistry(Settings.load(home=home))
     for i in range(MODELS):
         weights = np.full((1024, 2048), i + 1, np.float32)
-        graph = helper.make_graph(
-            [helper.make_node("MatMul", ["X", "W"], ["Y"])], "m",
-            [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 1024])],
-            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 2048])],
-            [numpy_helper.from_array(weights, "W")],
-        )  # fmt: skip
-        path = tmp / f"m{i}.onnx"
-        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+        path = write_matmul_onnx(tmp / f"m{i}.onnx", weights)
         register(registry, f"cached-{i}", path)
     registry.close()
     running = start_server(home, tmp, "--workers", "1", "--model-memory", "64MiB")

@@ -14,11 +14,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-import onnx
 import psutil
 import pytest
 import tritonclient.grpc as tg
-from onnx import TensorProto, helper, numpy_helper
+from model_sources import write_matmul_onnx
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import RunningServer, TabularModels, register, start_server, wait_until
@@ -131,14 +130,7 @@ def _metric(server: RunningServer, name: str) -> float:
 def test_scaling_to_zero_gives_the_memory_back(tmp_path: Path) -> None:
     """A 32 MiB model: the worker's resident memory falls by most of it once it sleeps."""
     weights = np.random.default_rng(0).standard_normal((2048, 4096)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["X", "W"], ["Y"])], "wide",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 2048])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["N", 4096])],
-        [numpy_helper.from_array(weights, "W")],
-    )  # fmt: skip
-    path = tmp_path / "wide.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    path = write_matmul_onnx(tmp_path / "wide.onnx", weights)
     home = tmp_path / "home"
     registry = ModelRegistry(Settings.load(home=home))
     register(registry, "wide", path)

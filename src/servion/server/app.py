@@ -313,7 +313,7 @@ class ServionApp:
             try:
                 model = self.manager.resolve(name, version)  # 404 / 503 before decoding
             except ServionError:
-                if self.manager.sleep is None or self.manager.sleep.find(name, version) is None:
+                if not self.manager.wakeable(name, version):
                     raise
                 return self.guard(woken(self, req, name, version, done, trace), req)
             request = self.decode(req)

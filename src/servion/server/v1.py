@@ -90,7 +90,7 @@ class V1Api:
             try:
                 model = self.manager.resolve(name, None)
             except ServionError:
-                if self.manager.sleep is None or self.manager.sleep.find(name, None) is None:
+                if not self.manager.wakeable(name, None):
                     raise
                 return self._woken(req, name)
             return self.plane.infer_model(model, v1_request(model, req.body, self.limits))

@@ -107,6 +107,10 @@ class ModelManager:
                 return model
         raise self._why_missing(name, version)
 
+    def wakeable(self, name: str, version: str | None) -> bool:
+        """Whether a request that ``resolve`` refused would load a version not loaded."""
+        return self.sleep is not None and self.sleep.find(name, version) is not None
+
     def _why_missing(self, name: str, version: str | None) -> ServionError:
         states = [s for s in self.states if s.name == name]
         if not states:

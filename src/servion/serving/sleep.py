@@ -108,9 +108,8 @@ class Sleep:
     def _unload(self, models: dict[Key, LoadedModel], key: Key, reason: str) -> None:
         """Take ``key`` out of ``models``, asleep from now; call holding the lock."""
         model = models.pop(key)
-        versions = sorted({*self.manager.served.get(key[0], []), *self.versions(key[0])})
-        self.asleep[key] = Asleep(
-            model.meta, model.metadata(versions), describe_config(model), time.time(), reason,
+        self.asleep[key] = Asleep(  # metadata's versions: filled in when it is asked for
+            model.meta, model.metadata([]), describe_config(model), time.time(), reason,
             model.handle.memory_bytes,
         )  # fmt: skip
         self._seen.pop(key, None)
